@@ -1,0 +1,812 @@
+"""Validate a trace folder against the CodeTracer trace format (``timelapse check DIR``).
+
+CodeTracer's db-backend trusts its input: an undefined type id, a ``Return`` with no open call or a
+``Cell`` value aborts it, and a misplaced ``Step`` silently attaches lines to the wrong function. So a
+recorder bug shows up, at best, as a crash far from its cause. This module replays the event stream
+with the same id rules as the consumer and reports each broken rule of ``shared/trace-format.md`` at
+the index of the event that breaks it, so that a test can assert "this trace is valid" and a person
+can find the first bad event.
+
+Each violation belongs to a *rule* (a short name such as ``undefined-id``, listed in
+``docs/checker.md``). At most :data:`LIMIT_PER_RULE` violations of one rule are kept; the rest are
+counted, so a huge broken trace yields a readable report.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from timelapse.reader import Trace, TraceUnreadable, split_event
+
+__all__ = ["LIMIT_PER_RULE", "Violation", "check_folder", "check_trace", "run_check"]
+
+#: At most this many violations of one rule are reported; the rest are only counted.
+LIMIT_PER_RULE = 100
+
+_I64_MIN = -(2**63)
+_I64_MAX = 2**63 - 1
+_U64_MAX = 2**64 - 1
+_TYPE_KIND_MAX = 33  # TypeKind numbers are 0 (Seq) .. 33 (Slice)
+_EVENT_KIND_MAX = 13  # EventLogKind numbers are 0 (Write) .. 13 (EvmEvent)
+_NONE_TYPE_KIND = 30
+
+#: What both Python's float() and Rust's f64::from_str accept (no "_", no surrounding spaces).
+_FLOAT_TEXT = re.compile(
+    r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf|infinity|nan)\Z", re.IGNORECASE
+)
+
+#: Variants the db-backend aborts on (``unimplemented!()``), or that cannot be serialized (Assignment).
+_ABORTING_VARIANTS = frozenset({"Assignment", "BindVariable", "DropVariables"})
+#: Variants that exist in the format but are outside what a recorder writes (section 2).
+_OTHER_VARIANTS = frozenset(
+    {
+        "Variable",
+        "Asm",
+        "CompoundValue",
+        "CellValue",
+        "AssignCompoundItem",
+        "AssignCell",
+        "VariableCell",
+        "DropVariable",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken rule: where (event index, or a side file) and what."""
+
+    #: Index of the offending event in the stream, or None for side files and whole-stream rules.
+    index: int | None
+    message: str
+    #: The rule's short name, e.g. ``"undefined-id"`` (see ``docs/checker.md``).
+    rule: str = ""
+    #: The side file concerned (``"trace_paths.json"``, ...), or None for the event stream.
+    file: str | None = None
+    #: For the closing line of a rule that hit the limit: how many violations were left out.
+    suppressed: int = 0
+
+    def __str__(self) -> str:
+        if self.index is not None:
+            return f"event {self.index}: {self.message}"
+        if self.file is not None:
+            return f"{self.file}: {self.message}"
+        return self.message
+
+
+def check_folder(folder: str | os.PathLike[str], *, limit: int = LIMIT_PER_RULE) -> list[Violation]:
+    """Validate the trace folder; an empty list means valid.
+
+    Raises :class:`~timelapse.reader.TraceUnreadable` if the folder cannot be read at all.
+    """
+    return check_trace(Trace.load(folder), limit=limit)
+
+
+def check_trace(trace: Trace, *, limit: int = LIMIT_PER_RULE) -> list[Violation]:
+    """Validate an already loaded :class:`~timelapse.reader.Trace`."""
+    report = _Report(limit)
+    stream = _StreamChecker(report, binary=trace.stream_file == "trace.bin")
+    stream.check(trace.events)
+    _check_paths_file(report, trace.paths, stream.path_names)
+    _check_metadata_file(report, trace.metadata)
+    _check_source_copies(report, Path(trace.folder), stream.path_names)
+    return report.violations()
+
+
+def run_check(folder: str | os.PathLike[str], out: TextIO | None = None) -> int:
+    """Print the violations and a summary line; return 0 valid, 1 invalid, 2 unreadable."""
+    if out is None:
+        out = sys.stdout
+    try:
+        trace = Trace.load(folder)
+        violations = check_trace(trace)
+    except TraceUnreadable as exc:
+        print(f"timelapse check: {exc}", file=out)
+        return 2
+    for violation in violations:
+        print(violation, file=out)
+    total = sum(v.suppressed or 1 for v in violations)
+    size = f"{len(trace.events)} events"
+    if not violations:
+        print(f"{folder}: valid trace ({size})", file=out)
+        return 0
+    print(f"{folder}: INVALID trace ({size}): {total} violation{'s' * (total != 1)}", file=out)
+    return 1
+
+
+class _Report:
+    """Collects violations, keeping at most ``limit`` of each rule."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.kept: list[Violation] = []
+        self.counts: dict[str, int] = {}
+
+    def add(self, rule: str, index: int | None, message: str, file: str | None = None) -> None:
+        count = self.counts.get(rule, 0) + 1
+        self.counts[rule] = count
+        if count <= self.limit:
+            self.kept.append(Violation(index, message, rule, file))
+
+    def violations(self) -> list[Violation]:
+        result = sorted(self.kept, key=_order)
+        for rule, count in self.counts.items():
+            if count > self.limit:
+                extra = count - self.limit
+                result.append(
+                    Violation(None, f"... and {extra} more {rule!r} violations", rule, None, extra)
+                )
+        return result
+
+
+def _order(violation: Violation) -> tuple[int, int]:
+    """Stream violations in event order first, then the ones about the whole stream or side files."""
+    if violation.index is None:
+        return (1, 0)
+    return (0, violation.index)
+
+
+# -- the event stream ------------------------------------------------------------------------------
+
+
+def _bad_string(value: Any) -> str | None:
+    """Why ``value`` is not a valid string, or None if it is one."""
+    if type(value) is not str:
+        return f"must be a string, not {_json_type(value)}"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "contains a lone surrogate (not valid UTF-8)"
+    return None
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "an object",
+        bytes: "a byte string",
+    }.get(type(value), type(value).__name__)
+
+
+def _is_int(value: Any, low: int, high: int) -> bool:
+    return type(value) is int and low <= value <= high
+
+
+def _where(where: Any) -> str:
+    """Render a lazily built location such as ``(("value of 'x'", ".elements"), 3)``."""
+    parts = []
+    while type(where) is not str:
+        where, suffix = where
+        parts.append(f"[{suffix}]" if type(suffix) is int else suffix)
+    parts.append(where)
+    return "".join(reversed(parts))
+
+
+class _StreamChecker:
+    """Replays the event stream once, tracking ids, steps and the call stack."""
+
+    def __init__(self, report: _Report, *, binary: bool) -> None:
+        self.report = report
+        self.binary = binary  # CBOR may carry a BigInt magnitude as a byte string
+        self.path_names: list[str] = []
+        self.function_sites: list[tuple[Any, Any] | None] = []  # FunctionId -> (path_id, line)
+        self.function_names: list[str] = []
+        #: TypeId -> number of fields if the type is a kind-6 Struct with Struct info, else None.
+        self.struct_fields: list[int | None] = []
+        self.variable_names: list[str] = []
+        self.steps = 0  # steps still standing after DropLastStep
+        #: (path_id, line) of the steps since the last Call/Return (None for a malformed Step)
+        self.steps_since_call: list[tuple[Any, Any] | None] = []
+        self.stack: list[tuple[int, Any, int | None]] = []  # (event index, function_id, thread)
+        self.calls = 0
+        self.ended_at: int | None = None  # index of the Return that closed <toplevel>
+        self.thread: int | None = None
+        self.events: list[Any] = []
+        self.index = 0
+        self._handlers: dict[str, Callable[[Any], None]] = {
+            "Path": self.on_path,
+            "Function": self.on_function,
+            "Type": self.on_type,
+            "VariableName": self.on_variable_name,
+            "Variable": self.on_variable_name,
+            "Step": self.on_step,
+            "Value": self.on_value,
+            "Call": self.on_call,
+            "Return": self.on_return,
+            "Event": self.on_event,
+            "ThreadStart": self.on_thread_switch,
+            "ThreadSwitch": self.on_thread_switch,
+            "ThreadExit": self.on_thread_exit,
+            "DropLastStep": self.on_drop_last_step,
+        }
+
+    def add(self, rule: str, message: str) -> None:
+        self.report.add(rule, self.index, message)
+
+    # -- driver ----------------------------------------------------------------------------------
+
+    def check(self, events: list[Any]) -> None:
+        self.events = events
+        self.check_start(events)
+        handlers = self._handlers
+        for self.index, event in enumerate(events):
+            variant, payload = split_event(event)
+            handler = handlers.get(variant)  # type: ignore[arg-type]
+            if handler is not None:
+                handler(payload)
+            else:
+                self.on_other(variant, event)
+        self.check_end()
+
+    def check_start(self, events: list[Any]) -> None:
+        """Rule 2: Path of the program, Function <toplevel>, Call of it with no args."""
+        if not events:
+            self.report.add("toplevel", None, "the event stream is empty", "trace.json")
+            return
+        expected = (
+            ("Path", lambda p: True, "the program's Path"),
+            (
+                "Function",
+                lambda p: p == {"path_id": 0, "line": 1, "name": "<toplevel>"},
+                'Function {"path_id": 0, "line": 1, "name": "<toplevel>"}',
+            ),
+            (
+                "Call",
+                lambda p: p == {"function_id": 0, "args": []},
+                'Call {"function_id": 0, "args": []}',
+            ),
+        )
+        for index, (variant, accept, described) in enumerate(expected):
+            if index >= len(events):
+                self.report.add("toplevel", None, f"the stream ends before {described}", "trace.json")
+                return
+            kind, payload = split_event(events[index])
+            if kind != variant or not accept(payload):
+                self.report.add(
+                    "toplevel", index, f"event {index} of a trace must be {described} (rule 2)"
+                )
+
+    def check_end(self) -> None:
+        """Rule 5: the stream ends with every call returned."""
+        if self.stack:
+            index, function_id, _ = self.stack[-1]
+            self.report.add(
+                "unbalanced",
+                index,
+                f"Call of {self.function_label(function_id)} never returns: the stream ends"
+                f" with {len(self.stack)} open call{'s' * (len(self.stack) != 1)} (rule 5)",
+            )
+
+    # -- shared checks ---------------------------------------------------------------------------
+
+    def payload_object(self, variant: str, payload: Any, keys: tuple[str, ...]) -> bool:
+        """Check that ``payload`` is an object with ``keys``; report and return False if not."""
+        if type(payload) is not dict:
+            self.add("payload-shape", f"{variant} payload must be an object, not {_json_type(payload)}")
+            return False
+        missing = [key for key in keys if key not in payload]
+        if missing:
+            self.add("payload-shape", f"{variant} lacks {', '.join(map(repr, missing))}")
+            return False
+        return True
+
+    def check_string(self, what: str, value: Any) -> None:
+        problem = _bad_string(value)
+        if problem is not None:
+            rule = "bad-string" if type(value) is str else "payload-shape"
+            self.add(rule, f"{what} {problem}")
+
+    def check_id(self, what: str, value: Any, defined: int, defining: str) -> bool:
+        """An id must be an index into the ids defined so far (rule 1)."""
+        if type(value) is not int or value < 0:
+            self.add("payload-shape", f"{what} must be a non-negative integer, not {value!r}")
+            return False
+        if value >= defined:
+            self.add(
+                "undefined-id",
+                f"{what} {value} is used before its {defining} event ({defined} defined so far)",
+            )
+            return False
+        return True
+
+    def check_line(self, variant: str, line: Any) -> None:
+        if not _is_int(line, _I64_MIN, _I64_MAX):
+            self.add("payload-shape", f"{variant} line must be a 64-bit integer, not {line!r}")
+
+    def check_after_end(self, variant: str) -> None:
+        if self.ended_at is not None:
+            self.add(
+                "after-toplevel",
+                f"{variant} after the <toplevel> call returned at event {self.ended_at} (rule 5)",
+            )
+
+    def function_label(self, function_id: Any) -> str:
+        if type(function_id) is int and 0 <= function_id < len(self.function_names):
+            return repr(self.function_names[function_id])
+        return f"function {function_id!r}"
+
+    def site_label(self, site: tuple[Any, Any]) -> str:
+        path_id, line = site
+        if type(path_id) is int and 0 <= path_id < len(self.path_names):
+            return f"{self.path_names[path_id]}:{line}"
+        return f"path {path_id!r}:{line}"
+
+    # -- definitions -----------------------------------------------------------------------------
+
+    def on_path(self, payload: Any) -> None:
+        self.check_string("Path", payload)
+        self.path_names.append(payload if type(payload) is str else repr(payload))
+
+    def on_function(self, payload: Any) -> None:
+        site = name = None
+        if self.payload_object("Function", payload, ("path_id", "line", "name")):
+            path_id, name = payload["path_id"], payload["name"]
+            site = (path_id, payload["line"])
+            self.check_id("Function path_id", path_id, len(self.path_names), "Path")
+            self.check_line("Function", payload["line"])
+            self.check_string("Function name", name)
+        self.function_sites.append(site)
+        self.function_names.append(name if type(name) is str else "?")
+
+    def on_variable_name(self, payload: Any) -> None:
+        self.check_string("VariableName", payload)
+        self.variable_names.append(payload if type(payload) is str else repr(payload))
+
+    def on_type(self, payload: Any) -> None:
+        type_id = len(self.struct_fields)
+        fields = None
+        if self.payload_object("Type", payload, ("kind", "lang_type", "specific_info")):
+            kind = payload["kind"]
+            if not _is_int(kind, 0, _TYPE_KIND_MAX):
+                self.add("payload-shape", f"Type kind must be an integer 0..{_TYPE_KIND_MAX}, not {kind!r}")
+            self.check_string("Type lang_type", payload["lang_type"])
+            fields = self.check_specific_info(payload["specific_info"])
+            if kind != 6:
+                fields = None
+            if type_id == 0 and (kind != _NONE_TYPE_KIND or payload["lang_type"] != "None"):
+                self.add(
+                    "toplevel",
+                    f'TypeId 0 must be the None type {{"kind": 30, "lang_type": "None"}}, '
+                    f"not kind {kind!r} {payload['lang_type']!r} (rule 2)",
+                )
+        self.struct_fields.append(fields)
+
+    def check_specific_info(self, info: Any) -> int | None:
+        """Validate a TypeSpecificInfo; return the field count if it is a Struct."""
+        if type(info) is not dict:
+            self.add("payload-shape", f"Type specific_info must be an object, not {_json_type(info)}")
+            return None
+        kind = info.get("kind")
+        defined = len(self.struct_fields)
+        if kind == "None":
+            return None
+        if kind == "Pointer":
+            self.check_id(
+                "Pointer dereference_type_id", info.get("dereference_type_id"), defined, "Type"
+            )
+            return None
+        if kind != "Struct":
+            self.add("payload-shape", f"unknown Type specific_info kind {kind!r}")
+            return None
+        fields = info.get("fields")
+        if type(fields) is not list:
+            self.add("payload-shape", f"Struct specific_info fields must be an array, not {_json_type(fields)}")
+            return None
+        for position, item in enumerate(fields):
+            if type(item) is not dict:
+                self.add("payload-shape", f"Struct field {position} must be an object")
+                continue
+            self.check_string(f"Struct field {position} name", item.get("name"))
+            self.check_id(f"Struct field {position} type_id", item.get("type_id"), defined, "Type")
+        return len(fields)
+
+    # -- steps, calls, values --------------------------------------------------------------------
+
+    def on_step(self, payload: Any) -> None:
+        self.check_after_end("Step")
+        if self.calls == 0:
+            self.add(
+                "toplevel",
+                "Step before the first Call: the backend would invent a function and shift"
+                " every FunctionId (rule 2)",
+            )
+        site = None
+        if self.payload_object("Step", payload, ("path_id", "line")):
+            site = (payload["path_id"], payload["line"])
+            self.check_id("Step path_id", site[0], len(self.path_names), "Path")
+            self.check_line("Step", site[1])
+        self.steps += 1
+        self.steps_since_call.append(site)
+
+    def on_drop_last_step(self, payload: None) -> None:
+        if type(self.events[self.index]) is not str:
+            self.add("event-shape", 'DropLastStep must be the bare string "DropLastStep"')
+        self.check_after_end("DropLastStep")
+        if self.steps < 2:
+            self.add(
+                "drop-last-step",
+                f"DropLastStep needs at least 2 steps to retract one, there are {self.steps}",
+            )
+            return
+        self.steps -= 1
+        if self.steps_since_call:
+            self.steps_since_call.pop()
+
+    def on_value(self, payload: Any) -> None:
+        self.check_after_end("Value")
+        if not self.payload_object("Value", payload, ("variable_id", "value")):
+            return
+        if self.steps == 0:
+            self.add(
+                "value-before-step",
+                "Value before any Step: values belong to the most recent Step (rule 4)",
+            )
+        variable_id = payload["variable_id"]
+        name = self.variable_label(variable_id)
+        self.check_id("Value variable_id", variable_id, len(self.variable_names), "VariableName")
+        self.check_value(f"value of {name}", payload["value"])
+
+    def variable_label(self, variable_id: Any) -> str:
+        if type(variable_id) is int and 0 <= variable_id < len(self.variable_names):
+            return repr(self.variable_names[variable_id])
+        return f"variable {variable_id!r}"
+
+    def on_call(self, payload: Any) -> None:
+        self.check_after_end("Call")
+        first = self.calls == 0
+        self.calls += 1
+        function_id = None
+        if self.payload_object("Call", payload, ("function_id", "args")):
+            function_id = payload["function_id"]
+            if self.check_id("Call function_id", function_id, len(self.function_names), "Function"):
+                if not first:
+                    self.check_step_before_call(function_id)
+            self.check_args(payload["args"])
+        self.steps_since_call.clear()
+        self.stack.append((self.index, function_id, self.thread))
+
+    def check_step_before_call(self, function_id: int) -> None:
+        """Rule 3: the last Step before a Call, with no Call/Return between, is at the callee's
+        definition (its Function's path and line): the backend binds that step to the new call."""
+        label = self.function_label(function_id)
+        if not self.steps_since_call:
+            self.add(
+                "step-before-call",
+                f"Call of {label} has no Step since the previous Call/Return: the backend binds"
+                " the step before a Call to the new call (rule 3)",
+            )
+            return
+        step = self.steps_since_call[-1]
+        definition = self.function_sites[function_id]
+        if step is not None and definition is not None and step != definition:
+            self.add(
+                "step-before-call",
+                f"the Step before Call of {label} is at {self.site_label(step)}, not at its"
+                f" definition {self.site_label(definition)} (rule 3)",
+            )
+
+    def check_args(self, args: Any) -> None:
+        if type(args) is not list:
+            self.add("payload-shape", f"Call args must be an array, not {_json_type(args)}")
+            return
+        for position, arg in enumerate(args):
+            if type(arg) is not dict or "variable_id" not in arg or "value" not in arg:
+                self.add("payload-shape", f"Call arg {position} must be an object with variable_id and value")
+                continue
+            variable_id = arg["variable_id"]
+            name = self.variable_label(variable_id)
+            self.check_id(f"Call arg {position} variable_id", variable_id, len(self.variable_names), "VariableName")
+            self.check_value(f"arg {name}", arg["value"])
+
+    def on_return(self, payload: Any) -> None:
+        if self.payload_object("Return", payload, ("return_value",)):
+            self.check_value("return value", payload["return_value"])
+        self.steps_since_call.clear()
+        if not self.stack:
+            self.add("unbalanced", "Return with no open Call (rule 5)")
+            return
+        _, function_id, thread = self.stack.pop()
+        if thread is not None and self.thread is not None and thread != self.thread:
+            self.add(
+                "thread-mispair",
+                f"Return on thread {self.thread} closes the Call of {self.function_label(function_id)}"
+                f" made on thread {thread} (rule 7)",
+            )
+        if not self.stack:
+            self.ended_at = self.index
+
+    def on_event(self, payload: Any) -> None:
+        self.check_after_end("Event")
+        if not self.payload_object("Event", payload, ("kind", "metadata", "content")):
+            return
+        kind = payload["kind"]
+        if not _is_int(kind, 0, _EVENT_KIND_MAX):
+            self.add("payload-shape", f"Event kind must be an integer 0..{_EVENT_KIND_MAX}, not {kind!r}")
+        self.check_string("Event metadata", payload["metadata"])
+        self.check_string("Event content", payload["content"])
+
+    def on_thread_switch(self, payload: Any) -> None:
+        """ThreadStart and ThreadSwitch: the events that follow belong to this thread."""
+        if self.check_thread_id(payload):
+            self.thread = payload
+
+    def on_thread_exit(self, payload: Any) -> None:
+        self.check_thread_id(payload)
+
+    def check_thread_id(self, payload: Any) -> bool:
+        if _is_int(payload, 0, _U64_MAX):
+            return True
+        self.add("payload-shape", f"a thread id must be an unsigned 64-bit integer, not {payload!r}")
+        return False
+
+    def on_other(self, variant: str | None, event: Any) -> None:
+        if variant is None:
+            if type(event) is str:
+                self.add("unknown-variant", f"unknown unit event {event!r}")
+            else:
+                self.add(
+                    "event-shape",
+                    'an event must be {"Variant": payload} or "DropLastStep", not '
+                    f"{_json_type(event)}" + (f" with keys {sorted(map(str, event))}" if type(event) is dict else ""),
+                )
+        elif variant in _ABORTING_VARIANTS:
+            self.add("unsupported-variant", f"{variant} must not be written: the db-backend cannot handle it")
+        elif variant in _OTHER_VARIANTS:
+            self.add("unsupported-variant", f"{variant} is not part of the format a recorder writes (section 2)")
+            if variant == "Variable":
+                self.on_variable_name(event[variant])
+        else:
+            self.add("unknown-variant", f"unknown event variant {variant!r}")
+
+    # -- ValueRecords ----------------------------------------------------------------------------
+
+    def check_value(self, where: str, record: Any) -> None:
+        """Validate a ValueRecord tree (iteratively: values may nest deeply)."""
+        pending: list[tuple[Any, Any]] = [(record, where)]
+        while pending:
+            record, where = pending.pop()
+            if type(record) is not dict:
+                self.add("value-shape", f"{_where(where)}: a ValueRecord must be an object, not {_json_type(record)}")
+                continue
+            kind = record.get("kind")
+            check = _VALUE_CHECKS.get(kind)  # type: ignore[arg-type]
+            if check is None:
+                self.check_odd_value(where, kind)
+                continue
+            type_id = record.get("type_id")
+            if type(type_id) is not int or not 0 <= type_id < len(self.struct_fields):
+                self.check_type_id(where, kind, record)
+                type_id = None
+            problem = check(self, record, where, pending)
+            if problem:
+                self.add("value-shape", f"{_where(where)}: {kind} {problem}")
+            elif kind == "Struct" and type_id is not None:
+                self.check_struct_type(where, record, type_id)
+
+    def check_type_id(self, where: Any, kind: str, record: dict[str, Any]) -> None:
+        """Report a missing or undefined ``type_id`` (the slow path of ``check_value``)."""
+        if "type_id" not in record:
+            self.add("value-shape", f"{_where(where)}: {kind} lacks 'type_id'")
+        else:
+            self.check_id(f"{_where(where)}: {kind} type_id", record["type_id"], len(self.struct_fields), "Type")
+
+    def check_odd_value(self, where: Any, kind: Any) -> None:
+        if kind == "Cell":
+            self.add("cell-value", f"{_where(where)}: a Cell value inside Value/Call/Return aborts the db-backend")
+        elif kind == "Char":
+            self.add("value-shape", f"{_where(where)}: Char is read by newer readers only; use String (section 3)")
+        else:
+            self.add("value-shape", f"{_where(where)}: unknown ValueRecord kind {kind!r}")
+
+    def check_struct_type(self, where: Any, record: dict[str, Any], type_id: int) -> None:
+        fields = self.struct_fields[type_id]
+        if fields is None:
+            self.add(
+                "struct-type",
+                f"{_where(where)}: Struct type_id {type_id} is not a kind 6 Type with Struct specific_info",
+            )
+        elif fields != len(record["field_values"]):
+            self.add(
+                "struct-type",
+                f"{_where(where)}: Struct has {len(record['field_values'])} field_values but its"
+                f" Type {type_id} has {fields} fields",
+            )
+
+
+Pending = list[tuple[Any, Any]]
+
+
+def _push_elements(record: dict[str, Any], key: str, where: Any, pending: Pending) -> str | None:
+    elements = record.get(key)
+    if type(elements) is not list:
+        return f"{key} must be an array, not {_json_type(elements)}"
+    suffix = (where, "." + key)
+    pending.extend((element, (suffix, position)) for position, element in enumerate(elements))
+    return None
+
+
+def _check_int(checker: _StreamChecker, record: dict[str, Any], where: Any, pending: Pending) -> str | None:
+    value = record.get("i")
+    if type(value) is not int:
+        return f"i must be an integer, not {_json_type(value)}"
+    if not _I64_MIN <= value <= _I64_MAX:
+        return f"i {value} is outside the signed 64-bit range; use BigInt"
+    return None
+
+
+def _check_float(checker: _StreamChecker, record: dict[str, Any], where: Any, pending: Pending) -> str | None:
+    value = record.get("f")
+    if type(value) is not str:
+        return f"f must be a string such as \"2.5\", not {_json_type(value)}"
+    if not _FLOAT_TEXT.match(value):
+        return f"f {value!r} is not a float literal"
+    return None
+
+
+def _check_bool(checker: _StreamChecker, record: dict[str, Any], where: Any, pending: Pending) -> str | None:
+    if type(record.get("b")) is not bool:
+        return f"b must be a boolean, not {_json_type(record.get('b'))}"
+    return None
+
+
+def _string_field(key: str) -> Callable[..., str | None]:
+    def check(checker: _StreamChecker, record: dict[str, Any], where: Any, pending: Pending) -> str | None:
+        problem = _bad_string(record.get(key))
+        return None if problem is None else f"{key} {problem}"
+
+    return check
+
+
+def _check_sequence(checker: _StreamChecker, record: dict[str, Any], where: Any, pending: Pending) -> str | None:
+    if type(record.get("is_slice")) is not bool:
+        return f"is_slice must be a boolean, not {_json_type(record.get('is_slice'))}"
+    return _push_elements(record, "elements", where, pending)
+
+
+def _check_tuple(checker: _StreamChecker, record: dict[str, Any], where: Any, pending: Pending) -> str | None:
+    return _push_elements(record, "elements", where, pending)
+
+
+def _check_struct(checker: _StreamChecker, record: dict[str, Any], where: Any, pending: Pending) -> str | None:
+    return _push_elements(record, "field_values", where, pending)
+
+
+def _check_variant(checker: _StreamChecker, record: dict[str, Any], where: Any, pending: Pending) -> str | None:
+    problem = _bad_string(record.get("discriminator"))
+    if problem is not None:
+        return f"discriminator {problem}"
+    if "contents" not in record:
+        return "lacks 'contents'"
+    pending.append((record["contents"], (where, ".contents")))
+    return None
+
+
+def _check_reference(checker: _StreamChecker, record: dict[str, Any], where: Any, pending: Pending) -> str | None:
+    if not _is_int(record.get("address"), 0, _U64_MAX):
+        return f"address must be an unsigned 64-bit integer, not {record.get('address')!r}"
+    if type(record.get("mutable")) is not bool:
+        return f"mutable must be a boolean, not {_json_type(record.get('mutable'))}"
+    if "dereferenced" not in record:
+        return "lacks 'dereferenced'"
+    pending.append((record["dereferenced"], (where, ".dereferenced")))
+    return None
+
+
+def _check_bigint(checker: _StreamChecker, record: dict[str, Any], where: Any, pending: Pending) -> str | None:
+    if type(record.get("negative")) is not bool:
+        return f"negative must be a boolean, not {_json_type(record.get('negative'))}"
+    magnitude = record.get("b")
+    if type(magnitude) is bytes and checker.binary:
+        return None  # a CBOR byte string: the Rust reader accepts it as well as base64 text
+    if type(magnitude) is not str:
+        return f"b must be a base64 string, not {_json_type(magnitude)}"
+    try:
+        decoded = base64.b64decode(magnitude, validate=True)
+    except (binascii.Error, ValueError):
+        return f"b {magnitude!r} is not standard base64"
+    if base64.b64encode(decoded).decode("ascii") != magnitude:
+        return f"b {magnitude!r} is not canonical standard base64"
+    return None
+
+
+def _check_none(checker: _StreamChecker, record: dict[str, Any], where: Any, pending: Pending) -> str | None:
+    return None
+
+
+_VALUE_CHECKS: dict[str, Callable[[_StreamChecker, dict[str, Any], Any, Pending], str | None]] = {
+    "Int": _check_int,
+    "Float": _check_float,
+    "Bool": _check_bool,
+    "String": _string_field("text"),
+    "Sequence": _check_sequence,
+    "Tuple": _check_tuple,
+    "Struct": _check_struct,
+    "Variant": _check_variant,
+    "Reference": _check_reference,
+    "Raw": _string_field("r"),
+    "Error": _string_field("msg"),
+    "None": _check_none,
+    "BigInt": _check_bigint,
+}
+
+
+# -- side files ------------------------------------------------------------------------------------
+
+
+def _check_paths_file(report: _Report, paths: list[Any], path_events: list[str]) -> None:
+    """``trace_paths.json`` lists the Path events' paths, in order (PathId i at index i)."""
+    name = "trace_paths.json"
+    for position, path in enumerate(paths):
+        problem = _bad_string(path)
+        if problem is not None:
+            report.add("paths-file", None, f"entry {position} {problem}", name)
+    if paths == path_events:
+        return
+    if len(paths) != len(path_events):
+        report.add(
+            "paths-file",
+            None,
+            f"has {len(paths)} entries but the stream has {len(path_events)} Path events",
+            name,
+        )
+    for position, (listed, recorded) in enumerate(zip(paths, path_events)):
+        if listed != recorded:
+            report.add(
+                "paths-file",
+                None,
+                f"entry {position} is {listed!r} but PathId {position} is {recorded!r}",
+                name,
+            )
+            break
+
+
+def _check_metadata_file(report: _Report, metadata: dict[str, Any]) -> None:
+    """``trace_metadata.json`` has string ``program`` and ``workdir`` and a list of string ``args``."""
+    name = "trace_metadata.json"
+    for key in ("program", "workdir"):
+        if key not in metadata:
+            report.add("metadata-file", None, f"lacks {key!r}", name)
+            continue
+        problem = _bad_string(metadata[key])
+        if problem is not None:
+            report.add("metadata-file", None, f"{key} {problem}", name)
+    args = metadata.get("args")
+    if "args" not in metadata:
+        report.add("metadata-file", None, "lacks 'args'", name)
+    elif type(args) is not list:
+        report.add("metadata-file", None, f"args must be an array of strings, not {_json_type(args)}", name)
+    else:
+        for position, arg in enumerate(args):
+            problem = _bad_string(arg)
+            if problem is not None:
+                report.add("metadata-file", None, f"args[{position}] {problem}", name)
+
+
+def _check_source_copies(report: _Report, folder: Path, path_events: list[str]) -> None:
+    """If ``files/`` exists, each absolute recorded path has its copy at ``files/<path>``.
+
+    A source that does not exist on this machine either is not reported: it could not be copied.
+    """
+    files = folder / "files"
+    if not files.is_dir():
+        return
+    for path in dict.fromkeys(path_events):
+        if not path.startswith("/"):
+            continue
+        copy = files / path.lstrip("/")
+        if not copy.is_file() and os.path.isfile(path):
+            report.add("source-copy", None, f"no copy of {path!r} at files/{path.lstrip('/')}", "files/")

@@ -1,0 +1,234 @@
+"""The ``timelapse`` command: ``record`` a program into a trace folder, ``check`` a trace folder.
+
+Bad input (a missing script, an unknown option, an output folder we must not touch, ...) is one line on
+stderr and exit status 2, before anything is recorded. Once the program runs, everything about it (its
+output, exceptions, exit status) is the program's own: timelapse only adds one summary line at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import os
+import signal
+import sys
+import threading
+import traceback
+from dataclasses import dataclass
+from types import TracebackType
+
+from timelapse._version import __version__
+from timelapse.encoder import DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITEMS, DEFAULT_MAX_STRING
+from timelapse.errors import RecorderError, UsageError
+from timelapse.runner import Program, prepare_module, prepare_script, program_traceback, run, set_up_process
+from timelapse.session import Session
+
+USAGE = """\
+timelapse record [options] script.py [args ...]
+       timelapse record [options] -m module [args ...]
+       timelapse check TRACE_DIR"""
+
+#: Recorder options that take a value (needed to find where the program's own arguments start).
+_VALUE_OPTIONS = {"-o", "--out", "--on-recorder-error", "--max-depth", "--max-items", "--max-string"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (raised as UsageError), not usage + message."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def _record_parser() -> _Parser:
+    parser = _Parser(prog="timelapse record", usage=USAGE, description="Record a Python program.")
+    parser.add_argument("-o", "--out", default="trace-out", metavar="DIR",
+                        help="trace folder to write (default: ./trace-out)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no summary line at the end")
+    parser.add_argument("--on-recorder-error", choices=("raise", "continue"), default="raise",
+                        help="if the recorder itself fails: raise timelapse.RecorderError in the "
+                             "program (default), or report it and let the program run on unrecorded")
+    parser.add_argument("--max-depth", type=_positive, default=DEFAULT_MAX_DEPTH, metavar="N",
+                        help=f"nesting depth of recorded values (default {DEFAULT_MAX_DEPTH})")
+    parser.add_argument("--max-items", type=_positive, default=DEFAULT_MAX_ITEMS, metavar="N",
+                        help=f"elements recorded per container (default {DEFAULT_MAX_ITEMS})")
+    parser.add_argument("--max-string", type=_positive, default=DEFAULT_MAX_STRING, metavar="N",
+                        help=f"characters recorded per string or bytes (default {DEFAULT_MAX_STRING})")
+    parser.add_argument("-m", dest="module", metavar="MODULE", help="record a module, as python -m")
+    return parser
+
+
+@dataclass
+class _RecordCommand:
+    options: argparse.Namespace
+    program: Program
+
+
+def _split_record_args(tokens: list[str]) -> tuple[list[str], str | None, list[str]]:
+    """Split into (recorder options, script-or-None, program args); ``-m MOD`` stays in the options.
+
+    Everything after the script path or the module name belongs to the program, even words that look
+    like our options.
+    """
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token == "--":
+            if i + 1 < len(tokens):
+                return tokens[:i], tokens[i + 1], tokens[i + 2:]
+            return tokens[:i], None, []
+        if token == "-m":
+            return tokens[: i + 2], None, tokens[i + 2:]
+        if token.startswith("-m") and not token.startswith("--"):
+            return tokens[: i + 1], None, tokens[i + 1:]
+        if token.startswith("-") and token != "-":
+            i += 2 if token in _VALUE_OPTIONS else 1
+            continue
+        return tokens[:i], token, tokens[i + 1:]
+    return tokens, None, []
+
+
+def parse_record(tokens: list[str]) -> _RecordCommand:
+    options_part, script, program_args = _split_record_args(tokens)
+    options = _record_parser().parse_args(options_part)
+    if options.module is not None:
+        if script is not None:
+            raise UsageError("give either a script or -m MODULE, not both")
+        program = prepare_module(options.module, program_args)
+    elif script is None:
+        raise UsageError("missing the script to record (usage: timelapse record [options] script.py [args ...])")
+    else:
+        program = prepare_script(script, program_args)
+    return _RecordCommand(options, program)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``timelapse`` console script and of ``python -m timelapse``."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if not argv or argv[0] in ("-h", "--help"):
+            print(f"usage: {USAGE}\n\nRun 'timelapse record --help' for the recording options.")
+            return 0 if argv else 2
+        if argv[0] == "--version":
+            print(f"timelapse {__version__}")
+            return 0
+        command, rest = argv[0], argv[1:]
+        if command == "check":
+            return _check(rest)
+        if command != "record":
+            raise UsageError(f"unknown command {command!r} (expected 'record' or 'check')")
+        record = parse_record(rest)
+        session = _make_session(record)
+    except (UsageError, RecorderError) as exc:
+        print(f"timelapse: error: {exc}", file=sys.stderr)
+        return 2
+    return _record(record, session)
+
+
+def _check(args: list[str]) -> int:
+    if len(args) != 1 or args[0].startswith("-"):
+        raise UsageError("usage: timelapse check TRACE_DIR")
+    from timelapse.checker import run_check
+
+    return run_check(args[0])
+
+
+def _make_session(record: _RecordCommand) -> Session:
+    options, program = record.options, record.program
+    return Session(
+        options.out,
+        program=program.path,
+        args=program.args,
+        on_error=options.on_recorder_error,
+        max_depth=options.max_depth,
+        max_items=options.max_items,
+        max_string=options.max_string,
+        exclude_files=(sys.argv[0],) if sys.argv and sys.argv[0] else (),
+    )
+
+
+def _record(record: _RecordCommand, session: Session) -> int:
+    """Run the program under recording. Its exceptions propagate, so Python reports them itself."""
+    quiet = record.options.quiet
+    try:
+        session.start()
+    except RecorderError as exc:
+        print(f"timelapse: error: {exc}", file=sys.stderr)
+        return 2
+    set_up_process(record.program)
+    # atexit runs after non-daemon threads are joined and after the program's own atexit handlers
+    # (registered later, run earlier), so those are recorded too.
+    atexit.register(_finish, session, quiet)
+    _finish_on_sigterm(session, quiet)
+    try:
+        run(record.program)
+    except SystemExit as exc:
+        session.exit_status = _exit_status(exc.code)
+        raise
+    except BaseException as exc:
+        tb = program_traceback(exc.__traceback__)
+        session.error_text = "".join(traceback.format_exception(type(exc), exc, tb))
+        if isinstance(exc, KeyboardInterrupt):
+            session.exit_status, session.exit_signal = 128 + signal.SIGINT, int(signal.SIGINT)
+        else:
+            session.exit_status = 1
+        _report_without_our_frames()
+        raise
+    session.exit_status = 0
+    return 0
+
+
+def _exit_status(code: object) -> int:
+    """The process exit status for ``SystemExit(code)``, as the interpreter computes it."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    return 1
+
+
+def _finish(session: Session, quiet: bool) -> None:
+    """End of the process: publish the trace and say where it is."""
+    try:
+        folder = session.stop()
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback at exit
+        print(f"timelapse: error: could not save the trace: {exc}", file=sys.stderr)
+        return
+    if folder is not None and not quiet:
+        print(session.summary(), file=sys.stderr)
+
+
+def _finish_on_sigterm(session: Session, quiet: bool) -> None:
+    """On SIGTERM (if the program does not handle it), save the trace, then die of SIGTERM as usual."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        session.exit_status, session.exit_signal = 128 + signum, signum
+        _finish(session, quiet)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def _report_without_our_frames() -> None:
+    """Make Python's report of the program's uncaught exception start at the program's own frame."""
+    hook = sys.excepthook
+
+    def report(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        trimmed = program_traceback(tb)
+        hook(exc_type, exc.with_traceback(trimmed), trimmed)
+
+    sys.excepthook = report

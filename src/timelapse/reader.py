@@ -1,0 +1,463 @@
+"""Load a CodeTracer trace folder and resolve its ids.
+
+A trace stream never writes an id: each one is the ordinal of its defining event (the third ``Path``
+event defines PathId 2). Reading a trace therefore means replaying the stream the way CodeTracer's
+db-backend does, and this module does that once so that ``timelapse check``, the tests and users can
+ask questions such as "which calls were made, with which arguments" without re-deriving the id rules.
+
+The reader does not validate: :mod:`timelapse.checker` does. ``Trace.load`` only refuses a folder whose
+files are missing or cannot be parsed (:class:`TraceUnreadable`); resolving the calls and steps of a
+stream that breaks the format's rules raises :class:`ValueError` naming the event.
+
+The format is described in ``shared/trace-format.md``; section numbers below refer to it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BIN_MAGIC",
+    "Call",
+    "ErrorValue",
+    "Step",
+    "Trace",
+    "TraceUnreadable",
+    "decode_value",
+    "split_event",
+]
+
+#: The first 8 bytes of a ``trace.bin`` in the CBOR + seekable zstd encoding (section 5).
+BIN_MAGIC = b"\xc0\xde\x72\xac\xe2\x01\x00\x00"
+
+#: A JSON-shaped ValueRecord, e.g. ``{"kind": "Int", "type_id": 3, "i": 5}``.
+ValueRecord = dict[str, Any]
+
+
+class TraceUnreadable(Exception):
+    """The trace folder, or one of its files, is missing or cannot be parsed.
+
+    The message is one line, fit to be printed after ``timelapse check:``.
+    """
+
+
+@dataclass(frozen=True)
+class ErrorValue:
+    """What :func:`decode_value` returns for an ``Error`` ValueRecord: a value not captured."""
+
+    msg: str
+
+
+@dataclass(eq=False)
+class Call:
+    """One function activation: a ``Call`` event and, if it came, its ``Return``."""
+
+    function: str
+    path: str
+    line: int
+    args: dict[str, ValueRecord]
+    #: The ValueRecord of the ``Return``, or None if the call never returned.
+    return_value: ValueRecord | None
+    #: 0 for ``<toplevel>``, 1 for the calls it makes, ...
+    depth: int
+    #: The thread of the latest ThreadStart/ThreadSwitch before the call, None if there was none.
+    thread: int | None
+    #: Index of the ``Call`` event in ``Trace.events``.
+    index: int
+    function_id: int
+    children: list[Call] = field(default_factory=list, repr=False)
+    parent: Call | None = field(default=None, repr=False)
+
+
+@dataclass(eq=False)
+class Step:
+    """One executed line, with the Values recorded after it (section 4, rule 4)."""
+
+    path: str
+    line: int
+    #: Variable name -> ValueRecord from the ``Value`` events that follow this Step. Arguments that
+    #: only appear in a following ``Call`` are not included (see ``Call.args``).
+    values: dict[str, ValueRecord]
+    #: Index of the ``Step`` event in ``Trace.events``.
+    index: int
+    #: The call this step is shown in: the innermost open Call, except that the step right before a
+    #: ``Call`` belongs to that new call, as the db-backend binds it (section 4, rule 3).
+    call: Call | None = field(default=None, repr=False)
+
+
+def split_event(event: Any) -> tuple[str | None, Any]:
+    """Return ``(variant, payload)`` of a raw event; ``(None, event)`` if it has no valid envelope.
+
+    ``"DropLastStep"`` splits into ``("DropLastStep", None)``.
+    """
+    if type(event) is dict:
+        if len(event) == 1:
+            for variant, payload in event.items():
+                if type(variant) is str:
+                    return variant, payload
+        return None, event
+    if event == "DropLastStep":
+        return "DropLastStep", None
+    return None, event
+
+
+class Trace:
+    """A loaded trace folder: the raw event stream, the side files, and views with ids resolved."""
+
+    def __init__(
+        self,
+        folder: Path,
+        events: list[Any],
+        metadata: dict[str, Any],
+        paths: list[Any],
+        stream_file: str,
+    ) -> None:
+        self.folder = folder
+        #: The raw, JSON-shaped events, in stream order.
+        self.events = events
+        #: The parsed ``trace_metadata.json`` object.
+        self.metadata = metadata
+        #: The parsed ``trace_paths.json`` array.
+        self.paths = paths
+        #: ``"trace.json"`` or ``"trace.bin"``: which file the events came from.
+        self.stream_file = stream_file
+        self._tables: _Tables | None = None
+        self._replayed: tuple[list[Call], list[Step]] | None = None
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str]) -> Trace:
+        """Read a trace folder. Raises :class:`TraceUnreadable` with a one-line reason."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            what = "not a folder" if folder.exists() else "no such folder"
+            raise TraceUnreadable(f"{what}: {folder}")
+        if (folder / "trace.json").is_file():
+            stream_file = "trace.json"
+            events = _load_json_stream(folder / stream_file)
+        elif (folder / "trace.bin").is_file():
+            stream_file = "trace.bin"
+            events = _load_bin_stream(folder / stream_file)
+        else:
+            raise TraceUnreadable(f"{folder} has no trace.json or trace.bin")
+        metadata = _load_json_file(folder / "trace_metadata.json", dict, "an object")
+        paths = _load_json_file(folder / "trace_paths.json", list, "an array")
+        return cls(folder, events, metadata, paths, stream_file)
+
+    def __repr__(self) -> str:
+        return f"<Trace {str(self.folder)!r}: {len(self.events)} events from {self.stream_file}>"
+
+    # -- id tables -------------------------------------------------------------------------------
+
+    @property
+    def path_names(self) -> list[str]:
+        """PathId -> path, from the ``Path`` events."""
+        return self._get_tables().paths
+
+    @property
+    def functions(self) -> list[dict[str, Any]]:
+        """FunctionId -> ``Function`` payload (``path_id``, ``line``, ``name``)."""
+        return self._get_tables().functions
+
+    @property
+    def types(self) -> list[dict[str, Any]]:
+        """TypeId -> ``Type`` payload (``kind``, ``lang_type``, ``specific_info``)."""
+        return self._get_tables().types
+
+    @property
+    def variable_names(self) -> list[str]:
+        """VariableId -> name, from the ``VariableName`` events."""
+        return self._get_tables().variables
+
+    def _get_tables(self) -> _Tables:
+        if self._tables is None:
+            self._tables = _Tables.build(self.events)
+        return self._tables
+
+    # -- views -----------------------------------------------------------------------------------
+
+    def calls(self) -> list[Call]:
+        """Every Call, in stream order (so ``calls()[0]`` is ``<toplevel>``)."""
+        return self._replay()[0]
+
+    def steps(self) -> list[Step]:
+        """Every Step still standing after ``DropLastStep`` retractions, in stream order."""
+        return self._replay()[1]
+
+    def events_of(self, variant: str) -> list[Any]:
+        """The payloads of the events of one variant, e.g. ``events_of("Event")``, in stream order."""
+        return [payload for kind, payload in map(split_event, self.events) if kind == variant]
+
+    def _replay(self) -> tuple[list[Call], list[Step]]:
+        if self._replayed is None:
+            self._replayed = _Replay(self._get_tables()).run(self.events)
+        return self._replayed
+
+
+@dataclass
+class _Tables:
+    """The id tables of a stream: index i of each list is the id i."""
+
+    paths: list[str]
+    functions: list[dict[str, Any]]
+    types: list[dict[str, Any]]
+    variables: list[str]
+
+    @classmethod
+    def build(cls, events: list[Any]) -> _Tables:
+        tables = cls([], [], [], [])
+        by_variant = {
+            "Path": tables.paths,
+            "Function": tables.functions,
+            "Type": tables.types,
+            "VariableName": tables.variables,
+            "Variable": tables.variables,  # the legacy spelling of VariableName
+        }
+        for event in events:
+            if type(event) is dict and len(event) == 1:
+                for variant, payload in event.items():
+                    table = by_variant.get(variant)
+                    if table is not None:
+                        table.append(payload)
+        return tables
+
+
+class _Replay:
+    """Rebuild calls and steps from the stream, as the db-backend's trace processor does."""
+
+    def __init__(self, tables: _Tables) -> None:
+        self.tables = tables
+        self.calls: list[Call] = []
+        self.steps: list[Step] = []
+        self.stack: list[Call] = []
+        self.thread: int | None = None
+
+    def run(self, events: list[Any]) -> tuple[list[Call], list[Step]]:
+        handlers = {
+            "Step": self.on_step,
+            "Value": self.on_value,
+            "Call": self.on_call,
+            "Return": self.on_return,
+            "DropLastStep": self.on_drop_last_step,
+            "ThreadStart": self.on_thread,
+            "ThreadSwitch": self.on_thread,
+        }
+        for index, event in enumerate(events):
+            variant, payload = split_event(event)
+            handler = handlers.get(variant)  # type: ignore[arg-type]
+            if handler is None:
+                continue
+            try:
+                handler(index, payload)
+            except (KeyError, IndexError, TypeError, AttributeError) as exc:
+                raise ValueError(
+                    f"event {index}: cannot resolve {variant} ({type(exc).__name__}: {exc});"
+                    " run `timelapse check` on the trace"
+                ) from exc
+        return self.calls, self.steps
+
+    def on_step(self, index: int, payload: dict[str, Any]) -> None:
+        path = self.tables.paths[_id(payload["path_id"])]
+        call = self.stack[-1] if self.stack else None
+        self.steps.append(Step(path, payload["line"], {}, index, call))
+
+    def on_value(self, index: int, payload: dict[str, Any]) -> None:
+        if self.steps:  # a Value before any Step belongs to no step
+            name = self.tables.variables[_id(payload["variable_id"])]
+            self.steps[-1].values[name] = payload["value"]
+
+    def on_call(self, index: int, payload: dict[str, Any]) -> None:
+        function_id = _id(payload["function_id"])
+        function = self.tables.functions[function_id]
+        args = {
+            self.tables.variables[_id(arg["variable_id"])]: arg["value"]
+            for arg in payload.get("args", ())
+        }
+        parent = self.stack[-1] if self.stack else None
+        call = Call(
+            function=function["name"],
+            path=self.tables.paths[_id(function["path_id"])],
+            line=function["line"],
+            args=args,
+            return_value=None,
+            depth=len(self.stack),
+            thread=self.thread,
+            index=index,
+            function_id=function_id,
+            parent=parent,
+        )
+        if parent is not None:
+            parent.children.append(call)
+        if self.steps:
+            self.steps[-1].call = call  # the db-backend binds the step before a Call to it
+        self.calls.append(call)
+        self.stack.append(call)
+
+    def on_return(self, index: int, payload: dict[str, Any]) -> None:
+        if self.stack:  # a Return with no open Call is the checker's business
+            self.stack.pop().return_value = payload["return_value"]
+
+    def on_drop_last_step(self, index: int, payload: None) -> None:
+        if self.steps:
+            self.steps.pop()
+
+    def on_thread(self, index: int, payload: int) -> None:
+        self.thread = payload
+
+
+def _id(value: Any) -> int:
+    """An id from the stream; negative or non-integer ids are not list indexes."""
+    if type(value) is not int or value < 0:
+        raise IndexError(f"invalid id {value!r}")
+    return value
+
+
+# -- loading ---------------------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse_json(text: str, filename: str) -> Any:
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise TraceUnreadable(
+            f"{filename} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    except (ValueError, RecursionError) as exc:
+        raise TraceUnreadable(f"{filename} is not valid JSON: {exc}") from None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TraceUnreadable(f"missing {path.name} in {path.parent}") from None
+    except UnicodeDecodeError as exc:
+        raise TraceUnreadable(
+            f"{path.name} is not valid UTF-8 (byte offset {exc.start})"
+        ) from None
+    except OSError as exc:
+        raise TraceUnreadable(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _load_json_file(path: Path, expected: type, described: str) -> Any:
+    data = _parse_json(_read_text(path), path.name)
+    if type(data) is not expected:
+        raise TraceUnreadable(f"{path.name} is not {described}")
+    return data
+
+
+def _load_json_stream(path: Path) -> list[Any]:
+    return _load_json_file(path, list, "a JSON array")
+
+
+def _load_bin_stream(path: Path) -> list[Any]:
+    """Decode ``trace.bin``: the magic, then CBOR items in a zstd seekable stream (section 5)."""
+    try:
+        import cbor2
+        import pyzstd
+    except ImportError as exc:
+        raise TraceUnreadable(
+            f"reading trace.bin needs the cbor2 and pyzstd packages ({exc.name} is not installed)"
+        ) from None
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TraceUnreadable(f"cannot read {path}: {exc.strerror or exc}") from None
+    header = data[:8]
+    if header[:5] != BIN_MAGIC[:5]:
+        raise TraceUnreadable("trace.bin does not start with the magic C0 DE 72 AC E2")
+    if header != BIN_MAGIC:
+        raise TraceUnreadable(
+            f"trace.bin header {header.hex(' ').upper()} is not the CBOR + seekable zstd"
+            f" encoding ({BIN_MAGIC.hex(' ').upper()})"
+        )
+    try:
+        with pyzstd.SeekableZstdFile(io.BytesIO(data[8:])) as stream:
+            raw = stream.read()
+    except Exception as exc:  # pyzstd raises several unrelated types for a bad stream
+        raise TraceUnreadable(f"trace.bin is not a zstd seekable stream: {_one_line(exc)}") from None
+    return _decode_cbor_items(cbor2, raw)
+
+
+def _decode_cbor_items(cbor2: Any, raw: bytes) -> list[Any]:
+    buffer = io.BytesIO(raw)
+    decoder = cbor2.CBORDecoder(buffer)
+    events = []
+    end = len(raw)
+    while buffer.tell() < end:
+        try:
+            events.append(decoder.decode())
+        except Exception as exc:  # CBORDecodeError, and ValueError-likes from malformed items
+            raise TraceUnreadable(
+                f"trace.bin: CBOR item {len(events)} cannot be decoded: {_one_line(exc)}"
+            ) from None
+    return events
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+# -- values ----------------------------------------------------------------------------------------
+
+
+def decode_value(record: ValueRecord, trace: Trace | None = None) -> Any:
+    """Approximate a ValueRecord as a plain Python value, for tests and quick looks.
+
+    Int and BigInt -> int, Float -> float, String -> str, Bool -> bool, None -> None, Tuple -> tuple,
+    Sequence -> list, Struct -> dict of field name -> value (needs ``trace`` for the field names),
+    Variant -> ``(discriminator, contents)``, Reference -> the referenced value, Raw -> str,
+    Char -> str, Error -> :class:`ErrorValue`. Raises :class:`ValueError` for anything else.
+    """
+    kind = record.get("kind") if type(record) is dict else None
+    decoder = _DECODERS.get(kind)  # type: ignore[arg-type]
+    if decoder is None:
+        raise ValueError(f"cannot decode ValueRecord {record!r}")
+    return decoder(record, trace)
+
+
+def _decode_bigint(record: ValueRecord, trace: Trace | None) -> int:
+    magnitude = record["b"]
+    if isinstance(magnitude, str):  # JSON, and CBOR written as the JSON shape
+        magnitude = base64.b64decode(magnitude, validate=True)
+    value = int.from_bytes(magnitude, "big")
+    return -value if record["negative"] else value
+
+
+def _decode_struct(record: ValueRecord, trace: Trace | None) -> dict[str, Any]:
+    if trace is None:
+        raise ValueError("decoding a Struct needs the trace, for its field names")
+    info = trace.types[record["type_id"]]["specific_info"]
+    names = [f["name"] for f in info["fields"]]
+    values = record["field_values"]
+    if len(names) != len(values):
+        raise ValueError(f"Struct has {len(values)} values for {len(names)} fields")
+    return {name: decode_value(value, trace) for name, value in zip(names, values)}
+
+
+_DECODERS: dict[str, Any] = {
+    "Int": lambda r, t: r["i"],
+    "BigInt": _decode_bigint,
+    "Float": lambda r, t: float(r["f"]),
+    "String": lambda r, t: r["text"],
+    "Bool": lambda r, t: r["b"],
+    "None": lambda r, t: None,
+    "Tuple": lambda r, t: tuple(decode_value(e, t) for e in r["elements"]),
+    "Sequence": lambda r, t: [decode_value(e, t) for e in r["elements"]],
+    "Struct": _decode_struct,
+    "Variant": lambda r, t: (r["discriminator"], decode_value(r["contents"], t)),
+    "Reference": lambda r, t: decode_value(r["dereferenced"], t),
+    "Raw": lambda r, t: r["r"],
+    "Char": lambda r, t: r["c"],
+    "Error": lambda r, t: ErrorValue(r["msg"]),
+}

@@ -1,0 +1,137 @@
+"""Run a script or a module the way ``python script.py`` / ``python -m module`` does.
+
+The program must not be able to tell it is being recorded: it runs in a fresh ``__main__`` module,
+``sys.argv`` is ``[script, *args]``, ``sys.path[0]`` is the script's folder (for ``-m``: the working
+directory), and its exceptions propagate unchanged. Everything that can be checked before the program
+runs (the file exists, is readable, compiles; the module exists) is checked by ``prepare_*`` so that bad
+input is reported before a trace folder is made.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib.machinery
+import io
+import os
+import runpy
+import sys
+import types
+from dataclasses import dataclass, field
+from types import CodeType, TracebackType
+
+from timelapse.errors import UsageError
+
+
+@dataclass
+class Program:
+    """A program ready to run: a compiled script, or a module name for ``-m``."""
+
+    argv0: str  #: ``sys.argv[0]`` as given on the command line
+    path: str  #: absolute path of the script / module file (the trace's ``program``)
+    args: list[str] = field(default_factory=list)
+    module: str | None = None
+    code: CodeType | None = None
+
+
+def prepare_script(script: str, args: list[str]) -> Program:
+    """Check and compile ``script``; UsageError (one line) if it cannot run."""
+    path = os.path.abspath(script)
+    if not os.path.exists(path):
+        raise UsageError(f"cannot record {script!r}: no such file")
+    if os.path.isdir(path):
+        raise UsageError(f"cannot record {script!r}: it is a directory, not a Python file")
+    try:
+        with io.open_code(path) as f:
+            source = f.read()
+    except OSError as exc:
+        raise UsageError(f"cannot record {script!r}: {exc.strerror or exc}") from None
+    try:
+        code = compile(source, path, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        where = f"line {exc.lineno}" if exc.lineno else "unknown line"
+        raise UsageError(f"cannot record {script!r}: {exc.msg} ({where})") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot record {script!r}: {exc}") from None
+    return Program(argv0=script, path=path, args=list(args), code=code)
+
+
+def prepare_module(module: str, args: list[str]) -> Program:
+    """Find the file of ``module`` (a package: its ``__main__``) without running any of its code.
+
+    The packages' ``__init__`` code then runs while recording, as part of the program.
+    """
+    parts = module.split(".")
+    if not all(part.isidentifier() for part in parts):
+        raise UsageError(f"cannot record module {module!r}: not a module name")
+    search: list[str] | None = sys.path
+    spec = None
+    for depth in range(len(parts)):
+        name = ".".join(parts[: depth + 1])
+        spec = importlib.machinery.PathFinder.find_spec(name, search)
+        if spec is None:
+            raise UsageError(f"cannot record module {module!r}: no module named {name!r}")
+        search = spec.submodule_search_locations
+        if search is None and depth + 1 < len(parts):
+            raise UsageError(f"cannot record module {module!r}: {name!r} is not a package")
+    assert spec is not None
+    if spec.submodule_search_locations is not None:
+        spec = importlib.machinery.PathFinder.find_spec(module + ".__main__", spec.submodule_search_locations)
+        if spec is None:
+            raise UsageError(
+                f"cannot record module {module!r}: it is a package with no __main__ module"
+            )
+    if not spec.origin or not os.path.isfile(spec.origin):
+        raise UsageError(f"cannot record module {module!r}: it has no source file")
+    return Program(argv0=module, path=os.path.abspath(spec.origin), args=list(args), module=module)
+
+
+def set_up_process(program: Program) -> None:
+    """``sys.argv`` and ``sys.path[0]`` as ``python`` sets them for this program."""
+    sys.argv[:] = [program.argv0 if program.module is None else program.path, *program.args]
+    if program.module is None:
+        first = os.path.dirname(os.path.realpath(program.path))
+    else:
+        first = os.getcwd()
+    if sys.path:
+        sys.path[0] = first
+    else:
+        sys.path.append(first)
+
+
+def run(program: Program) -> None:
+    """Run the program in a fresh ``__main__``; its exceptions (SystemExit too) propagate."""
+    if program.module is not None:
+        runpy.run_module(program.module, run_name="__main__", alter_sys=True)
+        return
+    main = types.ModuleType("__main__")
+    main.__dict__.update(
+        __file__=program.path,
+        __cached__=None,
+        __builtins__=builtins,
+        __loader__=importlib.machinery.SourceFileLoader("__main__", program.path),
+        __spec__=None,
+        __package__=None,
+        __annotations__={},
+    )
+    sys.modules["__main__"] = main
+    _exec_program(program.code, main.__dict__)
+
+
+def _exec_program(code: CodeType | None, namespace: dict) -> None:
+    exec(code, namespace)  # the program's own frames start right below this one
+
+
+def program_traceback(tb: TracebackType | None) -> TracebackType | None:
+    """``tb`` from the program's first frame on: the frames of timelapse (and runpy) above it cut."""
+    entry = tb
+    while entry is not None and entry.tb_frame.f_code is not run.__code__:
+        entry = entry.tb_next
+    if entry is None:
+        return tb  # not an exception of the program's
+    entry = entry.tb_next
+    while entry is not None and (
+        entry.tb_frame.f_code is _exec_program.__code__
+        or entry.tb_frame.f_code.co_filename in (runpy.__file__, "<frozen runpy>")
+    ):
+        entry = entry.tb_next
+    return entry

@@ -1,0 +1,287 @@
+"""A recording session: one trace folder, from ``start()`` to ``stop()``.
+
+The session owns the pieces (writer, encoder, scope, recorder) and the folder's life cycle. The trace is
+written into a hidden sibling folder and moved into place only when it is complete, so the output folder
+always holds a complete trace or is left as it was. A folder that is not a timelapse trace is never
+overwritten.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import CodeType, FrameType
+from typing import Any, Literal
+
+from timelapse._version import __version__
+from timelapse.encoder import (
+    DEFAULT_MAX_DEPTH,
+    DEFAULT_MAX_ITEMS,
+    DEFAULT_MAX_STRING,
+    ValueEncoder,
+)
+from timelapse.errors import RecorderError
+from timelapse.monitor import Recorder
+from timelapse.scope import Scope
+from timelapse.writer import TraceWriter
+
+_ERROR_EVENT = 11
+_active: Session | None = None
+_active_lock = threading.Lock()
+
+
+def is_recording() -> bool:
+    """True while a session is recording in this process."""
+    return _active is not None
+
+
+def is_trace_folder(folder: Path) -> bool:
+    """True if ``folder`` holds a trace written by timelapse (so it may be replaced)."""
+    try:
+        with open(folder / "trace_metadata.json", encoding="utf-8") as f:
+            metadata = json.load(f)
+        return metadata["recorder"]["name"] == "timelapse"
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def check_out_dir(out_dir: str | os.PathLike[str]) -> Path:
+    """The absolute output folder, or RecorderError if writing it would destroy something."""
+    target = Path(out_dir).absolute()
+    if target.exists() or target.is_symlink():
+        if not target.is_dir():
+            raise RecorderError(f"output folder {str(out_dir)!r} exists and is not a folder")
+        if any(target.iterdir()) and not is_trace_folder(target):
+            raise RecorderError(
+                f"output folder {str(out_dir)!r} exists and is not a timelapse trace; "
+                "not overwriting it (choose another folder with -o)"
+            )
+    return target
+
+
+class Session:
+    """One recording into one trace folder. Use ``timelapse.start()`` or ``timelapse.record()``."""
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike[str] = "trace-out",
+        *,
+        program: str | None = None,
+        args: list[str] | None = None,
+        on_error: Literal["raise", "continue"] = "raise",
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        max_items: int = DEFAULT_MAX_ITEMS,
+        max_string: int = DEFAULT_MAX_STRING,
+        exclude_files: tuple[str, ...] = (),
+        _fault: Callable[[CodeType, int], None] | None = None,
+    ) -> None:
+        if on_error not in ("raise", "continue"):
+            raise ValueError(f"on_error must be 'raise' or 'continue', not {on_error!r}")
+        self.out_dir = check_out_dir(out_dir)
+        self.program = os.path.abspath(program if program is not None else _guess_program())
+        self.args = list(args) if args is not None else sys.argv[1:]
+        self.on_error = on_error
+        self.limits = {"max_depth": max_depth, "max_items": max_items, "max_string": max_string}
+        self.exclude_files = exclude_files
+        self._fault = _fault
+        #: Set by the CLI: the exit status and, for an uncaught exception, its traceback text.
+        self.exit_status: int | None = None
+        self.exit_signal: int | None = None
+        self.error_text: str | None = None
+        self.recorder: Recorder | None = None
+        self.writer: TraceWriter | None = None
+        self.failure: BaseException | None = None
+        self._temp_dir: Path | None = None
+        self._started_at = ""
+        self._finished = False
+        self._finish_lock = threading.RLock()
+
+    # -- life cycle --------------------------------------------------------------------------------
+
+    def start(self, caller: FrameType | None = None) -> Session:
+        """Start recording. ``caller``: the frame whose remaining lines belong to the recording."""
+        global _active
+        with _active_lock:
+            if _active is not None:
+                raise RecorderError(
+                    f"already recording into {str(_active.out_dir)!r}; stop that session first"
+                )
+            try:
+                self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+                self._temp_dir = Path(
+                    tempfile.mkdtemp(
+                        prefix=f".{self.out_dir.name}.", suffix=".recording", dir=self.out_dir.parent
+                    )
+                )
+            except OSError as exc:
+                raise RecorderError(
+                    f"cannot write output folder {str(self.out_dir)!r}: {exc.strerror or exc}"
+                ) from None
+            self._started_at = _now()
+            self.writer = TraceWriter(self._temp_dir, self.program)
+            encoder = ValueEncoder(self.writer.type_id, **self.limits)
+            self.recorder = Recorder(
+                self.writer,
+                encoder,
+                Scope(self.exclude_files),
+                on_failure=self._recorder_failed,
+                fault=self._fault,
+            )
+            try:
+                self.recorder.start(caller)
+            except BaseException:
+                self.recorder._switch_off()
+                self.writer.abandon()
+                shutil.rmtree(self._temp_dir, ignore_errors=True)
+                raise
+            _active = self
+        return self
+
+    def stop(self) -> Path | None:
+        """Stop recording and publish the trace folder; returns it. Safe to call more than once."""
+        return self._finish()
+
+    def __enter__(self) -> Session:
+        if self.recorder is None:
+            self.start(sys._getframe(1))
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def recording(self) -> bool:
+        return self.recorder is not None and self.recorder.active
+
+    # -- ending ------------------------------------------------------------------------------------
+
+    def _finish(self, stopped_by: str = "<recording stopped>") -> Path | None:
+        """Switch monitoring off, close every open call, write the side files, publish the folder."""
+        global _active
+        with self._finish_lock:
+            if self._finished or self.recorder is None or self.writer is None:
+                return None if self.recorder is None else self.out_dir
+            self._finished = True
+            recorder, writer = self.recorder, self.writer
+            recorder._switch_off()
+            with recorder._lock:
+                writer.flush()
+                stop_type = writer.type_id(16, "<recording stopped>")
+                still_open = {"Return": {"return_value": {"kind": "Raw", "type_id": stop_type, "r": stopped_by}}}
+                for _ in range(writer.open_calls - 1):
+                    writer.events.append(still_open)
+                if self.exit_status is None:
+                    toplevel_value: dict[str, Any] = {"kind": "None", "type_id": 0}
+                else:
+                    int_type = writer.type_id(7, "int")
+                    toplevel_value = {"kind": "Int", "type_id": int_type, "i": self.exit_status}
+                if self.error_text is not None:  # the last Event, on the last step: "ended in error"
+                    writer.events.append(
+                        {"Event": {"kind": _ERROR_EVENT, "metadata": "", "content": self.error_text}}
+                    )
+                writer.events.append({"Return": {"return_value": toplevel_value}})
+                writer.close(self._metadata())
+            _active = None
+            self._publish()
+            return self.out_dir
+
+    def _recorder_failed(self, exc: Exception) -> None:
+        """Called from inside a monitoring callback that failed; monitoring is already off."""
+        self.failure = exc
+        message = f"timelapse recorder error: {type(exc).__name__}: {exc}"
+        self.error_text = message
+        try:
+            self._finish(stopped_by="<recorder error>")
+        except Exception as finish_exc:  # noqa: BLE001 - report both, never mask the original
+            message += f" (and the trace could not be saved: {finish_exc})"
+        if self.on_error == "continue":
+            print(f"timelapse: {message}; the program goes on unrecorded", file=sys.stderr)
+            return
+        raise RecorderError(message) from exc
+
+    def discard(self) -> None:
+        """Stop recording and throw the partial trace away (the program never ran)."""
+        global _active
+        with self._finish_lock:
+            if self._finished:
+                return
+            self._finished = True
+            if self.recorder is not None:
+                self.recorder._switch_off()
+            if self.writer is not None:
+                self.writer.abandon()
+            if self._temp_dir is not None:
+                shutil.rmtree(self._temp_dir, ignore_errors=True)
+            _active = None
+
+    def _publish(self) -> None:
+        """Move the finished folder into place: the old trace (if any) is replaced in one step."""
+        temp, target = self._temp_dir, self.out_dir
+        assert temp is not None
+        if target.is_dir() and any(target.iterdir()):
+            if not is_trace_folder(target):
+                raise RecorderError(
+                    f"output folder {str(target)!r} was filled by something else while recording; "
+                    f"the trace is left in {str(temp)!r}"
+                )
+            old = temp.with_name(temp.name + ".old")
+            os.rename(target, old)
+            os.rename(temp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(temp, target)  # replaces an empty folder atomically
+
+    def _metadata(self) -> dict[str, Any]:
+        metadata: dict[str, Any] = {
+            "workdir": os.getcwd(),
+            "program": self.program,
+            "args": self.args,
+            "recorder": {"name": "timelapse", "version": __version__},
+            "python": {
+                "version": platform.python_version(),
+                "implementation": platform.python_implementation(),
+                "executable": sys.executable,
+            },
+            "process_exit_status": self.exit_status,
+            "start_time": self._started_at,
+            "end_time": _now(),
+        }
+        if self.exit_signal is not None:
+            metadata["exit_signal"] = self.exit_signal
+        if self.failure is not None:
+            metadata["recorder_error"] = f"{type(self.failure).__name__}: {self.failure}"
+        return metadata
+
+    def summary(self) -> str:
+        """One line for the end of a CLI run: what was recorded and where."""
+        steps = self.recorder.steps if self.recorder else 0
+        calls = self.recorder.calls if self.recorder else 0
+        size = sum(f.stat().st_size for f in self.out_dir.rglob("*") if f.is_file())
+        shown = os.path.relpath(self.out_dir) if not os.path.relpath(self.out_dir).startswith("..") else str(self.out_dir)
+        return f"timelapse: {steps:,} steps, {calls:,} calls → {shown}{os.sep} ({_human_size(size)})"
+
+
+def _guess_program() -> str:
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    return path if isinstance(path, str) else (sys.argv[0] or "<python>")
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _human_size(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size} B"

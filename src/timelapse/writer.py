@@ -1,0 +1,156 @@
+"""Stream trace events into a trace folder.
+
+The writer is the one place that defines ids. In the CodeTracer format an id is never written: it is the
+ordinal of its defining event (the third ``Path`` event defines PathId 2). So the writer keeps the id
+tables (paths, functions, types, variable names), emits each defining event the first time an id is
+asked for, and that keeps "define before use" true by construction.
+
+Events are JSON-shaped Python objects (see ``docs/internals.md``). The recorder appends them to
+``TraceWriter.events``; ``flush()`` serializes that batch with the C JSON encoder and writes it, so memory
+stays bounded however long the program runs. ``close()`` ends the JSON array and writes the side files:
+after it, the folder is a complete trace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from timelapse.encoder import sanitize_text
+
+#: TypeKind numbers used by the writer itself (the encoder has its own).
+NONE_KIND = 30
+
+_dumps = json.JSONEncoder(ensure_ascii=False, check_circular=False, separators=(",", ":")).encode
+
+
+class TraceWriter:
+    """Owns the id tables and the open ``trace.json`` of one trace folder."""
+
+    def __init__(self, folder: Path, program: str, *, batch_size: int = 8192) -> None:
+        self.folder = folder
+        self.batch_size = batch_size
+        #: The batch of events not yet written. Hot path: the recorder appends to it directly.
+        self.events: list[Any] = []
+        self.bytes_written = 0
+        #: Calls open in the written part of the stream, counted from the text itself, so the count is
+        #: right even if a signal interrupted the recorder between a Call and its bookkeeping.
+        self.open_calls = 0
+        self._paths: dict[str, int] = {}
+        self._functions: dict[tuple[int, int, str], int] = {}
+        self._types: dict[tuple[int, str, str], int] = {}
+        self._variables: dict[str, int] = {}
+        self._copied_sources: set[str] = set()
+        self._file = open(folder / "trace.json", "w", encoding="utf-8", errors="replace")
+        self._file.write("[\n")
+        self._separator = ""
+        self.closed = False
+        # Format rule: the top-level call comes first, and None is TypeId 0.
+        self.path_id(program)
+        toplevel = self.function_id(0, 1, "<toplevel>")
+        self.events.append({"Call": {"function_id": toplevel, "args": []}})
+        self.type_id(NONE_KIND, "None")
+
+    # -- id tables ---------------------------------------------------------------------------------
+
+    def path_id(self, path: str) -> int:
+        """The PathId of ``path`` (absolute), defining it and copying the source on first use."""
+        path_id = self._paths.get(path)
+        if path_id is None:
+            path_id = self._paths[path] = len(self._paths)
+            self.events.append({"Path": sanitize_text(path)})
+            self._copy_source(path)
+        return path_id
+
+    def function_id(self, path_id: int, line: int, name: str) -> int:
+        key = (path_id, line, name)
+        function_id = self._functions.get(key)
+        if function_id is None:
+            function_id = self._functions[key] = len(self._functions)
+            self.events.append(
+                {"Function": {"path_id": path_id, "line": line, "name": sanitize_text(name)}}
+            )
+        return function_id
+
+    def type_id(self, kind: int, lang_type: str, specific_info: dict | None = None) -> int:
+        """The TypeId of a type, emitting its ``Type`` event the first time (deduplicated)."""
+        info_key = "" if specific_info is None else _dumps(specific_info)
+        key = (kind, lang_type, info_key)
+        type_id = self._types.get(key)
+        if type_id is None:
+            type_id = self._types[key] = len(self._types)
+            self.events.append(
+                {
+                    "Type": {
+                        "kind": kind,
+                        "lang_type": sanitize_text(lang_type),
+                        "specific_info": specific_info or {"kind": "None"},
+                    }
+                }
+            )
+        return type_id
+
+    def variable_id(self, name: str) -> int:
+        variable_id = self._variables.get(name)
+        if variable_id is None:
+            variable_id = self._variables[name] = len(self._variables)
+            self.events.append({"VariableName": sanitize_text(name)})
+        return variable_id
+
+    @property
+    def paths(self) -> list[str]:
+        return [sanitize_text(p) for p in self._paths]
+
+    # -- output ------------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write the pending batch as a run of array elements."""
+        events = self.events
+        if not events:
+            return
+        text = _dumps(events)[1:-1]
+        events.clear()  # the same list object: the recorder holds a reference to it
+        # '{"Call":' can only be an event: inside JSON strings every quote is escaped.
+        self.open_calls += text.count('{"Call":') - text.count('{"Return":')
+        chunk = self._separator + text
+        self._file.write(chunk)
+        self.bytes_written += len(chunk)
+        self._separator = ",\n"
+
+    def close(self, metadata: dict[str, Any]) -> None:
+        """Write what is pending, end the array, and write the side files."""
+        if self.closed:
+            return
+        self.flush()
+        self._file.write("\n]\n")
+        self._file.close()
+        self.closed = True
+        _write_json(self.folder / "trace_paths.json", self.paths)
+        _write_json(self.folder / "trace_metadata.json", metadata)
+
+    def abandon(self) -> None:
+        """Close the file without finishing it (the folder is about to be discarded)."""
+        if not self.closed:
+            self._file.close()
+            self.closed = True
+
+    def _copy_source(self, path: str) -> None:
+        """Keep the source as it was when first executed: CodeTracer shows ``files/`` copies."""
+        if not os.path.isabs(path) or path in self._copied_sources:
+            return
+        self._copied_sources.add(path)
+        target = self.folder / "files" / path.lstrip(os.sep)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+        except OSError:
+            pass  # a source that cannot be read is shown without text; the trace stays valid
+
+
+def _write_json(path: Path, data: Any) -> None:
+    with open(path, "w", encoding="utf-8", errors="replace") as f:
+        json.dump(data, f, ensure_ascii=False, indent=1)
+        f.write("\n")

@@ -1,0 +1,58 @@
+"""Shared helpers: record a program through the real CLI and read the trace back, checked."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from timelapse.checker import check_folder
+from timelapse.reader import Trace
+
+PROGRAMS = Path(__file__).parent / "programs"
+
+
+@dataclass
+class Recorded:
+    returncode: int
+    stdout: str
+    stderr: str
+    out: Path
+    trace: Trace | None
+
+
+def run_python(args: list[str], *, cwd: Path | None = None, input: str | None = None,
+               env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``python ARGS`` in a subprocess (text mode)."""
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, input=input, capture_output=True, text=True,
+        timeout=timeout, env=env if env is not None else os.environ.copy(),
+    )
+
+
+def checked_trace(out: Path) -> Trace:
+    """Load a trace folder, failing the test if the checker finds any violation."""
+    violations = check_folder(out)
+    assert not violations, "\n".join(str(v) for v in violations[:20])
+    return Trace.load(out)
+
+
+@pytest.fixture
+def record(tmp_path):
+    """record(program, *args, options=[...]) -> Recorded, run through ``python -m timelapse record``."""
+
+    def _record(program: str | Path, *args: str, options: tuple[str, ...] = (), cwd: Path | None = None,
+                input: str | None = None, out: Path | None = None, expect_trace: bool = True) -> Recorded:
+        out = out or tmp_path / "trace"
+        target = program if isinstance(program, str) and program.startswith("-m") else str(program)
+        command = ["-m", "timelapse", "record", "-o", str(out), *options]
+        command += target.split(" ", 1) if target.startswith("-m") else [target]
+        result = run_python([*command, *args], cwd=cwd, input=input)
+        trace = checked_trace(out) if expect_trace else None
+        return Recorded(result.returncode, result.stdout, result.stderr, out, trace)
+
+    return _record

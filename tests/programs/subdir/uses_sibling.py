@@ -1,0 +1,3 @@
+import helper_sibling
+
+print(helper_sibling.double(21))

@@ -1,0 +1,86 @@
+"""The Python API: start/stop, the context manager, is_recording, and fail-fast recorder errors."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import PROGRAMS, checked_trace, run_python
+
+import timelapse
+
+
+def test_only_what_runs_between_start_and_stop_is_recorded(tmp_path):
+    out = tmp_path / "api"
+    result = run_python([str(PROGRAMS / "api_usage.py"), str(out)])
+    assert result.returncode == 0, result.stderr
+    assert "second start: already recording" in result.stdout
+    trace = checked_trace(out)
+    names = [c.function for c in trace.calls()]
+    assert "inside" in names and "before" not in names and "outer" not in names
+    assert not any("timelapse" in p for p in trace.paths)
+    # The caller's own lines after start() are steps of the top-level call.
+    outer_lines = {s.line for s in trace.steps() if s.call.function == "<toplevel>"}
+    assert 24 in outer_lines  # value = inside(41)
+    ctx = checked_trace(tmp_path / "api-ctx")
+    assert [c.function for c in ctx.calls()] == ["<toplevel>", "inside"]
+
+
+def test_start_stop_in_process(tmp_path):
+    def square(x):
+        return x * x
+
+    session = timelapse.start(tmp_path / "t")
+    try:
+        assert timelapse.is_recording()
+        square(3)
+    finally:
+        folder = session.stop()
+    assert not timelapse.is_recording()
+    assert folder == tmp_path / "t"
+    trace = checked_trace(folder)
+    assert [c.function for c in trace.calls()][1:] == [
+        "test_start_stop_in_process.<locals>.square"]
+
+
+def test_stop_while_calls_are_open_closes_them(tmp_path):
+    def inner(out):
+        session = timelapse.start(out)
+        nested(session)
+
+    def nested(session):
+        deeper(session)
+
+    def deeper(session):
+        session.stop()
+
+    inner(tmp_path / "t")
+    trace = checked_trace(tmp_path / "t")
+    assert [c.function.rsplit(".", 1)[-1] for c in trace.calls()] == ["<toplevel>", "nested", "deeper"]
+
+
+def test_an_existing_non_trace_folder_is_refused(tmp_path):
+    (tmp_path / "keep.txt").write_text("x")
+    with pytest.raises(timelapse.RecorderError, match="not a timelapse trace"):
+        timelapse.start(tmp_path)
+    assert not timelapse.is_recording()
+
+
+@pytest.mark.parametrize("mode", ["raise", "continue"])
+def test_a_recorder_failure_stops_recording_at_once(tmp_path, mode):
+    out = tmp_path / "t"
+    result = run_python([str(PROGRAMS / "fault_injection.py"), str(out), mode])
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "afterwards: 4" in lines and "recording: False" in lines
+    trace = checked_trace(out)
+    names = [c.function for c in trace.calls()]
+    assert "afterwards" not in names  # nothing recorded after the failure
+    assert trace.metadata["recorder_error"].startswith("OSError: cannot read the frame's locals")
+    error = trace.events[-2]["Event"]
+    assert error["kind"] == 11 and "injected" in error["content"]
+    if mode == "raise":
+        assert "caught: 1" in lines
+        assert "cause: OSError" in lines
+        assert any(line.startswith("handler: timelapse recorder error: OSError") for line in lines)
+    else:
+        assert "caught: 0" in lines
+        assert "program goes on unrecorded" in result.stderr
