@@ -15,7 +15,7 @@ import sys
 import threading
 import traceback
 from dataclasses import dataclass
-from types import TracebackType
+from types import FrameType, TracebackType
 
 from timelapse._version import __version__
 from timelapse.encoder import DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITEMS, DEFAULT_MAX_STRING
@@ -63,6 +63,11 @@ def _record_parser() -> _Parser:
                         help=f"elements recorded per container (default {DEFAULT_MAX_ITEMS})")
     parser.add_argument("--max-string", type=_positive, default=DEFAULT_MAX_STRING, metavar="N",
                         help=f"characters recorded per string or bytes (default {DEFAULT_MAX_STRING})")
+    parser.add_argument("--capture-fd", action="store_true",
+                        help="also capture output written to file descriptors 1 and 2 directly "
+                             "(os.write, C extensions, child processes)")
+    parser.add_argument("--no-capture-io", dest="capture_io", action="store_false",
+                        help="do not record stdin/stdout/stderr")
     parser.add_argument("-m", dest="module", metavar="MODULE", help="record a module, as python -m")
     return parser
 
@@ -152,6 +157,8 @@ def _make_session(record: _RecordCommand) -> Session:
         max_depth=options.max_depth,
         max_items=options.max_items,
         max_string=options.max_string,
+        capture_io=options.capture_io,
+        capture_fd=options.capture_fd,
         exclude_files=(sys.argv[0],) if sys.argv and sys.argv[0] else (),
     )
 
@@ -159,8 +166,11 @@ def _make_session(record: _RecordCommand) -> Session:
 def _record(record: _RecordCommand, session: Session) -> int:
     """Run the program under recording. Its exceptions propagate, so Python reports them itself."""
     quiet = record.options.quiet
+    # The program's first frame will sit two frames below this one (run, _exec_program): under plain
+    # python it is the first frame of all, so its recursion limit is counted from there.
+    base_depth = _frame_depth(sys._getframe()) + 2
     try:
-        session.start()
+        session.start(base_depth=base_depth)
     except RecorderError as exc:
         print(f"timelapse: error: {exc}", file=sys.stderr)
         return 2
@@ -187,6 +197,14 @@ def _record(record: _RecordCommand, session: Session) -> int:
     return 0
 
 
+def _frame_depth(frame: FrameType | None) -> int:
+    depth = 0
+    while frame is not None:
+        depth += 1
+        frame = frame.f_back
+    return depth
+
+
 def _exit_status(code: object) -> int:
     """The process exit status for ``SystemExit(code)``, as the interpreter computes it."""
     if code is None:
@@ -204,6 +222,10 @@ def _finish(session: Session, quiet: bool) -> None:
         print(f"timelapse: error: could not save the trace: {exc}", file=sys.stderr)
         return
     if folder is not None and not quiet:
+        try:
+            sys.stdout.flush()  # the program's last output first, then our line
+        except (OSError, ValueError):
+            pass
         print(session.summary(), file=sys.stderr)
 
 

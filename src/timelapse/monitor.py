@@ -2,21 +2,25 @@
 
 One ``Recorder`` per recording. It claims a monitoring tool id and listens to:
 
-- PY_START / PY_RESUME / PY_THROW (global) → ``Step`` at the callee + ``Call``;
-- LINE / PY_RETURN / PY_YIELD (local, switched on per in-scope code object) → ``Step`` + ``Value``\\ s,
+- PY_START / PY_RESUME / PY_THROW (global) → ``Step`` at the callee's definition + ``Call``;
+- LINE / PY_RETURN / PY_YIELD (local: switched on per in-scope code object) → ``Step`` + ``Value``\\ s,
   ``Return``;
-- PY_UNWIND (global: CPython cannot switch it on per code object) → ``Return`` of the exception.
+- PY_UNWIND, RAISE, RERAISE, EXCEPTION_HANDLED (global: CPython cannot switch them on per code object)
+  → ``Return`` of the exception, exception ``Event``\\ s.
 
 Everything about a code object (is it in scope, its ids, its argument names, the globals it reads) is
 worked out once, on its first event, and cached in a ``_CodeInfo`` keyed by ``id(code)`` (the info keeps
 the code alive, so the id is never reused). Out-of-scope code gets ``sys.monitoring.DISABLE`` back and
 costs nothing after its first event.
 
-Threads: every thread has its own call stack. The trace has one stream, and CodeTracer keeps one call
+Values at a step are the values *before* its line runs. So that the effect of the last line of a frame
+is visible too, a frame that returns (or yields, or unwinds) gets one more Step on the line it leaves
+from, with its values at that moment, right before its ``Return`` — unless that line can change no local
+(a plain ``return x``). See ``docs/values.md``.
+
+Threads: every thread has its own call stack. The trace has one stream and CodeTracer keeps one call
 stack, so when another thread starts producing events the recorder closes the calls of the thread that
-ran before (``Return`` of a "thread switch" marker), writes ``ThreadSwitch``, and re-opens the new
-thread's calls (``Step`` + ``Call``). The stream is always balanced and every Return pairs with its
-own thread's Call. See ``docs/threads.md``.
+ran before, writes ``ThreadSwitch``, and re-opens the new thread's calls. See ``docs/threads.md``.
 
 The callbacks are the hot path: they are closures over local variables (no attribute lookups), they
 cache every event that can be cached, and they hold one lock per event so that a thread switch can never
@@ -26,6 +30,8 @@ split a ``Step`` from its ``Value``\\ s.
 from __future__ import annotations
 
 import dis
+import gc
+import json
 import sys
 import threading
 from collections.abc import Callable
@@ -44,15 +50,35 @@ DISABLE = _monitoring.DISABLE
 TOOL_NAME = "timelapse"
 #: Tool ids we try, the unreserved ones first (0 debugger, 1 coverage, 2 profiler, 5 optimizer).
 _TOOL_ID_PREFERENCE = (3, 4, 0, 2, 5, 1)
-_GLOBAL_EVENTS = _events.PY_START | _events.PY_RESUME | _events.PY_THROW | _events.PY_UNWIND
+_GLOBAL_EVENTS = (
+    _events.PY_START | _events.PY_RESUME | _events.PY_THROW | _events.PY_UNWIND
+    | _events.RAISE | _events.RERAISE | _events.EXCEPTION_HANDLED
+)
 _LOCAL_EVENTS = _events.LINE | _events.PY_RETURN | _events.PY_YIELD
+_ALL_EVENTS = (
+    _events.PY_START, _events.PY_RESUME, _events.PY_THROW, _events.PY_UNWIND, _events.LINE,
+    _events.PY_RETURN, _events.PY_YIELD, _events.RAISE, _events.RERAISE, _events.EXCEPTION_HANDLED,
+)
 _CO_OPTIMIZED = 0x0001
 _CO_VARARGS = 0x0004
 _CO_VARKEYWORDS = 0x0008
+_CO_ASYNC_GENERATOR = 0x0200
+
+#: Event kinds (trace-format.md §3).
+ERROR_EVENT = 11
+LOG_EVENT = 12
 
 _FUNCTION, _MODULE, _NAMESPACE, _THREAD_ROOT, _OUT_OF_SCOPE = range(5)
 # threading.Thread._bootstrap_inner starts and ends every threading.Thread: its return is a ThreadExit.
 _THREAD_ROOT_CODE = threading.Thread._bootstrap_inner.__code__
+#: Instructions that cannot change a local: a line made only of these needs no step after it.
+_QUIET_OPCODES = frozenset({
+    "RESUME", "NOP", "LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_FAST_LOAD_FAST", "LOAD_CONST",
+    "LOAD_DEREF", "LOAD_GLOBAL", "LOAD_NAME", "RETURN_VALUE", "RETURN_CONST", "BUILD_TUPLE",
+    "POP_TOP", "COPY_FREE_VARS", "MAKE_CELL", "RETURN_GENERATOR", "CACHE", "EXTENDED_ARG",
+})
+#: How many frames of its own a callback may need on top of the program's deepest frame.
+RECURSION_HEADROOM = 100
 
 
 def _is_dunder(name: str) -> bool:
@@ -64,7 +90,7 @@ class _CodeInfo:
 
     __slots__ = (
         "code", "kind", "path_id", "function_id", "def_step", "steps", "arg_vars",
-        "var_ids", "global_vars",
+        "var_ids", "global_vars", "quiet_lines", "async_generator",
     )
 
     def __init__(self, code: CodeType, kind: int) -> None:
@@ -72,20 +98,27 @@ class _CodeInfo:
         self.kind = kind
         self.path_id = -1
         self.function_id = -1
-        self.def_step: dict | None = None
+        self.def_step: dict = {}
         self.steps: dict[int, dict] = {}  # line -> cached Step event
         self.arg_vars: tuple[tuple[str, int], ...] = ()
         self.var_ids: dict[str, int | None] = {}  # local name -> VariableId, None = never shown
         self.global_vars: tuple[tuple[str, int], ...] = ()
+        self.quiet_lines: frozenset[int] = frozenset()
+        self.async_generator = bool(code.co_flags & _CO_ASYNC_GENERATOR)
 
 
 class _ThreadState:
-    __slots__ = ("ident", "stack", "started")
+    __slots__ = ("ident", "stack", "started", "last_step", "base_depth")
 
-    def __init__(self, ident: int) -> None:
+    def __init__(self, ident: int, base_depth: int = 0) -> None:
         self.ident = ident
         self.stack: list[_CodeInfo] = []  # the calls this thread has open, innermost last
         self.started = False
+        #: The Step this thread emitted last, while it still describes where the thread is; None after
+        #: a call or a return, when an event at the current line needs a fresh Step first.
+        self.last_step: dict | None = None
+        #: Frames below the program's first frame (timelapse's own, under the CLI).
+        self.base_depth = base_depth
 
 
 def claim_tool_id() -> int:
@@ -119,21 +152,32 @@ class Recorder:
         self.active = False
         self.steps = 0
         self.calls = 0
-        self._lock = threading.RLock()  # re-entrant: a signal handler may finish the trace mid-callback
+        # Re-entrant: a signal handler may finish the trace while a callback holds the lock.
+        self._lock = threading.RLock()
         self._infos: dict[int, _CodeInfo] = {}
         self._threads: dict[int, _ThreadState] = {}
         self._current: _ThreadState | None = None
         self._switch_return: dict | None = None
+        self._recursion_limit = sys.getrecursionlimit()
+        self._saved_recursion_functions: tuple[Any, Any] | None = None
+        self._last_io: dict | None = None
+        # Set by _make_callbacks: the shared pieces of the hot path, for io_event.
+        self._thread_state: Callable[[], _ThreadState]
+        self._step_here: Callable[[_ThreadState, FrameType], tuple[int, int] | None]
 
     # -- life cycle --------------------------------------------------------------------------------
 
-    def start(self, caller: FrameType | None = None) -> None:
-        """Switch monitoring on. ``caller`` frames (and their callers) already running get their lines
-        recorded too, as steps of the enclosing recorded call; their returns are not recorded."""
+    def start(self, caller: FrameType | None = None, base_depth: int = 0) -> None:
+        """Switch monitoring on.
+
+        ``caller`` frames (and their callers) already running get their lines recorded too, as steps
+        of the enclosing recorded call; their returns are not recorded. ``base_depth``: how many frames
+        of the calling thread are not the program's (see ``_keep_recursion_limit``).
+        """
         self.tool_id = claim_tool_id()
         self.active = True
         ident = threading.get_ident()
-        state = self._threads[ident] = _ThreadState(ident)
+        state = self._threads[ident] = _ThreadState(ident, base_depth)
         state.started = True
         self._current = state
         self.writer.events.append({"ThreadStart": ident})
@@ -144,18 +188,8 @@ class Recorder:
         while frame is not None:
             self._learn(frame.f_code, frame)
             frame = frame.f_back
+        self._keep_recursion_limit(base_depth)
         _monitoring.set_events(self.tool_id, _GLOBAL_EVENTS)
-
-    def stop(self, return_value: dict) -> None:
-        """Switch monitoring off and close the calls still open in the stream."""
-        self._switch_off()
-        with self._lock:
-            current = self._current
-            if current is not None:
-                append = self.writer.events.append
-                for _ in current.stack:
-                    append({"Return": {"return_value": return_value}})
-                current.stack.clear()
 
     def _switch_off(self) -> None:
         """No more callbacks, on any thread, from now on. Safe to call twice."""
@@ -167,18 +201,62 @@ class Recorder:
         for info in self._infos.values():
             if info.kind != _OUT_OF_SCOPE:
                 _monitoring.set_local_events(tool_id, info.code, 0)
-        for event in (
-            _events.PY_START, _events.PY_RESUME, _events.PY_THROW, _events.PY_UNWIND,
-            _events.LINE, _events.PY_RETURN, _events.PY_YIELD,
-        ):
+        for event in _ALL_EVENTS:
             _monitoring.register_callback(tool_id, event, None)
         _monitoring.free_tool_id(tool_id)
+        self._restore_recursion_limit()
 
     def _fail(self, exc: Exception) -> object:
         """The recorder itself failed inside a callback: stop everything at once, then report."""
         self._switch_off()
         self._on_failure(exc)
         return None
+
+    def forget_in_child(self) -> None:
+        """After fork(), in the child: record nothing more and never touch the parent's trace."""
+        self.active = False
+        if self.tool_id is not None:
+            self._switch_off()
+
+    # -- the recursion limit -----------------------------------------------------------------------
+
+    def _keep_recursion_limit(self, base_depth: int) -> None:
+        """Keep the program's recursion limit where it is without the recorder.
+
+        The callbacks are Python functions: their frames count against the limit, and under the CLI the
+        program runs below a few frames of timelapse's own. So the real limit is raised by that much,
+        ``sys.getrecursionlimit()`` / ``sys.setrecursionlimit()`` keep showing and taking the program's
+        limit, and ``on_start`` raises RecursionError where the program would have hit its limit.
+        """
+        extra = base_depth + RECURSION_HEADROOM
+        get_limit, set_limit = sys.getrecursionlimit, sys.setrecursionlimit
+        self._saved_recursion_functions = (get_limit, set_limit)
+        self._recursion_limit = get_limit()
+        recorder = self
+
+        def getrecursionlimit() -> int:
+            return recorder._recursion_limit
+
+        def setrecursionlimit(limit: int) -> None:
+            set_limit(limit)  # validates, raises as the real one does
+            recorder._recursion_limit = limit
+            set_limit(limit + extra)
+
+        getrecursionlimit.__doc__ = get_limit.__doc__
+        setrecursionlimit.__doc__ = set_limit.__doc__
+        set_limit(self._recursion_limit + extra)
+        sys.getrecursionlimit, sys.setrecursionlimit = getrecursionlimit, setrecursionlimit
+
+    def _restore_recursion_limit(self) -> None:
+        if self._saved_recursion_functions is None:
+            return
+        get_limit, set_limit = self._saved_recursion_functions
+        self._saved_recursion_functions = None
+        sys.getrecursionlimit, sys.setrecursionlimit = get_limit, set_limit
+        try:
+            set_limit(self._recursion_limit)
+        except RecursionError:  # stopped while deeper than the program's own limit
+            pass
 
     # -- what we know about code objects -----------------------------------------------------------
 
@@ -220,13 +298,15 @@ class Recorder:
             )
         for name in (*code.co_varnames, *code.co_cellvars, *code.co_freevars):
             info.var_ids[name] = None if _is_dunder(name) else writer.variable_id(name)
+        instructions = list(dis.get_instructions(code))
         if kind != _MODULE:
             local_names = set(info.var_ids)
             info.global_vars = tuple(
                 (name, writer.variable_id(name))
-                for name in _global_names_read(code)
+                for name in _global_names_read(instructions)
                 if name not in local_names and not _is_dunder(name)
             )
+        info.quiet_lines = _quiet_lines(instructions)
         return info
 
     # -- the callbacks (hot path) ------------------------------------------------------------------
@@ -248,9 +328,11 @@ class Recorder:
         fault = self._fault
         get_ident = threading.get_ident
         getframe = sys._getframe
+        get_referents = gc.get_referents
         module_type = ModuleType
         missing = object()
-        FUNCTION, MODULE, THREAD_ROOT, OUT = _FUNCTION, _MODULE, _THREAD_ROOT, _OUT_OF_SCOPE
+        FUNCTION, MODULE, THREAD_ROOT = _FUNCTION, _MODULE, _THREAD_ROOT
+        depth_check_from = max(self._recursion_limit - RECURSION_HEADROOM, 0)
 
         def thread_state() -> _ThreadState:
             """The calling thread's state, made current in the stream (caller holds the lock)."""
@@ -262,25 +344,18 @@ class Recorder:
                 recorder._switch_to(state)
             return state
 
-        def emit_call(info: _CodeInfo, frame: FrameType, step: dict, extra: list) -> None:
-            state = thread_state()
-            args = extra
-            if info.arg_vars:
-                f_locals = frame.f_locals
-                for name, variable_id in info.arg_vars:
-                    try:
-                        value = f_locals[name]
-                    except KeyError:
-                        continue
-                    args.append({"variable_id": variable_id, "value": encode(value)})
-            append(step)
-            append({"Call": {"function_id": info.function_id, "args": args}})
-            for arg in args:  # the arguments are the locals at the definition-line step
-                append({"Value": arg})
-            state.stack.append(info)
-            recorder.calls += 1
+        def known(code: CodeType) -> _CodeInfo | None:
+            """The code's info, learning it on its first event (None once recording is over)."""
+            info = infos.get(id(code))
+            if info is None:
+                with lock:
+                    if not recorder.active:
+                        return None
+                    info = learn(code, getframe(2))
+            return info
 
         def emit_values(info: _CodeInfo, frame: FrameType) -> None:
+            """Every visible variable, after the Step just emitted (values do not carry forward)."""
             f_locals = frame.f_locals
             var_ids = info.var_ids
             kind = info.kind
@@ -309,15 +384,63 @@ class Recorder:
                         continue
                     append({"Value": {"variable_id": variable_id, "value": encode(value)}})
 
-        def known(code: CodeType) -> _CodeInfo | None:
-            """The code's info, learning it on its first event (None once recording is over)."""
-            info = infos.get(id(code))
-            if info is None:
-                with lock:
-                    if not recorder.active:
-                        return None
-                    info = learn(code, getframe(2))
-            return info
+        def emit_step(state: _ThreadState, info: _CodeInfo, frame: FrameType, line: int) -> None:
+            step = info.steps.get(line)
+            if step is None:
+                step = info.steps[line] = {"Step": {"path_id": info.path_id, "line": line}}
+            append(step)
+            state.last_step = step
+            recorder.steps += 1
+            emit_values(info, frame)
+
+        def step_here(state: _ThreadState, frame: FrameType | None) -> tuple[int, int] | None:
+            """Make sure the stream's last Step is the line ``frame`` (or its innermost recorded
+            caller) is on now — after a call returned mid-line it is not — and say where that is."""
+            while frame is not None:
+                info = infos.get(id(frame.f_code))
+                if info is not None and info.kind < THREAD_ROOT:
+                    break
+                frame = frame.f_back
+            else:
+                return None
+            line = frame.f_lineno
+            if line is None:
+                return None
+            if state.last_step is not info.steps.get(line) or state.last_step is None:
+                emit_step(state, info, frame, line)
+            return info.path_id, line
+
+        def emit_call(info: _CodeInfo, frame: FrameType, extra: list) -> _ThreadState:
+            state = thread_state()
+            stack = state.stack
+            if len(stack) >= depth_check_from:
+                check_depth(state, frame)
+            args = extra
+            if info.arg_vars:
+                f_locals = frame.f_locals
+                for name, variable_id in info.arg_vars:
+                    try:
+                        value = f_locals[name]
+                    except KeyError:
+                        continue
+                    args.append({"variable_id": variable_id, "value": encode(value)})
+            append(info.def_step)
+            append({"Call": {"function_id": info.function_id, "args": args}})
+            for arg in args:  # the arguments are the locals at the definition-line step
+                append({"Value": arg})
+            stack.append(info)
+            state.last_step = None
+            recorder.calls += 1
+            return state
+
+        def check_depth(state: _ThreadState, frame: FrameType) -> None:
+            """RecursionError where the program, unrecorded, would have hit its limit."""
+            depth = 0
+            while frame is not None:
+                depth += 1
+                frame = frame.f_back
+            if depth - state.base_depth > recorder._recursion_limit:
+                raise _ProgramRecursionError("maximum recursion depth exceeded")
 
         def on_start(code: CodeType, offset: int) -> object:
             try:
@@ -327,20 +450,15 @@ class Recorder:
                 frame = getframe(1)
                 with lock:
                     if recorder.active:
-                        emit_call(info, frame, info.def_step, [])
+                        emit_call(info, frame, [])
+            except _ProgramRecursionError as exc:
+                raise RecursionError(*exc.args) from None
             except Exception as exc:
                 return fail(exc)
             return None
 
-        def emit_resume(info: _CodeInfo, frame: FrameType, extra: list) -> None:
-            """A generator or coroutine resumes: Call (after a Step at its definition, as every
-            Call), then a Step where it really goes on, with its locals."""
-            emit_call(info, frame, info.def_step, extra)
-            append({"Step": {"path_id": info.path_id, "line": frame.f_lineno}})
-            recorder.steps += 1
-            emit_values(info, frame)
-
         def on_resume(code: CodeType, offset: int) -> object:
+            """A generator or coroutine goes on: a Call, then a Step where it really resumes."""
             try:
                 info = infos.get(id(code)) or known(code)
                 if info is None or info.kind >= THREAD_ROOT:
@@ -348,22 +466,29 @@ class Recorder:
                 frame = getframe(1)
                 with lock:
                     if recorder.active:
-                        emit_resume(info, frame, [])
+                        state = emit_call(info, frame, [])
+                        emit_step(state, info, frame, frame.f_lineno)
+            except _ProgramRecursionError as exc:
+                raise RecursionError(*exc.args) from None
             except Exception as exc:
                 return fail(exc)
             return None
 
         def on_throw(code: CodeType, offset: int, exception: BaseException) -> None:
+            """An exception thrown into a generator (``throw()``, ``close()``) resumes it."""
             info = infos.get(id(code))
             if info is None or info.kind >= THREAD_ROOT:
                 return
-            frame = getframe(1)
             try:
+                frame = getframe(1)
                 with lock:
                     if recorder.active:
                         thrown = {"variable_id": writer.variable_id("exception"),
                                   "value": encode(exception)}
-                        emit_resume(info, frame, [thrown])
+                        state = emit_call(info, frame, [thrown])
+                        emit_step(state, info, frame, frame.f_lineno)
+            except _ProgramRecursionError as exc:
+                raise RecursionError(*exc.args) from None
             except Exception as exc:
                 fail(exc)
 
@@ -377,21 +502,15 @@ class Recorder:
                     fault(code, line)
                 with lock:
                     if recorder.active:
-                        thread_state()
-                        step = info.steps.get(line)
-                        if step is None:
-                            step = info.steps[line] = {
-                                "Step": {"path_id": info.path_id, "line": line}
-                            }
-                        append(step)
-                        recorder.steps += 1
-                        emit_values(info, frame)
+                        emit_step(thread_state(), info, frame, line)
                         if len(events) >= batch_size:
                             flush()
             except Exception as exc:
                 return fail(exc)
+            return None
 
         def on_return(code: CodeType, offset: int, value: object) -> object:
+            """PY_RETURN, PY_YIELD and PY_UNWIND: the frame's last values, then its Return."""
             info = infos.get(id(code))
             if info is None:
                 return None
@@ -406,14 +525,46 @@ class Recorder:
                     if stack and stack[-1] is info:
                         if state is not recorder._current:
                             recorder._switch_to(state)
+                        frame = getframe(1)
+                        line = frame.f_lineno
+                        if line is not None and line not in info.quiet_lines:
+                            emit_step(state, info, frame, line)
+                        if info.async_generator and type(value).__name__ == "async_generator_wrapped_value":
+                            wrapped = get_referents(value)  # C-level: the value the program yielded
+                            value = wrapped[0] if len(wrapped) == 1 else None
                         append({"Return": {"return_value": encode(value)}})
                         stack.pop()
+                        state.last_step = None
                     elif info.kind == THREAD_ROOT:
                         recorder._thread_exit(state)
             except Exception as exc:
                 return fail(exc)
             return None
 
+        def exception_event(what: str, event_kind: int) -> Callable[[CodeType, int, BaseException], None]:
+            """RAISE / RERAISE / EXCEPTION_HANDLED in recorded code → an Event on the step where it
+            happens. These events cannot be switched off per code object: out of scope, return fast."""
+
+            def on_exception(code: CodeType, offset: int, exception: BaseException) -> None:
+                info = infos.get(id(code))
+                if info is None or info.kind >= THREAD_ROOT:
+                    return
+                try:
+                    with lock:
+                        if recorder.active:
+                            state = thread_state()
+                            where = step_here(state, getframe(1))
+                            recorder._append_event(
+                                event_kind, what, describe_exception(exception), state, where,
+                                {"exception": _type_name(type(exception))},
+                            )
+                except Exception as exc:
+                    fail(exc)
+
+            return on_exception
+
+        self._thread_state = thread_state
+        self._step_here = step_here
         return {
             _events.PY_START: on_start,
             _events.PY_RESUME: on_resume,
@@ -422,7 +573,49 @@ class Recorder:
             _events.PY_RETURN: on_return,
             _events.PY_YIELD: on_return,
             _events.PY_UNWIND: on_return,
+            _events.RAISE: exception_event("raise", ERROR_EVENT),
+            _events.RERAISE: exception_event("reraise", ERROR_EVENT),
+            _events.EXCEPTION_HANDLED: exception_event("handled", LOG_EVENT),
         }
+
+    # -- events that are not steps (under the lock) ------------------------------------------------
+
+    def io_event(self, kind: int, stream: str, content: str) -> None:
+        """Output written or input read by the program, on the step of the line that did it.
+
+        Called by the stream proxies (``iocapture``) in the thread that wrote, during the write.
+        Consecutive writes of one kind on one step become one Event.
+        """
+        if not self.active:
+            return
+        try:
+            with self._lock:
+                if not self.active:
+                    return
+                state = self._thread_state()
+                where = self._step_here(state, sys._getframe(1))
+                last = self._last_io
+                events = self.writer.events
+                if last is not None and events and events[-1] is last and last["Event"]["kind"] == kind:
+                    last["Event"]["content"] += content
+                    return
+                self._append_event(kind, stream, content, state, where, None)
+                self._last_io = events[-1]
+        except Exception as exc:
+            self._fail(exc)
+
+    def _append_event(
+        self, kind: int, stream: str, content: str, state: _ThreadState,
+        where: tuple[int, int] | None, extra: dict | None,
+    ) -> None:
+        metadata: dict[str, Any] = {"stream": stream, "thread": state.ident}
+        if where is not None:
+            metadata["path_id"], metadata["line"] = where
+        if extra:
+            metadata.update(extra)
+        self.writer.events.append(
+            {"Event": {"kind": kind, "metadata": json.dumps(metadata), "content": content}}
+        )
 
     # -- threads (under the lock) ------------------------------------------------------------------
 
@@ -446,31 +639,75 @@ class Recorder:
         for info in state.stack:
             append(info.def_step)
             append({"Call": {"function_id": info.function_id, "args": []}})
+        state.last_step = None
         self._current = state
 
     def _thread_exit(self, state: _ThreadState) -> None:
         if not state.started:
             return
         if state is self._current:
-            self._switch_to_none()
+            for _ in state.stack:
+                self.writer.events.append({"Return": {"return_value": {"kind": "None", "type_id": 0}}})
+            state.stack.clear()
+            self._current = None  # the next event, from any thread, re-opens its own calls
         self.writer.events.append({"ThreadExit": state.ident})
         del self._threads[state.ident]
 
-    def _switch_to_none(self) -> None:
-        """The current thread ended; the next event from any thread re-opens its own calls."""
-        current = self._current
-        if current is not None and current.stack:
-            for _ in current.stack:
-                self.writer.events.append(
-                    {"Return": {"return_value": {"kind": "None", "type_id": 0}}}
-                )
-        self._current = None
+
+class _ProgramRecursionError(Exception):
+    """Internal: the program went past its recursion limit (re-raised as RecursionError)."""
 
 
-def _global_names_read(code: CodeType) -> list[str]:
+_type_module = type.__dict__["__module__"].__get__
+_type_qualname = type.__dict__["__qualname__"].__get__
+_exception_args = BaseException.__dict__["args"].__get__
+
+
+def _type_name(cls: type) -> str:
+    """``module.QualName`` of a class, read through C-level descriptors (a metaclass cannot run)."""
+    module = _type_module(cls, type)
+    qualname = _type_qualname(cls, type)
+    return qualname if module in ("builtins", None) or type(module) is not str else f"{module}.{qualname}"
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``Type: message`` without running the exception's own Python code (no ``__str__`` call)."""
+    name = _type_name(type(exc))
+    args = _exception_args(exc)
+    if not args:
+        return name
+    if len(args) == 1 and type(args[0]) is str:
+        return f"{name}: {args[0]}"
+    return f"{name}: {', '.join(_safe_text(a) for a in args)}"
+
+
+def _safe_text(value: object) -> str:
+    if type(value) in (str, int, float, bool, type(None)):
+        return repr(value)
+    return f"<{_type_name(type(value))}>"
+
+
+def _global_names_read(instructions: list[dis.Instruction]) -> list[str]:
     """Names the code object loads as globals (LOAD_GLOBAL, or LOAD_NAME in class bodies)."""
     names: dict[str, None] = {}
-    for instruction in dis.get_instructions(code):
+    for instruction in instructions:
         if instruction.opname in ("LOAD_GLOBAL", "LOAD_NAME") and isinstance(instruction.argval, str):
             names[instruction.argval] = None
     return list(names)
+
+
+def _quiet_lines(instructions: list[dis.Instruction]) -> frozenset[int]:
+    """Lines whose instructions cannot change any local (``return x``): no step needed after them."""
+    noisy: set[int] = set()
+    lines: set[int] = set()
+    line = None
+    for instruction in instructions:
+        position = instruction.positions
+        if position is not None and position.lineno is not None:
+            line = position.lineno
+        if line is None:
+            continue
+        lines.add(line)
+        if instruction.opname not in _QUIET_OPCODES:
+            noisy.add(line)
+    return frozenset(lines - noisy)

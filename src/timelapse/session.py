@@ -29,6 +29,7 @@ from timelapse.encoder import (
     ValueEncoder,
 )
 from timelapse.errors import RecorderError
+from timelapse.iocapture import IOCapture
 from timelapse.monitor import Recorder
 from timelapse.scope import Scope
 from timelapse.writer import TraceWriter
@@ -36,6 +37,14 @@ from timelapse.writer import TraceWriter
 _ERROR_EVENT = 11
 _active: Session | None = None
 _active_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    if _active is not None:
+        _active._forget_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def is_recording() -> bool:
@@ -80,6 +89,8 @@ class Session:
         max_depth: int = DEFAULT_MAX_DEPTH,
         max_items: int = DEFAULT_MAX_ITEMS,
         max_string: int = DEFAULT_MAX_STRING,
+        capture_io: bool = True,
+        capture_fd: bool = False,
         exclude_files: tuple[str, ...] = (),
         _fault: Callable[[CodeType, int], None] | None = None,
     ) -> None:
@@ -91,6 +102,11 @@ class Session:
         self.on_error = on_error
         self.limits = {"max_depth": max_depth, "max_items": max_items, "max_string": max_string}
         self.exclude_files = exclude_files
+        self.capture_io = capture_io
+        self.capture_fd = capture_fd and capture_io
+        self._io: IOCapture | None = None
+        self._real_os_exit: Callable[[int], Any] | None = None
+        self._exit_wrapper: Callable[[int], Any] | None = None
         self._fault = _fault
         #: Set by the CLI: the exit status and, for an uncaught exception, its traceback text.
         self.exit_status: int | None = None
@@ -106,8 +122,9 @@ class Session:
 
     # -- life cycle --------------------------------------------------------------------------------
 
-    def start(self, caller: FrameType | None = None) -> Session:
-        """Start recording. ``caller``: the frame whose remaining lines belong to the recording."""
+    def start(self, caller: FrameType | None = None, *, base_depth: int = 0) -> Session:
+        """Start recording. ``caller``: the frame whose remaining lines belong to the recording;
+        ``base_depth``: frames of the calling thread below the program's own (the CLI's)."""
         global _active
         with _active_lock:
             if _active is not None:
@@ -136,14 +153,52 @@ class Session:
                 fault=self._fault,
             )
             try:
-                self.recorder.start(caller)
+                self.recorder.start(caller, base_depth)
+                if self.capture_io:
+                    self._io = IOCapture(self.recorder.io_event, capture_fd=self.capture_fd)
+                    self._io.install()
             except BaseException:
+                if self._io is not None:
+                    self._io.uninstall()
                 self.recorder._switch_off()
                 self.writer.abandon()
                 shutil.rmtree(self._temp_dir, ignore_errors=True)
                 raise
+            self._finish_before_os_exit()
             _active = self
         return self
+
+    def _finish_before_os_exit(self) -> None:
+        """``os._exit`` skips atexit: save the trace first (then exit exactly as asked)."""
+        real_exit = self._real_os_exit = os._exit
+        session = self
+
+        def _exit(status: int) -> None:
+            if session._real_os_exit is real_exit and not session._finished:
+                session.exit_status = status & 0xFF if isinstance(status, int) else None
+                try:
+                    session._finish(stopped_by="<os._exit>")
+                except Exception:  # noqa: BLE001 - exiting anyway; never block the exit
+                    pass
+            real_exit(status)
+
+        _exit.__doc__ = real_exit.__doc__
+        os._exit = self._exit_wrapper = _exit
+
+    def _restore_os_exit(self) -> None:
+        if self._real_os_exit is not None and os._exit is self._exit_wrapper:
+            os._exit = self._real_os_exit
+        self._real_os_exit = None
+
+    def _forget_in_child(self) -> None:
+        """After fork(), in the child: the trace belongs to the parent; record and write nothing."""
+        global _active
+        self._finished = True
+        if self.recorder is not None:
+            self.recorder.forget_in_child()
+        if self.writer is not None:
+            self.writer.detach()
+        _active = None
 
     def stop(self) -> Path | None:
         """Stop recording and publish the trace folder; returns it. Safe to call more than once."""
@@ -169,9 +224,12 @@ class Session:
         with self._finish_lock:
             if self._finished or self.recorder is None or self.writer is None:
                 return None if self.recorder is None else self.out_dir
-            self._finished = True
             recorder, writer = self.recorder, self.writer
+            if self._io is not None:
+                self._io.uninstall()  # first: drains what is still on its way into the trace
+            self._finished = True
             recorder._switch_off()
+            self._restore_os_exit()
             with recorder._lock:
                 writer.flush()
                 stop_type = writer.type_id(16, "<recording stopped>")
@@ -214,8 +272,11 @@ class Session:
             if self._finished:
                 return
             self._finished = True
+            if self._io is not None:
+                self._io.uninstall()
             if self.recorder is not None:
                 self.recorder._switch_off()
+            self._restore_os_exit()
             if self.writer is not None:
                 self.writer.abandon()
             if self._temp_dir is not None:

@@ -44,8 +44,10 @@ class TraceWriter:
         self._types: dict[tuple[int, str, str], int] = {}
         self._variables: dict[str, int] = {}
         self._copied_sources: set[str] = set()
-        self._file = open(folder / "trace.json", "w", encoding="utf-8", errors="replace")
-        self._file.write("[\n")
+        # Unbuffered: after fork() a child must find no half-written bytes of ours to flush.
+        self._file = open(folder / "trace.json", "wb", buffering=0)
+        self._file.write(b"[\n")
+        self.detached = False
         self._separator = ""
         self.closed = False
         # Format rule: the top-level call comes first, and None is TypeId 0.
@@ -115,8 +117,10 @@ class TraceWriter:
         events.clear()  # the same list object: the recorder holds a reference to it
         # '{"Call":' can only be an event: inside JSON strings every quote is escaped.
         self.open_calls += text.count('{"Call":') - text.count('{"Return":')
-        chunk = self._separator + text
-        self._file.write(chunk)
+        # Lone surrogates never get here (the encoder replaces them); "replace" is the safety net.
+        chunk = (self._separator + text).encode("utf-8", "replace")
+        if not self.detached:
+            self._file.write(chunk)
         self.bytes_written += len(chunk)
         self._separator = ",\n"
 
@@ -125,11 +129,17 @@ class TraceWriter:
         if self.closed:
             return
         self.flush()
-        self._file.write("\n]\n")
+        self._file.write(b"\n]\n")
         self._file.close()
         self.closed = True
         _write_json(self.folder / "trace_paths.json", self.paths)
         _write_json(self.folder / "trace_metadata.json", metadata)
+
+    def detach(self) -> None:
+        """In a forked child: never write to the parent's trace again (not even at exit)."""
+        self.detached = True
+        self.closed = True
+        self.events.clear()
 
     def abandon(self) -> None:
         """Close the file without finishing it (the folder is about to be discarded)."""
