@@ -108,7 +108,10 @@ class _CodeInfo:
 
 
 class _ThreadState:
-    __slots__ = ("ident", "stack", "started", "last_step", "base_depth")
+    __slots__ = (
+        "ident", "stack", "started", "last_step", "base_depth", "exception_in_flight",
+        "last_exception_event",
+    )
 
     def __init__(self, ident: int, base_depth: int = 0) -> None:
         self.ident = ident
@@ -119,6 +122,9 @@ class _ThreadState:
         self.last_step: dict | None = None
         #: Frames below the program's first frame (timelapse's own, under the CLI).
         self.base_depth = base_depth
+        #: The exception propagating now (raised, not yet handled), and the last exception Event.
+        self.exception_in_flight: BaseException | None = None
+        self.last_exception_event: tuple[str, BaseException, int | None] | None = None
 
 
 def claim_tool_id() -> int:
@@ -155,10 +161,14 @@ class Recorder:
         # Re-entrant: a signal handler may finish the trace while a callback holds the lock.
         self._lock = threading.RLock()
         self._infos: dict[int, _CodeInfo] = {}
+        self._code_paths: dict[int, str] = {}  # id(code) -> its source version's path
+        self._code_refs: list[CodeType] = []
         self._threads: dict[int, _ThreadState] = {}
         self._current: _ThreadState | None = None
         self._switch_return: dict | None = None
         self._recursion_limit = sys.getrecursionlimit()
+        #: Call depth (recorded calls of one thread) from which on_start counts the real depth.
+        self._depth_check_from = 0
         self._saved_recursion_functions: tuple[Any, Any] | None = None
         self._last_io: dict | None = None
         # Set by _make_callbacks: the shared pieces of the hot path, for io_event.
@@ -232,6 +242,7 @@ class Recorder:
         get_limit, set_limit = sys.getrecursionlimit, sys.setrecursionlimit
         self._saved_recursion_functions = (get_limit, set_limit)
         self._recursion_limit = get_limit()
+        self._depth_check_from = max(self._recursion_limit - RECURSION_HEADROOM, 0)
         recorder = self
 
         def getrecursionlimit() -> int:
@@ -240,6 +251,7 @@ class Recorder:
         def setrecursionlimit(limit: int) -> None:
             set_limit(limit)  # validates, raises as the real one does
             recorder._recursion_limit = limit
+            recorder._depth_check_from = max(limit - RECURSION_HEADROOM, 0)
             set_limit(limit + extra)
 
         getrecursionlimit.__doc__ = get_limit.__doc__
@@ -272,10 +284,27 @@ class Recorder:
         elif path is None:
             info = _CodeInfo(code, _OUT_OF_SCOPE)
         else:
-            info = self._describe(code, path, frame)
+            info = self._describe(code, self._source_path(code, path), frame)
             _monitoring.set_local_events(self.tool_id, code, _LOCAL_EVENTS)
         self._infos[id(code)] = info
         return info
+
+    def _source_path(self, code: CodeType, path: str) -> str:
+        """The recorded path of ``code``'s source: a module's code, and all code nested in it, point
+        at the version of the file that module was compiled from (see ``TraceWriter.source_version``)."""
+        versioned = self._code_paths.get(id(code))
+        if versioned is not None:
+            return versioned
+        if code.co_name != "<module>":
+            return path
+        versioned = self.writer.source_version(path)
+        pending = [code]
+        while pending:
+            nested = pending.pop()
+            self._code_paths[id(nested)] = versioned
+            self._code_refs.append(nested)  # keeps the id unique
+            pending.extend(c for c in nested.co_consts if isinstance(c, CodeType))
+        return versioned
 
     def _describe(self, code: CodeType, path: str, frame: FrameType | None) -> _CodeInfo:
         writer = self.writer
@@ -332,7 +361,6 @@ class Recorder:
         module_type = ModuleType
         missing = object()
         FUNCTION, MODULE, THREAD_ROOT = _FUNCTION, _MODULE, _THREAD_ROOT
-        depth_check_from = max(self._recursion_limit - RECURSION_HEADROOM, 0)
 
         def thread_state() -> _ThreadState:
             """The calling thread's state, made current in the stream (caller holds the lock)."""
@@ -413,7 +441,7 @@ class Recorder:
         def emit_call(info: _CodeInfo, frame: FrameType, extra: list) -> _ThreadState:
             state = thread_state()
             stack = state.stack
-            if len(stack) >= depth_check_from:
+            if len(stack) >= recorder._depth_check_from:
                 check_depth(state, frame)
             args = extra
             if info.arg_vars:
@@ -541,7 +569,7 @@ class Recorder:
                 return fail(exc)
             return None
 
-        def exception_event(what: str, event_kind: int) -> Callable[[CodeType, int, BaseException], None]:
+        def exception_event(what: str) -> Callable[[CodeType, int, BaseException], None]:
             """RAISE / RERAISE / EXCEPTION_HANDLED in recorded code → an Event on the step where it
             happens. These events cannot be switched off per code object: out of scope, return fast."""
 
@@ -552,12 +580,7 @@ class Recorder:
                 try:
                     with lock:
                         if recorder.active:
-                            state = thread_state()
-                            where = step_here(state, getframe(1))
-                            recorder._append_event(
-                                event_kind, what, describe_exception(exception), state, where,
-                                {"exception": _type_name(type(exception))},
-                            )
+                            recorder._exception_event(what, exception, thread_state(), getframe(1))
                 except Exception as exc:
                     fail(exc)
 
@@ -573,9 +596,9 @@ class Recorder:
             _events.PY_RETURN: on_return,
             _events.PY_YIELD: on_return,
             _events.PY_UNWIND: on_return,
-            _events.RAISE: exception_event("raise", ERROR_EVENT),
-            _events.RERAISE: exception_event("reraise", ERROR_EVENT),
-            _events.EXCEPTION_HANDLED: exception_event("handled", LOG_EVENT),
+            _events.RAISE: exception_event("raise"),
+            _events.RERAISE: exception_event("reraise"),
+            _events.EXCEPTION_HANDLED: exception_event("handled"),
         }
 
     # -- events that are not steps (under the lock) ------------------------------------------------
@@ -603,6 +626,34 @@ class Recorder:
                 self._last_io = events[-1]
         except Exception as exc:
             self._fail(exc)
+
+    def _exception_event(
+        self, what: str, exception: BaseException, state: _ThreadState, frame: FrameType
+    ) -> None:
+        """Record where an exception is raised, handled and re-raised — once each.
+
+        CPython reports RAISE again in every frame an exception propagates through, and the code the
+        compiler adds around ``except`` and ``finally`` blocks handles and re-raises it again at the same
+        line; those repeats carry nothing new, so they are left out.
+        """
+        in_flight = state.exception_in_flight
+        line = frame.f_lineno
+        if what == "handled":
+            last = state.last_exception_event
+            if last == ("reraise", exception, line):
+                return  # the cleanup code of an `except` block, about to re-raise it again
+            state.exception_in_flight = None
+        elif exception is in_flight:
+            return  # still the same exception, on its way out through another frame
+        else:
+            state.exception_in_flight = exception
+        state.last_exception_event = (what, exception, line)
+        where = self._step_here(state, frame)
+        kind = LOG_EVENT if what == "handled" else ERROR_EVENT
+        self._append_event(
+            kind, what, describe_exception(exception), state, where,
+            {"exception": _type_name(type(exception))},
+        )
 
     def _append_event(
         self, kind: int, stream: str, content: str, state: _ThreadState,

@@ -147,17 +147,49 @@ class TraceWriter:
             self._file.close()
             self.closed = True
 
-    def _copy_source(self, path: str) -> None:
+    def source_version(self, path: str) -> str:
+        """The path to record for the source now in ``path``.
+
+        Normally ``path`` itself. If the file changed since it was first copied (the program rewrote it
+        and ``importlib.reload``-ed it), the new text is kept as a new version, ``name@v2.py`` beside it,
+        so that the steps of the old and of the new code each point at their own source.
+        """
+        if path not in self._copied_sources:
+            return path
+        current = _read_bytes(path)
+        version, candidate = 1, path
+        while True:
+            if _read_bytes(self._copy_of(candidate)) == current or current is None:
+                return candidate
+            version += 1
+            stem, dot, suffix = path.rpartition(".")
+            candidate = f"{stem}@v{version}.{suffix}" if dot else f"{path}@v{version}"
+            if candidate not in self._copied_sources:
+                self._copy_source(candidate, source=path)
+                return candidate
+
+    def _copy_of(self, path: str) -> Path:
+        return self.folder / "files" / path.lstrip(os.sep)
+
+    def _copy_source(self, path: str, source: str | None = None) -> None:
         """Keep the source as it was when first executed: CodeTracer shows ``files/`` copies."""
         if not os.path.isabs(path) or path in self._copied_sources:
             return
         self._copied_sources.add(path)
-        target = self.folder / "files" / path.lstrip(os.sep)
+        target = self._copy_of(path)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
+            shutil.copyfile(source or path, target)
         except OSError:
             pass  # a source that cannot be read is shown without text; the trace stays valid
+
+
+def _read_bytes(path: str | Path) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
 
 
 def _write_json(path: Path, data: Any) -> None:
