@@ -155,6 +155,7 @@ def test_rich_valid_trace(tmp_path):
          "unsupported-variant"),
         ({"BindVariable": {"variable_id": 0, "place": 1}}, "unsupported-variant"),
         ({"Asm": ["nop"]}, "unsupported-variant"),
+        ({"Variable": "legacy"}, "unsupported-variant"),  # still defines VariableId 1
     ],
 )
 def test_event_envelopes(tmp_path, bad, rule):
@@ -270,7 +271,7 @@ def test_toplevel_function_shape(tmp_path):
     events = valid()
     events[1] = {"Function": {"path_id": 0, "line": 1, "name": "<module>"}}
     assert messages(tmp_path, events) == [
-        'event 1: event 1 of a trace must be Function {"path_id": 0, "line": 1, "name": "<toplevel>"} (rule 2)'
+        'event 1: the second event must be Function {"path_id": 0, "line": 1, "name": "<toplevel>"} (rule 2)'
     ]
 
 
@@ -286,7 +287,7 @@ def test_step_before_first_call(tmp_path):
     events = valid()
     events.insert(2, {"Step": {"path_id": 0, "line": 1}})
     assert messages(tmp_path, events) == [
-        'event 2: event 2 of a trace must be Call {"function_id": 0, "args": []} (rule 2)',
+        'event 2: the third event must be Call {"function_id": 0, "args": []} (rule 2)',
         "event 2: Step before the first Call: the backend would invent a function and shift"
         " every FunctionId (rule 2)",
     ]

@@ -1,11 +1,11 @@
 """Validate a trace folder against the CodeTracer trace format (``timelapse check DIR``).
 
-CodeTracer's db-backend trusts its input: an undefined type id, a ``Return`` with no open call or a
-``Cell`` value aborts it, and a misplaced ``Step`` silently attaches lines to the wrong function. So a
-recorder bug shows up, at best, as a crash far from its cause. This module replays the event stream
-with the same id rules as the consumer and reports each broken rule of ``shared/trace-format.md`` at
-the index of the event that breaks it, so that a test can assert "this trace is valid" and a person
-can find the first bad event.
+CodeTracer's db-backend trusts its input: an undefined type id, a ``Return`` with no open call or
+a ``Cell`` value aborts it, and a misplaced ``Step`` silently attaches lines to the wrong function.
+So a recorder bug shows up, at best, as a crash far from its cause. This module replays the event
+stream with the same id rules as the consumer and reports each broken rule of
+``shared/trace-format.md`` at the index of the event that breaks it, so that a test can assert
+"this trace is valid" and a person can find the first bad event.
 
 Each violation belongs to a *rule* (a short name such as ``undefined-id``, listed in
 ``docs/checker.md``). At most :data:`LIMIT_PER_RULE` violations of one rule are kept; the rest are
@@ -25,6 +25,12 @@ from typing import Any, Callable, TextIO
 
 from timelapse.reader import Trace, TraceUnreadable, split_event
 
+Record = dict[str, Any]
+#: ValueRecords still to visit, each with its location (see ``_where``).
+Pending = list[tuple[Any, Any]]
+#: Checks one kind of ValueRecord: returns what is wrong, and queues the records it contains.
+ValueCheck = Callable[["_StreamChecker", Record, Any, Pending], "str | None"]
+
 __all__ = ["LIMIT_PER_RULE", "Violation", "check_folder", "check_trace", "run_check"]
 
 #: At most this many violations of one rule are reported; the rest are only counted.
@@ -42,7 +48,7 @@ _FLOAT_TEXT = re.compile(
     r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf|infinity|nan)\Z", re.IGNORECASE
 )
 
-#: Variants the db-backend aborts on (``unimplemented!()``), or that cannot be serialized (Assignment).
+#: Variants the db-backend aborts on (``unimplemented!()``); Assignment cannot even be serialized.
 _ABORTING_VARIANTS = frozenset({"Assignment", "BindVariable", "DropVariables"})
 #: Variants that exist in the format but are outside what a recorder writes (section 2).
 _OTHER_VARIANTS = frozenset(
@@ -81,7 +87,9 @@ class Violation:
         return self.message
 
 
-def check_folder(folder: str | os.PathLike[str], *, limit: int = LIMIT_PER_RULE) -> list[Violation]:
+def check_folder(
+    folder: str | os.PathLike[str], *, limit: int = LIMIT_PER_RULE
+) -> list[Violation]:
     """Validate the trace folder; an empty list means valid.
 
     Raises :class:`~timelapse.reader.TraceUnreadable` if the folder cannot be read at all.
@@ -147,7 +155,7 @@ class _Report:
 
 
 def _order(violation: Violation) -> tuple[int, int]:
-    """Stream violations in event order first, then the ones about the whole stream or side files."""
+    """Stream violations in event order, then those about the whole stream or the side files."""
     if violation.index is None:
         return (1, 0)
     return (0, violation.index)
@@ -186,14 +194,76 @@ def _is_int(value: Any, low: int, high: int) -> bool:
     return type(value) is int and low <= value <= high
 
 
+class _Root:
+    """The start of a value's location, e.g. "value of 'x'", named only if a violation needs it."""
+
+    __slots__ = ("prefix", "names", "variable_id")
+
+    def __init__(self, prefix: str, names: list[str], variable_id: Any) -> None:
+        self.prefix = prefix
+        self.names = names
+        self.variable_id = variable_id
+
+    def __str__(self) -> str:
+        variable_id = self.variable_id
+        if type(variable_id) is int and 0 <= variable_id < len(self.names):
+            return f"{self.prefix}{self.names[variable_id]!r}"
+        return f"{self.prefix}variable {variable_id!r}"
+
+
 def _where(where: Any) -> str:
-    """Render a lazily built location such as ``(("value of 'x'", ".elements"), 3)``."""
+    """Render a lazily built location such as ``((_Root(...), ".elements"), 3)``."""
     parts = []
-    while type(where) is not str:
+    while type(where) is tuple:
         where, suffix = where
         parts.append(f"[{suffix}]" if type(suffix) is int else suffix)
-    parts.append(where)
+    parts.append(str(where))
     return "".join(reversed(parts))
+
+
+def _is_valid_scalar(record: Any, type_count: int) -> bool:
+    """Fast path for the common case: a well-formed Int, None, Bool or ASCII String/Raw.
+
+    False only means "not decided here": the full checks then run and report what is wrong.
+    """
+    if type(record) is not dict:
+        return False
+    type_id = record.get("type_id")
+    if type(type_id) is not int or not 0 <= type_id < type_count:
+        return False
+    kind = record.get("kind")
+    if kind == "Int":
+        value = record.get("i")
+        return type(value) is int and _I64_MIN <= value <= _I64_MAX
+    if kind == "None":
+        return True
+    if kind == "String":
+        text = record.get("text")
+        return type(text) is str and text.isascii()
+    if kind == "Bool":
+        return type(record.get("b")) is bool
+    if kind == "Raw":
+        text = record.get("r")
+        return type(text) is str and text.isascii()
+    return False
+
+
+#: The first three events of every trace (rule 2): (ordinal, variant, payload test, description).
+_START: tuple[tuple[str, str, Callable[[Any], bool], str], ...] = (
+    ("first", "Path", lambda payload: True, "the program's Path"),
+    (
+        "second",
+        "Function",
+        lambda payload: payload == {"path_id": 0, "line": 1, "name": "<toplevel>"},
+        'Function {"path_id": 0, "line": 1, "name": "<toplevel>"}',
+    ),
+    (
+        "third",
+        "Call",
+        lambda payload: payload == {"function_id": 0, "args": []},
+        'Call {"function_id": 0, "args": []}',
+    ),
+)
 
 
 class _StreamChecker:
@@ -222,7 +292,6 @@ class _StreamChecker:
             "Function": self.on_function,
             "Type": self.on_type,
             "VariableName": self.on_variable_name,
-            "Variable": self.on_variable_name,
             "Step": self.on_step,
             "Value": self.on_value,
             "Call": self.on_call,
@@ -244,7 +313,10 @@ class _StreamChecker:
         self.check_start(events)
         handlers = self._handlers
         for self.index, event in enumerate(events):
-            variant, payload = split_event(event)
+            if type(event) is dict and len(event) == 1:
+                ((variant, payload),) = event.items()
+            else:
+                variant, payload = split_event(event)
             handler = handlers.get(variant)  # type: ignore[arg-type]
             if handler is not None:
                 handler(payload)
@@ -257,27 +329,16 @@ class _StreamChecker:
         if not events:
             self.report.add("toplevel", None, "the event stream is empty", "trace.json")
             return
-        expected = (
-            ("Path", lambda p: True, "the program's Path"),
-            (
-                "Function",
-                lambda p: p == {"path_id": 0, "line": 1, "name": "<toplevel>"},
-                'Function {"path_id": 0, "line": 1, "name": "<toplevel>"}',
-            ),
-            (
-                "Call",
-                lambda p: p == {"function_id": 0, "args": []},
-                'Call {"function_id": 0, "args": []}',
-            ),
-        )
-        for index, (variant, accept, described) in enumerate(expected):
+        for index, (ordinal, variant, accept, described) in enumerate(_START):
             if index >= len(events):
-                self.report.add("toplevel", None, f"the stream ends before {described}", "trace.json")
+                self.report.add(
+                    "toplevel", None, f"the stream ends before {described}", "trace.json"
+                )
                 return
             kind, payload = split_event(events[index])
             if kind != variant or not accept(payload):
                 self.report.add(
-                    "toplevel", index, f"event {index} of a trace must be {described} (rule 2)"
+                    "toplevel", index, f"the {ordinal} event must be {described} (rule 2)"
                 )
 
     def check_end(self) -> None:
@@ -296,7 +357,9 @@ class _StreamChecker:
     def payload_object(self, variant: str, payload: Any, keys: tuple[str, ...]) -> bool:
         """Check that ``payload`` is an object with ``keys``; report and return False if not."""
         if type(payload) is not dict:
-            self.add("payload-shape", f"{variant} payload must be an object, not {_json_type(payload)}")
+            self.add(
+                "payload-shape", f"{variant} payload must be an object, not {_json_type(payload)}"
+            )
             return False
         missing = [key for key in keys if key not in payload]
         if missing:
@@ -372,7 +435,10 @@ class _StreamChecker:
         if self.payload_object("Type", payload, ("kind", "lang_type", "specific_info")):
             kind = payload["kind"]
             if not _is_int(kind, 0, _TYPE_KIND_MAX):
-                self.add("payload-shape", f"Type kind must be an integer 0..{_TYPE_KIND_MAX}, not {kind!r}")
+                self.add(
+                    "payload-shape",
+                    f"Type kind must be an integer 0..{_TYPE_KIND_MAX}, not {kind!r}",
+                )
             self.check_string("Type lang_type", payload["lang_type"])
             fields = self.check_specific_info(payload["specific_info"])
             if kind != 6:
@@ -388,7 +454,9 @@ class _StreamChecker:
     def check_specific_info(self, info: Any) -> int | None:
         """Validate a TypeSpecificInfo; return the field count if it is a Struct."""
         if type(info) is not dict:
-            self.add("payload-shape", f"Type specific_info must be an object, not {_json_type(info)}")
+            self.add(
+                "payload-shape", f"Type specific_info must be an object, not {_json_type(info)}"
+            )
             return None
         kind = info.get("kind")
         defined = len(self.struct_fields)
@@ -404,33 +472,56 @@ class _StreamChecker:
             return None
         fields = info.get("fields")
         if type(fields) is not list:
-            self.add("payload-shape", f"Struct specific_info fields must be an array, not {_json_type(fields)}")
+            self.add(
+                "payload-shape",
+                f"Struct specific_info fields must be an array, not {_json_type(fields)}",
+            )
             return None
         for position, item in enumerate(fields):
             if type(item) is not dict:
                 self.add("payload-shape", f"Struct field {position} must be an object")
                 continue
             self.check_string(f"Struct field {position} name", item.get("name"))
-            self.check_id(f"Struct field {position} type_id", item.get("type_id"), defined, "Type")
+            self.check_id(
+                f"Struct field {position} type_id", item.get("type_id"), defined, "Type"
+            )
         return len(fields)
 
     # -- steps, calls, values --------------------------------------------------------------------
 
     def on_step(self, payload: Any) -> None:
-        self.check_after_end("Step")
+        if self.ended_at is not None:
+            self.check_after_end("Step")
         if self.calls == 0:
             self.add(
                 "toplevel",
                 "Step before the first Call: the backend would invent a function and shift"
                 " every FunctionId (rule 2)",
             )
-        site = None
-        if self.payload_object("Step", payload, ("path_id", "line")):
-            site = (payload["path_id"], payload["line"])
-            self.check_id("Step path_id", site[0], len(self.path_names), "Path")
-            self.check_line("Step", site[1])
+        path_id = line = None
+        if type(payload) is dict:
+            path_id = payload.get("path_id")
+            line = payload.get("line")
+        if (  # fast path: the well-formed Step of a valid trace
+            type(path_id) is int
+            and 0 <= path_id < len(self.path_names)
+            and type(line) is int
+            and _I64_MIN <= line <= _I64_MAX
+        ):
+            site = (path_id, line)
+        else:
+            site = self.check_step_payload(payload)
         self.steps += 1
         self.steps_since_call.append(site)
+
+    def check_step_payload(self, payload: Any) -> tuple[Any, Any] | None:
+        """Report what is wrong with a Step payload; return its (path_id, line) if it has them."""
+        if not self.payload_object("Step", payload, ("path_id", "line")):
+            return None
+        site = (payload["path_id"], payload["line"])
+        self.check_id("Step path_id", site[0], len(self.path_names), "Path")
+        self.check_line("Step", site[1])
+        return site
 
     def on_drop_last_step(self, payload: None) -> None:
         if type(self.events[self.index]) is not str:
@@ -447,8 +538,10 @@ class _StreamChecker:
             self.steps_since_call.pop()
 
     def on_value(self, payload: Any) -> None:
-        self.check_after_end("Value")
-        if not self.payload_object("Value", payload, ("variable_id", "value")):
+        if self.ended_at is not None:
+            self.check_after_end("Value")
+        if type(payload) is not dict or "variable_id" not in payload or "value" not in payload:
+            self.payload_object("Value", payload, ("variable_id", "value"))
             return
         if self.steps == 0:
             self.add(
@@ -456,14 +549,10 @@ class _StreamChecker:
                 "Value before any Step: values belong to the most recent Step (rule 4)",
             )
         variable_id = payload["variable_id"]
-        name = self.variable_label(variable_id)
-        self.check_id("Value variable_id", variable_id, len(self.variable_names), "VariableName")
-        self.check_value(f"value of {name}", payload["value"])
-
-    def variable_label(self, variable_id: Any) -> str:
-        if type(variable_id) is int and 0 <= variable_id < len(self.variable_names):
-            return repr(self.variable_names[variable_id])
-        return f"variable {variable_id!r}"
+        defined = len(self.variable_names)
+        if type(variable_id) is not int or not 0 <= variable_id < defined:
+            self.check_id("Value variable_id", variable_id, defined, "VariableName")
+        self.check_value(_Root("value of ", self.variable_names, variable_id), payload["value"])
 
     def on_call(self, payload: Any) -> None:
         self.check_after_end("Call")
@@ -480,8 +569,8 @@ class _StreamChecker:
         self.stack.append((self.index, function_id, self.thread))
 
     def check_step_before_call(self, function_id: int) -> None:
-        """Rule 3: the last Step before a Call, with no Call/Return between, is at the callee's
-        definition (its Function's path and line): the backend binds that step to the new call."""
+        """Rule 3: a Step at the callee's definition (its Function's path and line) is the last
+        Step before the Call, with no Call/Return between: the backend binds it to the new call."""
         label = self.function_label(function_id)
         if not self.steps_since_call:
             self.add(
@@ -505,12 +594,15 @@ class _StreamChecker:
             return
         for position, arg in enumerate(args):
             if type(arg) is not dict or "variable_id" not in arg or "value" not in arg:
-                self.add("payload-shape", f"Call arg {position} must be an object with variable_id and value")
+                self.add(
+                    "payload-shape",
+                    f"Call arg {position} must be an object with variable_id and value",
+                )
                 continue
             variable_id = arg["variable_id"]
-            name = self.variable_label(variable_id)
-            self.check_id(f"Call arg {position} variable_id", variable_id, len(self.variable_names), "VariableName")
-            self.check_value(f"arg {name}", arg["value"])
+            what = f"Call arg {position} variable_id"
+            self.check_id(what, variable_id, len(self.variable_names), "VariableName")
+            self.check_value(_Root("arg ", self.variable_names, variable_id), arg["value"])
 
     def on_return(self, payload: Any) -> None:
         if self.payload_object("Return", payload, ("return_value",)):
@@ -523,8 +615,8 @@ class _StreamChecker:
         if thread is not None and self.thread is not None and thread != self.thread:
             self.add(
                 "thread-mispair",
-                f"Return on thread {self.thread} closes the Call of {self.function_label(function_id)}"
-                f" made on thread {thread} (rule 7)",
+                f"Return on thread {self.thread} closes the Call of"
+                f" {self.function_label(function_id)} made on thread {thread} (rule 7)",
             )
         if not self.stack:
             self.ended_at = self.index
@@ -535,7 +627,10 @@ class _StreamChecker:
             return
         kind = payload["kind"]
         if not _is_int(kind, 0, _EVENT_KIND_MAX):
-            self.add("payload-shape", f"Event kind must be an integer 0..{_EVENT_KIND_MAX}, not {kind!r}")
+            self.add(
+                "payload-shape",
+                f"Event kind must be an integer 0..{_EVENT_KIND_MAX}, not {kind!r}",
+            )
         self.check_string("Event metadata", payload["metadata"])
         self.check_string("Event content", payload["content"])
 
@@ -550,37 +645,54 @@ class _StreamChecker:
     def check_thread_id(self, payload: Any) -> bool:
         if _is_int(payload, 0, _U64_MAX):
             return True
-        self.add("payload-shape", f"a thread id must be an unsigned 64-bit integer, not {payload!r}")
+        self.add(
+            "payload-shape", f"a thread id must be an unsigned 64-bit integer, not {payload!r}"
+        )
         return False
 
     def on_other(self, variant: str | None, event: Any) -> None:
+        """Events outside the variants a recorder writes (section 2), and malformed envelopes."""
         if variant is None:
             if type(event) is str:
                 self.add("unknown-variant", f"unknown unit event {event!r}")
-            else:
-                self.add(
-                    "event-shape",
-                    'an event must be {"Variant": payload} or "DropLastStep", not '
-                    f"{_json_type(event)}" + (f" with keys {sorted(map(str, event))}" if type(event) is dict else ""),
-                )
+                return
+            shape = _json_type(event)
+            if type(event) is dict:
+                shape += f" with keys {sorted(map(str, event))}"
+            self.add(
+                "event-shape",
+                f'an event must be {{"Variant": payload}} or "DropLastStep", not {shape}',
+            )
         elif variant in _ABORTING_VARIANTS:
-            self.add("unsupported-variant", f"{variant} must not be written: the db-backend cannot handle it")
+            self.add(
+                "unsupported-variant",
+                f"{variant} must not be written: the db-backend cannot handle it",
+            )
         elif variant in _OTHER_VARIANTS:
-            self.add("unsupported-variant", f"{variant} is not part of the format a recorder writes (section 2)")
-            if variant == "Variable":
+            self.add(
+                "unsupported-variant",
+                f"{variant} is not part of the format a recorder writes (section 2)",
+            )
+            if variant == "Variable":  # the legacy VariableName: it still defines an id
                 self.on_variable_name(event[variant])
         else:
             self.add("unknown-variant", f"unknown event variant {variant!r}")
 
     # -- ValueRecords ----------------------------------------------------------------------------
 
-    def check_value(self, where: str, record: Any) -> None:
+    def check_value(self, where: Any, record: Any) -> None:
         """Validate a ValueRecord tree (iteratively: values may nest deeply)."""
-        pending: list[tuple[Any, Any]] = [(record, where)]
+        type_count = len(self.struct_fields)
+        if _is_valid_scalar(record, type_count):
+            return
+        pending: Pending = [(record, where)]
         while pending:
             record, where = pending.pop()
+            if _is_valid_scalar(record, type_count):
+                continue
             if type(record) is not dict:
-                self.add("value-shape", f"{_where(where)}: a ValueRecord must be an object, not {_json_type(record)}")
+                self.add_value("value-shape", where, f"a ValueRecord must be an object, not"
+                               f" {_json_type(record)}")
                 continue
             kind = record.get("kind")
             check = _VALUE_CHECKS.get(kind)  # type: ignore[arg-type]
@@ -588,58 +700,67 @@ class _StreamChecker:
                 self.check_odd_value(where, kind)
                 continue
             type_id = record.get("type_id")
-            if type(type_id) is not int or not 0 <= type_id < len(self.struct_fields):
+            if type(type_id) is not int or not 0 <= type_id < type_count:
                 self.check_type_id(where, kind, record)
                 type_id = None
             problem = check(self, record, where, pending)
             if problem:
-                self.add("value-shape", f"{_where(where)}: {kind} {problem}")
+                self.add_value("value-shape", where, f"{kind} {problem}")
             elif kind == "Struct" and type_id is not None:
                 self.check_struct_type(where, record, type_id)
+
+    def add_value(self, rule: str, where: Any, message: str) -> None:
+        self.add(rule, f"{_where(where)}: {message}")
 
     def check_type_id(self, where: Any, kind: str, record: dict[str, Any]) -> None:
         """Report a missing or undefined ``type_id`` (the slow path of ``check_value``)."""
         if "type_id" not in record:
-            self.add("value-shape", f"{_where(where)}: {kind} lacks 'type_id'")
+            self.add_value("value-shape", where, f"{kind} lacks 'type_id'")
         else:
-            self.check_id(f"{_where(where)}: {kind} type_id", record["type_id"], len(self.struct_fields), "Type")
+            what = f"{_where(where)}: {kind} type_id"
+            self.check_id(what, record["type_id"], len(self.struct_fields), "Type")
 
     def check_odd_value(self, where: Any, kind: Any) -> None:
         if kind == "Cell":
-            self.add("cell-value", f"{_where(where)}: a Cell value inside Value/Call/Return aborts the db-backend")
+            message = "a Cell value inside Value/Call/Return aborts the db-backend"
+            self.add_value("cell-value", where, message)
         elif kind == "Char":
-            self.add("value-shape", f"{_where(where)}: Char is read by newer readers only; use String (section 3)")
+            message = "Char is read by newer readers only; use String (section 3)"
+            self.add_value("value-shape", where, message)
         else:
-            self.add("value-shape", f"{_where(where)}: unknown ValueRecord kind {kind!r}")
+            self.add_value("value-shape", where, f"unknown ValueRecord kind {kind!r}")
 
     def check_struct_type(self, where: Any, record: dict[str, Any], type_id: int) -> None:
         fields = self.struct_fields[type_id]
         if fields is None:
-            self.add(
-                "struct-type",
-                f"{_where(where)}: Struct type_id {type_id} is not a kind 6 Type with Struct specific_info",
-            )
+            message = f"Struct type_id {type_id} is not a kind 6 Type with Struct specific_info"
+            self.add_value("struct-type", where, message)
         elif fields != len(record["field_values"]):
-            self.add(
-                "struct-type",
-                f"{_where(where)}: Struct has {len(record['field_values'])} field_values but its"
-                f" Type {type_id} has {fields} fields",
+            message = (
+                f"Struct has {len(record['field_values'])} field_values but its"
+                f" Type {type_id} has {fields} fields"
             )
+            self.add_value("struct-type", where, message)
 
 
-Pending = list[tuple[Any, Any]]
-
-
-def _push_elements(record: dict[str, Any], key: str, where: Any, pending: Pending) -> str | None:
+def _push_elements(
+    checker: _StreamChecker, record: dict[str, Any], key: str, where: Any, pending: Pending
+) -> str | None:
+    """Queue the items of ``record[key]`` that the scalar fast path does not settle."""
     elements = record.get(key)
     if type(elements) is not list:
         return f"{key} must be an array, not {_json_type(elements)}"
+    type_count = len(checker.struct_fields)
     suffix = (where, "." + key)
-    pending.extend((element, (suffix, position)) for position, element in enumerate(elements))
+    for position, element in enumerate(elements):
+        if not _is_valid_scalar(element, type_count):
+            pending.append((element, (suffix, position)))
     return None
 
 
-def _check_int(checker: _StreamChecker, record: dict[str, Any], where: Any, pending: Pending) -> str | None:
+def _check_int(
+    checker: _StreamChecker, record: Record, where: Any, pending: Pending
+) -> str | None:
     value = record.get("i")
     if type(value) is not int:
         return f"i must be an integer, not {_json_type(value)}"
@@ -648,7 +769,9 @@ def _check_int(checker: _StreamChecker, record: dict[str, Any], where: Any, pend
     return None
 
 
-def _check_float(checker: _StreamChecker, record: dict[str, Any], where: Any, pending: Pending) -> str | None:
+def _check_float(
+    checker: _StreamChecker, record: Record, where: Any, pending: Pending
+) -> str | None:
     value = record.get("f")
     if type(value) is not str:
         return f"f must be a string such as \"2.5\", not {_json_type(value)}"
@@ -657,35 +780,45 @@ def _check_float(checker: _StreamChecker, record: dict[str, Any], where: Any, pe
     return None
 
 
-def _check_bool(checker: _StreamChecker, record: dict[str, Any], where: Any, pending: Pending) -> str | None:
+def _check_bool(
+    checker: _StreamChecker, record: Record, where: Any, pending: Pending
+) -> str | None:
     if type(record.get("b")) is not bool:
         return f"b must be a boolean, not {_json_type(record.get('b'))}"
     return None
 
 
-def _string_field(key: str) -> Callable[..., str | None]:
-    def check(checker: _StreamChecker, record: dict[str, Any], where: Any, pending: Pending) -> str | None:
+def _string_field(key: str) -> ValueCheck:
+    def check(checker: _StreamChecker, record: Record, where: Any, pending: Pending) -> str | None:
         problem = _bad_string(record.get(key))
         return None if problem is None else f"{key} {problem}"
 
     return check
 
 
-def _check_sequence(checker: _StreamChecker, record: dict[str, Any], where: Any, pending: Pending) -> str | None:
+def _check_sequence(
+    checker: _StreamChecker, record: Record, where: Any, pending: Pending
+) -> str | None:
     if type(record.get("is_slice")) is not bool:
         return f"is_slice must be a boolean, not {_json_type(record.get('is_slice'))}"
-    return _push_elements(record, "elements", where, pending)
+    return _push_elements(checker, record, "elements", where, pending)
 
 
-def _check_tuple(checker: _StreamChecker, record: dict[str, Any], where: Any, pending: Pending) -> str | None:
-    return _push_elements(record, "elements", where, pending)
+def _check_tuple(
+    checker: _StreamChecker, record: Record, where: Any, pending: Pending
+) -> str | None:
+    return _push_elements(checker, record, "elements", where, pending)
 
 
-def _check_struct(checker: _StreamChecker, record: dict[str, Any], where: Any, pending: Pending) -> str | None:
-    return _push_elements(record, "field_values", where, pending)
+def _check_struct(
+    checker: _StreamChecker, record: Record, where: Any, pending: Pending
+) -> str | None:
+    return _push_elements(checker, record, "field_values", where, pending)
 
 
-def _check_variant(checker: _StreamChecker, record: dict[str, Any], where: Any, pending: Pending) -> str | None:
+def _check_variant(
+    checker: _StreamChecker, record: Record, where: Any, pending: Pending
+) -> str | None:
     problem = _bad_string(record.get("discriminator"))
     if problem is not None:
         return f"discriminator {problem}"
@@ -695,7 +828,9 @@ def _check_variant(checker: _StreamChecker, record: dict[str, Any], where: Any, 
     return None
 
 
-def _check_reference(checker: _StreamChecker, record: dict[str, Any], where: Any, pending: Pending) -> str | None:
+def _check_reference(
+    checker: _StreamChecker, record: Record, where: Any, pending: Pending
+) -> str | None:
     if not _is_int(record.get("address"), 0, _U64_MAX):
         return f"address must be an unsigned 64-bit integer, not {record.get('address')!r}"
     if type(record.get("mutable")) is not bool:
@@ -706,7 +841,9 @@ def _check_reference(checker: _StreamChecker, record: dict[str, Any], where: Any
     return None
 
 
-def _check_bigint(checker: _StreamChecker, record: dict[str, Any], where: Any, pending: Pending) -> str | None:
+def _check_bigint(
+    checker: _StreamChecker, record: Record, where: Any, pending: Pending
+) -> str | None:
     if type(record.get("negative")) is not bool:
         return f"negative must be a boolean, not {_json_type(record.get('negative'))}"
     magnitude = record.get("b")
@@ -723,11 +860,13 @@ def _check_bigint(checker: _StreamChecker, record: dict[str, Any], where: Any, p
     return None
 
 
-def _check_none(checker: _StreamChecker, record: dict[str, Any], where: Any, pending: Pending) -> str | None:
+def _check_none(
+    checker: _StreamChecker, record: Record, where: Any, pending: Pending
+) -> str | None:
     return None
 
 
-_VALUE_CHECKS: dict[str, Callable[[_StreamChecker, dict[str, Any], Any, Pending], str | None]] = {
+_VALUE_CHECKS: dict[str, ValueCheck] = {
     "Int": _check_int,
     "Float": _check_float,
     "Bool": _check_bool,
@@ -775,7 +914,7 @@ def _check_paths_file(report: _Report, paths: list[Any], path_events: list[str])
 
 
 def _check_metadata_file(report: _Report, metadata: dict[str, Any]) -> None:
-    """``trace_metadata.json`` has string ``program`` and ``workdir`` and a list of string ``args``."""
+    """``trace_metadata.json`` has strings ``program`` and ``workdir``, a string list ``args``."""
     name = "trace_metadata.json"
     for key in ("program", "workdir"):
         if key not in metadata:
@@ -788,7 +927,8 @@ def _check_metadata_file(report: _Report, metadata: dict[str, Any]) -> None:
     if "args" not in metadata:
         report.add("metadata-file", None, "lacks 'args'", name)
     elif type(args) is not list:
-        report.add("metadata-file", None, f"args must be an array of strings, not {_json_type(args)}", name)
+        message = f"args must be an array of strings, not {_json_type(args)}"
+        report.add("metadata-file", None, message, name)
     else:
         for position, arg in enumerate(args):
             problem = _bad_string(arg)
@@ -809,4 +949,5 @@ def _check_source_copies(report: _Report, folder: Path, path_events: list[str]) 
             continue
         copy = files / path.lstrip("/")
         if not copy.is_file() and os.path.isfile(path):
-            report.add("source-copy", None, f"no copy of {path!r} at files/{path.lstrip('/')}", "files/")
+            message = f"no copy of {path!r} at files/{path.lstrip('/')}"
+            report.add("source-copy", None, message, "files/")
