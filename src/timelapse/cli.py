@@ -237,9 +237,17 @@ def _finish_on_sigterm(session: Session, quiet: bool) -> None:
         return
 
     def on_sigterm(signum: int, frame: object) -> None:
+        # This may run in the middle of a monitoring callback (signal handlers run between any two
+        # bytecodes), so the trace is finished from another thread, which takes the recorder's lock
+        # only once the callback is done. Nothing is recorded after the signal.
         session.exit_status, session.exit_signal = 128 + signum, signum
-        _finish(session, quiet)
+        if session.recorder is not None:
+            session.recorder.active = False
         signal.signal(signum, signal.SIG_DFL)
+        threading.Thread(target=finish_and_die, args=(signum,), daemon=True).start()
+
+    def finish_and_die(signum: int) -> None:
+        _finish(session, quiet)
         os.kill(os.getpid(), signum)
 
     signal.signal(signal.SIGTERM, on_sigterm)

@@ -30,12 +30,13 @@ split a ``Step`` from its ``Value``\\ s.
 from __future__ import annotations
 
 import dis
+import functools
 import gc
 import json
 import sys
 import threading
 from collections.abc import Callable
-from types import CodeType, FrameType, ModuleType
+from types import BuiltinFunctionType, CodeType, FrameType, FunctionType, MethodType, ModuleType
 from typing import Any
 
 from timelapse.encoder import ValueEncoder
@@ -77,8 +78,17 @@ _QUIET_OPCODES = frozenset({
     "LOAD_DEREF", "LOAD_GLOBAL", "LOAD_NAME", "RETURN_VALUE", "RETURN_CONST", "BUILD_TUPLE",
     "POP_TOP", "COPY_FREE_VARS", "MAKE_CELL", "RETURN_GENERATOR", "CACHE", "EXTENDED_ARG",
 })
+#: Globals of these types are code, not data: a step does not show them (module level still does).
+_CODE_TYPES = frozenset({
+    ModuleType, FunctionType, BuiltinFunctionType, MethodType, functools.partial,
+})
 #: How many frames of its own a callback may need on top of the program's deepest frame.
 RECURSION_HEADROOM = 100
+
+
+def _is_code(value: object) -> bool:
+    """Functions, classes and modules: what a global step leaves out (it shows global *data*)."""
+    return type(value) in _CODE_TYPES or isinstance(value, type)
 
 
 def _is_dunder(name: str) -> bool:
@@ -157,7 +167,6 @@ class Recorder:
         self.tool_id: int | None = None
         self.active = False
         self.steps = 0
-        self.calls = 0
         # Re-entrant: a signal handler may finish the trace while a callback holds the lock.
         self._lock = threading.RLock()
         self._infos: dict[int, _CodeInfo] = {}
@@ -330,10 +339,12 @@ class Recorder:
         instructions = list(dis.get_instructions(code))
         if kind != _MODULE:
             local_names = set(info.var_ids)
+            f_globals = frame.f_globals if frame is not None else {}
             info.global_vars = tuple(
                 (name, writer.variable_id(name))
                 for name in _global_names_read(instructions)
                 if name not in local_names and not _is_dunder(name)
+                and not _is_code(f_globals.get(name))  # the functions and classes it calls
             )
         info.quiet_lines = _quiet_lines(instructions)
         return info
@@ -359,8 +370,9 @@ class Recorder:
         getframe = sys._getframe
         get_referents = gc.get_referents
         module_type = ModuleType
+        code_types = _CODE_TYPES
         missing = object()
-        FUNCTION, MODULE, THREAD_ROOT = _FUNCTION, _MODULE, _THREAD_ROOT
+        FUNCTION, THREAD_ROOT = _FUNCTION, _THREAD_ROOT
 
         def thread_state() -> _ThreadState:
             """The calling thread's state, made current in the stream (caller holds the lock)."""
@@ -386,31 +398,38 @@ class Recorder:
             """Every visible variable, after the Step just emitted (values do not carry forward)."""
             f_locals = frame.f_locals
             var_ids = info.var_ids
-            kind = info.kind
-            if kind != FUNCTION and not isinstance(f_locals, dict):
-                return  # a class body with a custom __prepare__ mapping: reading it runs user code
-            items = dict.items(f_locals) if kind != FUNCTION else f_locals.items()
-            for name, value in items:
-                try:
-                    variable_id = var_ids[name]
-                except KeyError:
-                    variable_id = var_ids[name] = (
-                        None if _is_dunder(name) else writer.variable_id(name)
-                    )
-                if variable_id is None:
-                    continue
-                if kind == MODULE and type(value) is module_type:
-                    continue
-                append({"Value": {"variable_id": variable_id, "value": encode(value)}})
+            if info.kind == FUNCTION:
+                for name, value in f_locals.items():
+                    try:
+                        variable_id = var_ids[name]
+                    except KeyError:
+                        variable_id = new_variable(var_ids, name)
+                    if variable_id is not None:
+                        append({"Value": {"variable_id": variable_id, "value": encode(value)}})
+            elif isinstance(f_locals, dict):  # not a class body's custom __prepare__ mapping
+                for name, value in dict.items(f_locals):
+                    try:
+                        variable_id = var_ids[name]
+                    except KeyError:
+                        variable_id = new_variable(var_ids, name)
+                    if variable_id is not None and type(value) is not module_type:
+                        append({"Value": {"variable_id": variable_id, "value": encode(value)}})
+            else:
+                return
             if info.global_vars:
                 f_globals = frame.f_globals
                 for name, variable_id in info.global_vars:
                     value = f_globals.get(name, missing)
-                    if value is missing or type(value) is module_type:
-                        continue
-                    if kind != FUNCTION and name in f_locals:
+                    if value is missing or type(value) in code_types or isinstance(value, type):
+                        continue  # global data only: not the functions, classes, modules it uses
+                    if info.kind != FUNCTION and name in f_locals:
                         continue
                     append({"Value": {"variable_id": variable_id, "value": encode(value)}})
+
+        def new_variable(var_ids: dict[str, int | None], name: str) -> int | None:
+            """A local the code object did not declare (module and class namespaces, exec)."""
+            variable_id = var_ids[name] = None if _is_dunder(name) else writer.variable_id(name)
+            return variable_id
 
         def emit_step(state: _ThreadState, info: _CodeInfo, frame: FrameType, line: int) -> None:
             step = info.steps.get(line)
@@ -458,7 +477,6 @@ class Recorder:
                 append({"Value": arg})
             stack.append(info)
             state.last_step = None
-            recorder.calls += 1
             return state
 
         def check_depth(state: _ThreadState, frame: FrameType) -> None:
@@ -521,8 +539,9 @@ class Recorder:
                 fail(exc)
 
         def on_line(code: CodeType, line: int) -> object:
+            # The hottest callback: emit_step and the common case of emit_values are inlined.
             info = infos.get(id(code))
-            if info is None or info.kind >= THREAD_ROOT:
+            if info is None:  # LINE is only switched on for recorded code
                 return DISABLE
             frame = getframe(1)
             try:
@@ -530,7 +549,26 @@ class Recorder:
                     fault(code, line)
                 with lock:
                     if recorder.active:
-                        emit_step(thread_state(), info, frame, line)
+                        state = threads.get(get_ident())
+                        if state is None or state is not recorder._current:
+                            state = thread_state()
+                        step = info.steps.get(line)
+                        if step is None:
+                            step = info.steps[line] = {"Step": {"path_id": info.path_id, "line": line}}
+                        append(step)
+                        state.last_step = step
+                        recorder.steps += 1
+                        if info.kind == FUNCTION and not info.global_vars:
+                            var_ids = info.var_ids
+                            for name, value in frame.f_locals.items():
+                                try:
+                                    variable_id = var_ids[name]
+                                except KeyError:
+                                    variable_id = new_variable(var_ids, name)
+                                if variable_id is not None:
+                                    append({"Value": {"variable_id": variable_id, "value": encode(value)}})
+                        else:
+                            emit_values(info, frame)
                         if len(events) >= batch_size:
                             flush()
             except Exception as exc:

@@ -324,7 +324,7 @@ class Session:
     def summary(self) -> str:
         """One line for the end of a CLI run: what was recorded and where."""
         steps = self.recorder.steps if self.recorder else 0
-        calls = self.recorder.calls if self.recorder else 0
+        calls = self.writer.calls - 1 if self.writer else 0  # not counting <toplevel>
         size = sum(f.stat().st_size for f in self.out_dir.rglob("*") if f.is_file())
         shown = os.path.relpath(self.out_dir) if not os.path.relpath(self.out_dir).startswith("..") else str(self.out_dir)
         return f"timelapse: {steps:,} steps, {calls:,} calls → {shown}{os.sep} ({_human_size(size)})"

@@ -1,5 +1,8 @@
+BASE = 2
+
+
 def fib(n):
-    if n < 2:
+    if n < BASE:
         return n
     return fib(n - 1) + fib(n - 2)
 
