@@ -84,3 +84,12 @@ def test_a_recorder_failure_stops_recording_at_once(tmp_path, mode):
     else:
         assert "caught: 0" in lines
         assert "program goes on unrecorded" in result.stderr
+
+
+@pytest.mark.parametrize("options", [{"max_depth": 0}, {"max_depth": 101}, {"max_items": "5"},
+                                     {"on_error": "ignore"}])
+def test_bad_options_are_refused_before_recording(tmp_path, options):
+    with pytest.raises(ValueError):
+        timelapse.start(tmp_path / "t", **options)
+    assert not timelapse.is_recording()
+    assert not (tmp_path / "t").exists()

@@ -21,7 +21,7 @@ from timelapse._version import __version__
 from timelapse.encoder import DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITEMS, DEFAULT_MAX_STRING
 from timelapse.errors import RecorderError, UsageError
 from timelapse.runner import Program, prepare_module, prepare_script, program_traceback, run, set_up_process
-from timelapse.session import Session
+from timelapse.session import MAX_DEPTH_LIMIT, Session
 
 USAGE = """\
 timelapse record [options] script.py [args ...]
@@ -49,6 +49,14 @@ def _positive(text: str) -> int:
     return value
 
 
+def _depth(text: str) -> int:
+    """A nesting depth: deeper than this, a trace line would be too deeply nested for JSON readers."""
+    value = _positive(text)
+    if value > MAX_DEPTH_LIMIT:
+        raise argparse.ArgumentTypeError(f"at most {MAX_DEPTH_LIMIT}: {text!r}")
+    return value
+
+
 def _record_parser() -> _Parser:
     parser = _Parser(prog="timelapse record", usage=USAGE, description="Record a Python program.")
     parser.add_argument("-o", "--out", default="trace-out", metavar="DIR",
@@ -57,7 +65,7 @@ def _record_parser() -> _Parser:
     parser.add_argument("--on-recorder-error", choices=("raise", "continue"), default="raise",
                         help="if the recorder itself fails: raise timelapse.RecorderError in the "
                              "program (default), or report it and let the program run on unrecorded")
-    parser.add_argument("--max-depth", type=_positive, default=DEFAULT_MAX_DEPTH, metavar="N",
+    parser.add_argument("--max-depth", type=_depth, default=DEFAULT_MAX_DEPTH, metavar="N",
                         help=f"nesting depth of recorded values (default {DEFAULT_MAX_DEPTH})")
     parser.add_argument("--max-items", type=_positive, default=DEFAULT_MAX_ITEMS, metavar="N",
                         help=f"elements recorded per container (default {DEFAULT_MAX_ITEMS})")

@@ -119,12 +119,15 @@ class _CodeInfo:
 
 class _ThreadState:
     __slots__ = (
-        "ident", "stack", "started", "last_step", "base_depth", "exception_in_flight",
+        "ident", "number", "stack", "started", "last_step", "base_depth", "exception_in_flight",
         "last_exception_event",
     )
 
-    def __init__(self, ident: int, base_depth: int = 0) -> None:
+    def __init__(self, ident: int, number: int, base_depth: int = 0) -> None:
         self.ident = ident
+        #: The thread's id in the trace: 1 for the thread that started recording, then 2, 3, ... in
+        #: order of appearance — so that a deterministic program always gives the same stream.
+        self.number = number
         self.stack: list[_CodeInfo] = []  # the calls this thread has open, innermost last
         self.started = False
         #: The Step this thread emitted last, while it still describes where the thread is; None after
@@ -173,6 +176,7 @@ class Recorder:
         self._code_paths: dict[int, str] = {}  # id(code) -> its source version's path
         self._code_refs: list[CodeType] = []
         self._threads: dict[int, _ThreadState] = {}
+        self._threads_seen = 0
         self._current: _ThreadState | None = None
         self._switch_return: dict | None = None
         self._recursion_limit = sys.getrecursionlimit()
@@ -196,10 +200,10 @@ class Recorder:
         self.tool_id = claim_tool_id()
         self.active = True
         ident = threading.get_ident()
-        state = self._threads[ident] = _ThreadState(ident, base_depth)
+        state = self._threads[ident] = self._new_thread_state(ident, base_depth)
         state.started = True
         self._current = state
-        self.writer.events.append({"ThreadStart": ident})
+        self.writer.events.append({"ThreadStart": state.number})
         _monitoring.restart_events()
         for event, callback in self._make_callbacks().items():
             _monitoring.register_callback(self.tool_id, event, callback)
@@ -379,7 +383,7 @@ class Recorder:
             ident = get_ident()
             state = threads.get(ident)
             if state is None:
-                state = threads[ident] = _ThreadState(ident)
+                state = threads[ident] = recorder._new_thread_state(ident)
             if state is not recorder._current:
                 recorder._switch_to(state)
             return state
@@ -697,7 +701,7 @@ class Recorder:
         self, kind: int, stream: str, content: str, state: _ThreadState,
         where: tuple[int, int] | None, extra: dict | None,
     ) -> None:
-        metadata: dict[str, Any] = {"stream": stream, "thread": state.ident}
+        metadata: dict[str, Any] = {"stream": stream, "thread": state.number}
         if where is not None:
             metadata["path_id"], metadata["line"] = where
         if extra:
@@ -721,15 +725,19 @@ class Recorder:
             for _ in previous.stack:
                 append(self._switch_return)
         if state.started:
-            append({"ThreadSwitch": state.ident})
+            append({"ThreadSwitch": state.number})
         else:
-            append({"ThreadStart": state.ident})
+            append({"ThreadStart": state.number})
             state.started = True
         for info in state.stack:
             append(info.def_step)
             append({"Call": {"function_id": info.function_id, "args": []}})
         state.last_step = None
         self._current = state
+
+    def _new_thread_state(self, ident: int, base_depth: int = 0) -> _ThreadState:
+        self._threads_seen += 1
+        return _ThreadState(ident, self._threads_seen, base_depth)
 
     def _thread_exit(self, state: _ThreadState) -> None:
         if not state.started:
@@ -739,7 +747,7 @@ class Recorder:
                 self.writer.events.append({"Return": {"return_value": {"kind": "None", "type_id": 0}}})
             state.stack.clear()
             self._current = None  # the next event, from any thread, re-opens its own calls
-        self.writer.events.append({"ThreadExit": state.ident})
+        self.writer.events.append({"ThreadExit": state.number})
         del self._threads[state.ident]
 
 

@@ -35,6 +35,8 @@ from timelapse.scope import Scope
 from timelapse.writer import TraceWriter
 
 _ERROR_EVENT = 11
+#: The deepest max_depth: each level is two levels of JSON nesting, and readers stop at a few hundred.
+MAX_DEPTH_LIMIT = 100
 _active: Session | None = None
 _active_lock = threading.Lock()
 
@@ -96,6 +98,11 @@ class Session:
     ) -> None:
         if on_error not in ("raise", "continue"):
             raise ValueError(f"on_error must be 'raise' or 'continue', not {on_error!r}")
+        for name, limit, highest in (("max_depth", max_depth, MAX_DEPTH_LIMIT),
+                                     ("max_items", max_items, None), ("max_string", max_string, None)):
+            if type(limit) is not int or limit < 1 or (highest is not None and limit > highest):
+                bound = f"from 1 to {highest}" if highest else "of at least 1"
+                raise ValueError(f"{name} must be a whole number {bound}, not {limit!r}")
         self.out_dir = check_out_dir(out_dir)
         self.program = os.path.abspath(program if program is not None else _guess_program())
         self.args = list(args) if args is not None else sys.argv[1:]

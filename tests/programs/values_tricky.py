@@ -1,0 +1,45 @@
+"""Values whose capture could change the program: a printing, mutating __repr__; cycles; sets."""
+
+
+class Loud:
+    seen = 0
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        Loud.seen += 1
+        print("repr called!")
+        return f"Loud({self.name})"
+
+    def __eq__(self, other):
+        Loud.seen += 100
+        return False
+
+    __hash__ = object.__hash__
+
+
+def scope_demo(limit):
+    outer = 10
+
+    def inner(step):
+        return outer + step + limit
+
+    made = inner(1)
+    return made
+
+
+def last_line_effect():
+    before = 1
+    after = before + 41
+
+
+loud = Loud("a")
+cycle = [1, 2]
+cycle.append(cycle)
+table = {"self": None}
+table["self"] = table
+names = {"pear", "apple", "fig"}
+scope_demo(5)
+last_line_effect()
+print("seen", Loud.seen, loud.name, len(cycle), len(table))
