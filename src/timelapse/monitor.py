@@ -388,15 +388,6 @@ class Recorder:
                 recorder._switch_to(state)
             return state
 
-        def known(code: CodeType) -> _CodeInfo | None:
-            """The code's info, learning it on its first event (None once recording is over)."""
-            info = infos.get(id(code))
-            if info is None:
-                with lock:
-                    if not recorder.active:
-                        return None
-                    info = learn(code, getframe(2))
-            return info
 
         def emit_values(info: _CodeInfo, frame: FrameType) -> None:
             """Every visible variable, after the Step just emitted (values do not carry forward)."""
@@ -492,55 +483,45 @@ class Recorder:
             if depth - state.base_depth > recorder._recursion_limit:
                 raise _ProgramRecursionError("maximum recursion depth exceeded")
 
-        def on_start(code: CodeType, offset: int) -> object:
+        def entered(code: CodeType, resumed: bool, thrown: BaseException | None) -> object:
+            """A frame starts (PY_START) or goes on (PY_RESUME, PY_THROW): Step + Call; a resumed
+            frame then gets a Step where it really goes on. Out of scope: DISABLE."""
             try:
-                info = infos.get(id(code)) or known(code)
-                if info is None or info.kind >= THREAD_ROOT:
+                info = infos.get(id(code))
+                frame = getframe(2)
+                if info is None:
+                    with lock:
+                        if not recorder.active:
+                            return DISABLE
+                        info = learn(code, frame)
+                if info.kind >= THREAD_ROOT:
                     return DISABLE
-                frame = getframe(1)
                 with lock:
                     if recorder.active:
-                        emit_call(info, frame, [])
+                        extra = []
+                        if thrown is not None:
+                            extra.append({"variable_id": writer.variable_id("exception"),
+                                          "value": encode(thrown)})
+                        state = emit_call(info, frame, extra)
+                        if resumed:
+                            emit_step(state, info, frame, frame.f_lineno)
             except _ProgramRecursionError as exc:
                 raise RecursionError(*exc.args) from None
             except Exception as exc:
                 return fail(exc)
             return None
+
+        def on_start(code: CodeType, offset: int) -> object:
+            return entered(code, False, None)
 
         def on_resume(code: CodeType, offset: int) -> object:
-            """A generator or coroutine goes on: a Call, then a Step where it really resumes."""
-            try:
-                info = infos.get(id(code)) or known(code)
-                if info is None or info.kind >= THREAD_ROOT:
-                    return DISABLE
-                frame = getframe(1)
-                with lock:
-                    if recorder.active:
-                        state = emit_call(info, frame, [])
-                        emit_step(state, info, frame, frame.f_lineno)
-            except _ProgramRecursionError as exc:
-                raise RecursionError(*exc.args) from None
-            except Exception as exc:
-                return fail(exc)
-            return None
+            """A generator or coroutine goes on."""
+            return entered(code, True, None)
 
         def on_throw(code: CodeType, offset: int, exception: BaseException) -> None:
-            """An exception thrown into a generator (``throw()``, ``close()``) resumes it."""
-            info = infos.get(id(code))
-            if info is None or info.kind >= THREAD_ROOT:
-                return
-            try:
-                frame = getframe(1)
-                with lock:
-                    if recorder.active:
-                        thrown = {"variable_id": writer.variable_id("exception"),
-                                  "value": encode(exception)}
-                        state = emit_call(info, frame, [thrown])
-                        emit_step(state, info, frame, frame.f_lineno)
-            except _ProgramRecursionError as exc:
-                raise RecursionError(*exc.args) from None
-            except Exception as exc:
-                fail(exc)
+            """An exception thrown into a generator (``throw()``, ``close()``) resumes it; PY_THROW
+            cannot be switched off per code object, so DISABLE is not an answer here."""
+            entered(code, True, exception)
 
         def on_line(code: CodeType, line: int) -> object:
             # The hottest callback: emit_step and the common case of emit_values are inlined.
