@@ -45,6 +45,8 @@ from itertools import islice, repeat
 from operator import is_
 from typing import Any, Callable
 
+from timelapse.jsonbytes import to_json
+
 __all__ = [
     "DEFAULT_MAX_DEPTH",
     "DEFAULT_MAX_ITEMS",
@@ -333,8 +335,38 @@ class ValueEncoder:
         self._ints: dict[int, dict] = {}
         self._strs: dict[str, dict] = {}
         self._floats: dict[float, dict] = {}
+        # encode_json's caches: the serialized records of ints and short strings, by value.
+        self._int_json: dict[int, bytes] = {}
+        self._str_json: dict[str, bytes] = {}
 
     # -- public API ---------------------------------------------------------
+
+    def encode_json(self, value: object) -> bytes:
+        """The ValueRecord of `value`, serialized (what the recorder writes).  Never raises."""
+        # Hot path: most values at most steps are small ints and short strings that were seen
+        # before; their bytes are cached, so they cost two dict lookups.
+        t = type(value)
+        if t is int:
+            data = self._int_json.get(value)
+            if data is None:
+                data = to_json(self.encode(value))
+                if _I64_MIN <= value <= _I64_MAX:
+                    cache = self._int_json
+                    if len(cache) >= _SCALAR_CACHE_SIZE:
+                        cache.clear()
+                    cache[value] = data
+            return data
+        if t is str:
+            data = self._str_json.get(value)
+            if data is None:
+                data = to_json(self.encode(value))
+                if len(value) <= _SHORT_STRING:
+                    cache = self._str_json
+                    if len(cache) >= _SCALAR_CACHE_SIZE:
+                        cache.clear()
+                    cache[value] = data
+            return data
+        return to_json(self.encode(value))
 
     def encode(self, value: object) -> dict:
         """Return the ValueRecord of `value`.  Never raises, never runs user code."""

@@ -41,6 +41,7 @@ from typing import Any
 
 from timelapse.encoder import ValueEncoder
 from timelapse.errors import RecorderError
+from timelapse.jsonbytes import to_json
 from timelapse.scope import Scope
 from timelapse.writer import TraceWriter
 
@@ -108,11 +109,13 @@ class _CodeInfo:
         self.kind = kind
         self.path_id = -1
         self.function_id = -1
-        self.def_step: dict = {}
-        self.steps: dict[int, dict] = {}  # line -> cached Step event
-        self.arg_vars: tuple[tuple[str, int], ...] = ()
-        self.var_ids: dict[str, int | None] = {}  # local name -> VariableId, None = never shown
-        self.global_vars: tuple[tuple[str, int], ...] = ()
+        self.def_step = b""
+        self.steps: dict[int, bytes] = {}  # line -> its Step event, serialized
+        #: (name, b'{"variable_id":V,"value":') per argument, in order.
+        self.arg_vars: tuple[tuple[str, bytes], ...] = ()
+        #: local name -> b'{"Value":{"variable_id":V,"value":' ; None: never shown (dunders).
+        self.var_ids: dict[str, bytes | None] = {}
+        self.global_vars: tuple[tuple[str, bytes], ...] = ()
         self.quiet_lines: frozenset[int] = frozenset()
         self.async_generator = bool(code.co_flags & _CO_ASYNC_GENERATOR)
 
@@ -132,7 +135,7 @@ class _ThreadState:
         self.started = False
         #: The Step this thread emitted last, while it still describes where the thread is; None after
         #: a call or a return, when an event at the current line needs a fresh Step first.
-        self.last_step: dict | None = None
+        self.last_step: bytes | None = None
         #: Frames below the program's first frame (timelapse's own, under the CLI).
         self.base_depth = base_depth
         #: The exception propagating now (raised, not yet handled), and the last exception Event.
@@ -178,12 +181,11 @@ class Recorder:
         self._threads: dict[int, _ThreadState] = {}
         self._threads_seen = 0
         self._current: _ThreadState | None = None
-        self._switch_return: dict | None = None
+        self._switch_return: bytes | None = None
         self._recursion_limit = sys.getrecursionlimit()
         #: Call depth (recorded calls of one thread) from which on_start counts the real depth.
         self._depth_check_from = 0
         self._saved_recursion_functions: tuple[Any, Any] | None = None
-        self._last_io: dict | None = None
         # Set by _make_callbacks: the shared pieces of the hot path, for io_event.
         self._thread_state: Callable[[], _ThreadState]
         self._step_here: Callable[[_ThreadState, FrameType], tuple[int, int] | None]
@@ -203,7 +205,7 @@ class Recorder:
         state = self._threads[ident] = self._new_thread_state(ident, base_depth)
         state.started = True
         self._current = state
-        self.writer.events.append({"ThreadStart": state.number})
+        self.writer.emit({"ThreadStart": state.number})
         _monitoring.restart_events()
         for event, callback in self._make_callbacks().items():
             _monitoring.register_callback(self.tool_id, event, callback)
@@ -331,21 +333,21 @@ class Recorder:
         info = _CodeInfo(code, kind)
         info.path_id = writer.path_id(path)
         info.function_id = writer.function_id(info.path_id, code.co_firstlineno, name)
-        info.def_step = {"Step": {"path_id": info.path_id, "line": code.co_firstlineno}}
+        info.def_step = info.steps[code.co_firstlineno] = _step_event(info.path_id, code.co_firstlineno)
         if kind == _FUNCTION:
             arg_count = code.co_argcount + code.co_kwonlyargcount
             arg_count += bool(code.co_flags & _CO_VARARGS) + bool(code.co_flags & _CO_VARKEYWORDS)
             info.arg_vars = tuple(
-                (name, writer.variable_id(name)) for name in code.co_varnames[:arg_count]
+                (name, _arg_prefix(writer.variable_id(name))) for name in code.co_varnames[:arg_count]
             )
         for name in (*code.co_varnames, *code.co_cellvars, *code.co_freevars):
-            info.var_ids[name] = None if _is_dunder(name) else writer.variable_id(name)
+            info.var_ids[name] = None if _is_dunder(name) else _value_prefix(writer.variable_id(name))
         instructions = list(dis.get_instructions(code))
         if kind != _MODULE:
             local_names = set(info.var_ids)
             f_globals = frame.f_globals if frame is not None else {}
             info.global_vars = tuple(
-                (name, writer.variable_id(name))
+                (name, _value_prefix(writer.variable_id(name)))
                 for name in _global_names_read(instructions)
                 if name not in local_names and not _is_dunder(name)
                 and not _is_code(f_globals.get(name))  # the functions and classes it calls
@@ -366,7 +368,7 @@ class Recorder:
         append = events.append
         batch_size = writer.batch_size
         flush = writer.flush
-        encode = self.encoder.encode
+        encode = self.encoder.encode_json
         learn = self._learn
         fail = self._fail
         fault = self._fault
@@ -396,40 +398,42 @@ class Recorder:
             if info.kind == FUNCTION:
                 for name, value in f_locals.items():
                     try:
-                        variable_id = var_ids[name]
+                        prefix = var_ids[name]
                     except KeyError:
-                        variable_id = new_variable(var_ids, name)
-                    if variable_id is not None:
-                        append({"Value": {"variable_id": variable_id, "value": encode(value)}})
+                        prefix = new_variable(var_ids, name)
+                    if prefix is not None:
+                        append(prefix + encode(value) + b"}}")
             elif isinstance(f_locals, dict):  # not a class body's custom __prepare__ mapping
                 for name, value in dict.items(f_locals):
                     try:
-                        variable_id = var_ids[name]
+                        prefix = var_ids[name]
                     except KeyError:
-                        variable_id = new_variable(var_ids, name)
-                    if variable_id is not None and type(value) is not module_type:
-                        append({"Value": {"variable_id": variable_id, "value": encode(value)}})
+                        prefix = new_variable(var_ids, name)
+                    if prefix is not None and type(value) is not module_type:
+                        append(prefix + encode(value) + b"}}")
             else:
                 return
             if info.global_vars:
                 f_globals = frame.f_globals
-                for name, variable_id in info.global_vars:
+                for name, prefix in info.global_vars:
                     value = f_globals.get(name, missing)
                     if value is missing or type(value) in code_types or isinstance(value, type):
                         continue  # global data only: not the functions, classes, modules it uses
                     if info.kind != FUNCTION and name in f_locals:
                         continue
-                    append({"Value": {"variable_id": variable_id, "value": encode(value)}})
+                    append(prefix + encode(value) + b"}}")
 
-        def new_variable(var_ids: dict[str, int | None], name: str) -> int | None:
+        def new_variable(var_ids: dict[str, bytes | None], name: str) -> bytes | None:
             """A local the code object did not declare (module and class namespaces, exec)."""
-            variable_id = var_ids[name] = None if _is_dunder(name) else writer.variable_id(name)
-            return variable_id
+            prefix = var_ids[name] = (
+                None if _is_dunder(name) else _value_prefix(writer.variable_id(name))
+            )
+            return prefix
 
         def emit_step(state: _ThreadState, info: _CodeInfo, frame: FrameType, line: int) -> None:
             step = info.steps.get(line)
             if step is None:
-                step = info.steps[line] = {"Step": {"path_id": info.path_id, "line": line}}
+                step = info.steps[line] = _step_event(info.path_id, line)
             append(step)
             state.last_step = step
             recorder.steps += 1
@@ -448,28 +452,29 @@ class Recorder:
             line = frame.f_lineno
             if line is None:
                 return None
-            if state.last_step is not info.steps.get(line) or state.last_step is None:
+            if state.last_step is None or state.last_step is not info.steps.get(line):
                 emit_step(state, info, frame, line)
             return info.path_id, line
 
-        def emit_call(info: _CodeInfo, frame: FrameType, extra: list) -> _ThreadState:
+        def emit_call(info: _CodeInfo, frame: FrameType, args: list[bytes]) -> _ThreadState:
+            """Step at the definition line, Call with the arguments, and the arguments as the Values
+            of that step. ``args``: serialized arguments already known (a thrown exception)."""
             state = thread_state()
             stack = state.stack
             if len(stack) >= recorder._depth_check_from:
                 check_depth(state, frame)
-            args = extra
             if info.arg_vars:
                 f_locals = frame.f_locals
-                for name, variable_id in info.arg_vars:
+                for name, prefix in info.arg_vars:
                     try:
                         value = f_locals[name]
                     except KeyError:
                         continue
-                    args.append({"variable_id": variable_id, "value": encode(value)})
+                    args.append(prefix + encode(value) + b"}")
             append(info.def_step)
-            append({"Call": {"function_id": info.function_id, "args": args}})
-            for arg in args:  # the arguments are the locals at the definition-line step
-                append({"Value": arg})
+            append(b'{"Call":{"function_id":%d,"args":[%b]}}' % (info.function_id, b",".join(args)))
+            for arg in args:
+                append(b'{"Value":' + arg + b"}")
             stack.append(info)
             state.last_step = None
             return state
@@ -498,11 +503,11 @@ class Recorder:
                     return DISABLE
                 with lock:
                     if recorder.active:
-                        extra = []
+                        args = []
                         if thrown is not None:
-                            extra.append({"variable_id": writer.variable_id("exception"),
-                                          "value": encode(thrown)})
-                        state = emit_call(info, frame, extra)
+                            prefix = _arg_prefix(writer.variable_id("exception"))
+                            args.append(prefix + encode(thrown) + b"}")
+                        state = emit_call(info, frame, args)
                         if resumed:
                             emit_step(state, info, frame, frame.f_lineno)
             except _ProgramRecursionError as exc:
@@ -539,7 +544,7 @@ class Recorder:
                             state = thread_state()
                         step = info.steps.get(line)
                         if step is None:
-                            step = info.steps[line] = {"Step": {"path_id": info.path_id, "line": line}}
+                            step = info.steps[line] = _step_event(info.path_id, line)
                         append(step)
                         state.last_step = step
                         recorder.steps += 1
@@ -547,11 +552,11 @@ class Recorder:
                             var_ids = info.var_ids
                             for name, value in frame.f_locals.items():
                                 try:
-                                    variable_id = var_ids[name]
+                                    prefix = var_ids[name]
                                 except KeyError:
-                                    variable_id = new_variable(var_ids, name)
-                                if variable_id is not None:
-                                    append({"Value": {"variable_id": variable_id, "value": encode(value)}})
+                                    prefix = new_variable(var_ids, name)
+                                if prefix is not None:
+                                    append(prefix + encode(value) + b"}}")
                         else:
                             emit_values(info, frame)
                         if len(events) >= batch_size:
@@ -583,7 +588,7 @@ class Recorder:
                         if info.async_generator and type(value).__name__ == "async_generator_wrapped_value":
                             wrapped = get_referents(value)  # C-level: the value the program yielded
                             value = wrapped[0] if len(wrapped) == 1 else None
-                        append({"Return": {"return_value": encode(value)}})
+                        append(b'{"Return":{"return_value":' + encode(value) + b"}}")
                         stack.pop()
                         state.last_step = None
                     elif info.kind == THREAD_ROOT:
@@ -640,13 +645,7 @@ class Recorder:
                     return
                 state = self._thread_state()
                 where = self._step_here(state, sys._getframe(1))
-                last = self._last_io
-                events = self.writer.events
-                if last is not None and events and events[-1] is last and last["Event"]["kind"] == kind:
-                    last["Event"]["content"] += content
-                    return
-                self._append_event(kind, stream, content, state, where, None)
-                self._last_io = events[-1]
+                self.writer.emit_io(kind, _event_metadata(stream, state, where, None), content)
         except Exception as exc:
             self._fail(exc)
 
@@ -682,37 +681,28 @@ class Recorder:
         self, kind: int, stream: str, content: str, state: _ThreadState,
         where: tuple[int, int] | None, extra: dict | None,
     ) -> None:
-        metadata: dict[str, Any] = {"stream": stream, "thread": state.number}
-        if where is not None:
-            metadata["path_id"], metadata["line"] = where
-        if extra:
-            metadata.update(extra)
-        self.writer.events.append(
-            {"Event": {"kind": kind, "metadata": json.dumps(metadata), "content": content}}
-        )
+        metadata = _event_metadata(stream, state, where, extra)
+        self.writer.emit({"Event": {"kind": kind, "metadata": metadata, "content": content}})
 
     # -- threads (under the lock) ------------------------------------------------------------------
 
     def _switch_to(self, state: _ThreadState) -> None:
         """Make ``state``'s thread the one the stream follows, keeping the stream balanced."""
-        append = self.writer.events.append
+        writer = self.writer
         previous = self._current
         if previous is not None and previous.stack:
             if self._switch_return is None:
-                type_id = self.writer.type_id(16, "<thread switch>")
-                self._switch_return = {
-                    "Return": {"return_value": {"kind": "Raw", "type_id": type_id, "r": "<thread switch>"}}
-                }
+                type_id = writer.type_id(16, "<thread switch>")
+                self._switch_return = to_json(
+                    {"Return": {"return_value": {"kind": "Raw", "type_id": type_id, "r": "<thread switch>"}}}
+                )
             for _ in previous.stack:
-                append(self._switch_return)
-        if state.started:
-            append({"ThreadSwitch": state.number})
-        else:
-            append({"ThreadStart": state.number})
-            state.started = True
+                writer.events.append(self._switch_return)
+        writer.emit({"ThreadSwitch" if state.started else "ThreadStart": state.number})
+        state.started = True
         for info in state.stack:
-            append(info.def_step)
-            append({"Call": {"function_id": info.function_id, "args": []}})
+            writer.events.append(info.def_step)
+            writer.emit({"Call": {"function_id": info.function_id, "args": []}})
         state.last_step = None
         self._current = state
 
@@ -725,11 +715,37 @@ class Recorder:
             return
         if state is self._current:
             for _ in state.stack:
-                self.writer.events.append({"Return": {"return_value": {"kind": "None", "type_id": 0}}})
+                self.writer.emit({"Return": {"return_value": {"kind": "None", "type_id": 0}}})
             state.stack.clear()
             self._current = None  # the next event, from any thread, re-opens its own calls
-        self.writer.events.append({"ThreadExit": state.number})
+        self.writer.emit({"ThreadExit": state.number})
         del self._threads[state.ident]
+
+
+def _step_event(path_id: int, line: int) -> bytes:
+    return b'{"Step":{"path_id":%d,"line":%d}}' % (path_id, line)
+
+
+def _value_prefix(variable_id: int) -> bytes:
+    """A Value event up to its ValueRecord: prefix + record + b"}}" is the event."""
+    return b'{"Value":{"variable_id":%d,"value":' % variable_id
+
+
+def _arg_prefix(variable_id: int) -> bytes:
+    """A Call argument up to its ValueRecord: prefix + record + b"}" is the argument."""
+    return b'{"variable_id":%d,"value":' % variable_id
+
+
+def _event_metadata(
+    stream: str, state: _ThreadState, where: tuple[int, int] | None, extra: dict | None
+) -> str:
+    """The JSON object an Event carries as its metadata string: stream, thread, path and line."""
+    metadata: dict[str, Any] = {"stream": stream, "thread": state.number}
+    if where is not None:
+        metadata["path_id"], metadata["line"] = where
+    if extra:
+        metadata.update(extra)
+    return json.dumps(metadata)
 
 
 class _ProgramRecursionError(Exception):

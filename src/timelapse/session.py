@@ -242,17 +242,17 @@ class Session:
                 stop_type = writer.type_id(16, "<recording stopped>")
                 still_open = {"Return": {"return_value": {"kind": "Raw", "type_id": stop_type, "r": stopped_by}}}
                 for _ in range(writer.open_calls - 1):
-                    writer.events.append(still_open)
+                    writer.emit(still_open)
                 if self.exit_status is None:
                     toplevel_value: dict[str, Any] = {"kind": "None", "type_id": 0}
                 else:
                     int_type = writer.type_id(7, "int")
                     toplevel_value = {"kind": "Int", "type_id": int_type, "i": self.exit_status}
                 if self.error_text is not None:  # the last Event, on the last step: "ended in error"
-                    writer.events.append(
+                    writer.emit(
                         {"Event": {"kind": _ERROR_EVENT, "metadata": "", "content": self.error_text}}
                     )
-                writer.events.append({"Return": {"return_value": toplevel_value}})
+                writer.emit({"Return": {"return_value": toplevel_value}})
                 writer.close(self._metadata())
             _active = None
             self._publish()

@@ -5,8 +5,10 @@ ordinal of its defining event (the third ``Path`` event defines PathId 2). So th
 tables (paths, functions, types, variable names), emits each defining event the first time an id is
 asked for, and that keeps "define before use" true by construction.
 
-Events are JSON-shaped Python objects (see ``docs/internals.md``). The recorder appends them to
-``TraceWriter.events``; ``flush()`` serializes that batch with the C JSON encoder and writes it, so memory
+Events go into ``TraceWriter.events`` already serialized (``bytes``, one JSON object each): encoding a
+small event where it happens, with its parts cached (a Step's bytes per line, a variable's ``Value``
+prefix), is about twice as fast as building dicts and serializing them later, and keeps the garbage
+collector out of the way (bytes are not tracked). ``flush()`` joins the batch and writes it, so memory
 stays bounded however long the program runs. ``close()`` ends the JSON array and writes the side files:
 after it, the folder is a complete trace.
 """
@@ -20,31 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from timelapse.encoder import sanitize_text
+from timelapse.jsonbytes import to_json
 
 #: TypeKind numbers used by the writer itself (the encoder has its own).
 NONE_KIND = 30
-
-_dumps = json.JSONEncoder(ensure_ascii=False, check_circular=False, separators=(",", ":")).encode
-
-
-def _dumps_batch_json(events: list[Any]) -> bytes:
-    """A batch as the inside of a JSON array, with the standard library."""
-    # Lone surrogates never get here (the encoder replaces them); "replace" is the safety net.
-    return _dumps(events)[1:-1].encode("utf-8", "replace")
-
-
-try:  # orjson serializes a batch about ten times faster: serialization is most of a step's cost
-    import orjson
-
-    def _dumps_batch(events: list[Any]) -> bytes:
-        try:
-            return orjson.dumps(events)[1:-1]
-        except (TypeError, orjson.JSONEncodeError):  # e.g. a lone surrogate: the careful path
-            return _dumps_batch_json(events)
-
-except ImportError:  # pragma: no cover - orjson is a dependency; this keeps a broken install working
-    _dumps_batch = _dumps_batch_json
-
 
 class TraceWriter:
     """Owns the id tables and the open ``trace.json`` of one trace folder."""
@@ -52,8 +33,11 @@ class TraceWriter:
     def __init__(self, folder: Path, program: str, *, batch_size: int = 8192) -> None:
         self.folder = folder
         self.batch_size = batch_size
-        #: The batch of events not yet written. Hot path: the recorder appends to it directly.
-        self.events: list[Any] = []
+        #: The batch of serialized events not yet written. Hot path: the recorder appends to it.
+        self.events: list[bytes] = []
+        #: The IO Event at the end of the batch, still open to more output: [index, kind, metadata,
+        #: chunks]. Consecutive writes of one step become one Event without re-serializing it each time.
+        self._open_io: list[Any] | None = None
         self.bytes_written = 0  # = the size of trace.json
         #: Calls open in the written part of the stream, counted from the text itself, so the count is
         #: right even if a signal interrupted the recorder between a Call and its bookkeeping.
@@ -63,7 +47,7 @@ class TraceWriter:
         self._unwritten: tuple[bytes, int, int] | None = None
         self._paths: dict[str, int] = {}
         self._functions: dict[tuple[int, int, str], int] = {}
-        self._types: dict[tuple[int, str, str], int] = {}
+        self._types: dict[tuple[int, str, bytes], int] = {}
         self._variables: dict[str, int] = {}
         self._copied_sources: set[str] = set()
         # Unbuffered: after fork() a child must find no half-written bytes of ours to flush.
@@ -76,7 +60,7 @@ class TraceWriter:
         # Format rule: the top-level call comes first, and None is TypeId 0.
         self.path_id(program)
         toplevel = self.function_id(0, 1, "<toplevel>")
-        self.events.append({"Call": {"function_id": toplevel, "args": []}})
+        self.emit({"Call": {"function_id": toplevel, "args": []}})
         self.type_id(NONE_KIND, "None")
 
     # -- id tables ---------------------------------------------------------------------------------
@@ -86,7 +70,7 @@ class TraceWriter:
         path_id = self._paths.get(path)
         if path_id is None:
             path_id = self._paths[path] = len(self._paths)
-            self.events.append({"Path": sanitize_text(path)})
+            self.emit({"Path": sanitize_text(path)})
             self._copy_source(path)
         return path_id
 
@@ -95,19 +79,17 @@ class TraceWriter:
         function_id = self._functions.get(key)
         if function_id is None:
             function_id = self._functions[key] = len(self._functions)
-            self.events.append(
-                {"Function": {"path_id": path_id, "line": line, "name": sanitize_text(name)}}
-            )
+            self.emit({"Function": {"path_id": path_id, "line": line, "name": sanitize_text(name)}})
         return function_id
 
     def type_id(self, kind: int, lang_type: str, specific_info: dict | None = None) -> int:
         """The TypeId of a type, emitting its ``Type`` event the first time (deduplicated)."""
-        info_key = "" if specific_info is None else _dumps(specific_info)
+        info_key = b"" if specific_info is None else to_json(specific_info)
         key = (kind, lang_type, info_key)
         type_id = self._types.get(key)
         if type_id is None:
             type_id = self._types[key] = len(self._types)
-            self.events.append(
+            self.emit(
                 {
                     "Type": {
                         "kind": kind,
@@ -122,7 +104,7 @@ class TraceWriter:
         variable_id = self._variables.get(name)
         if variable_id is None:
             variable_id = self._variables[name] = len(self._variables)
-            self.events.append({"VariableName": sanitize_text(name)})
+            self.emit({"VariableName": sanitize_text(name)})
         return variable_id
 
     @property
@@ -130,6 +112,31 @@ class TraceWriter:
         return [sanitize_text(p) for p in self._paths]
 
     # -- output ------------------------------------------------------------------------------------
+
+    def emit(self, event: Any) -> None:
+        """Append one JSON-shaped event (the hot path appends ready bytes to ``events`` instead)."""
+        self.events.append(to_json(event))
+
+    def emit_io(self, kind: int, metadata: str, content: str) -> None:
+        """An IO Event; output right after an IO Event of the same kind (nothing in between, so the
+        same step) is added to it instead of making a new one."""
+        open_io = self._open_io
+        events = self.events
+        if open_io is not None and open_io[0] == len(events) - 1 and open_io[1] == kind:
+            open_io[3].append(content)
+            return
+        self._close_io()
+        events.append(b"")  # replaced by the Event when it is complete
+        self._open_io = [len(events) - 1, kind, metadata, [content]]
+
+    def _close_io(self) -> None:
+        open_io, self._open_io = self._open_io, None
+        if open_io is not None:
+            index, kind, metadata, chunks = open_io
+            content = sanitize_text("".join(chunks))
+            self.events[index] = to_json(
+                {"Event": {"kind": kind, "metadata": metadata, "content": content}}
+            )
 
     def flush(self) -> None:
         """Write the pending batch as a run of array elements.
@@ -139,10 +146,11 @@ class TraceWriter:
         file's size whether a write that was interrupted happened. Nothing is lost or written twice.
         """
         self._settle()
+        self._close_io()
         events = self.events
         if not events:
             return
-        data = _dumps_batch(events)
+        data = b",".join(events)
         # '{"Call":' can only be an event: inside JSON strings every quote is escaped.
         opened = data.count(b'{"Call":')
         closed = data.count(b'{"Return":')
