@@ -1326,3 +1326,23 @@ def test_property_any_text_becomes_valid_utf8(text):
     sanitize_text(text).encode("utf-8")
     if not any("\ud800" <= c <= "\udfff" for c in text):
         assert record["text"] == text
+
+
+# -- encode_json: the serialized form the recorder writes ----------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.integers(), st.floats(allow_nan=True, allow_infinity=True), st.text(),
+                 st.booleans(), st.none(), st.lists(st.integers(), max_size=5)))
+def test_encode_json_is_the_serialized_record(value):
+    import orjson
+
+    encoder = ValueEncoder(Registry())
+    for _ in range(2):  # the second time from the caches
+        assert orjson.loads(encoder.encode_json(value)) == orjson.loads(
+            orjson.dumps(encoder.encode(value)))
+
+
+def test_encode_json_keeps_lone_surrogates_out():
+    data = ValueEncoder(Registry()).encode_json("a\udc80b")
+    assert data.decode("utf-8").count("\ufffd") == 1

@@ -338,23 +338,41 @@ class ValueEncoder:
         # encode_json's caches: the serialized records of ints and short strings, by value.
         self._int_json: dict[int, bytes] = {}
         self._str_json: dict[str, bytes] = {}
+        self._int_prefix_bytes = b""
+        self._float_prefix_bytes = b""
+
+    @property
+    def _int_prefix(self) -> bytes:
+        """``{"kind":"Int","type_id":T,"i":`` — the int type is registered on first use."""
+        if not self._int_prefix_bytes:
+            self._int_prefix_bytes = b'{"kind":"Int","type_id":%d,"i":' % self.encode(0)["type_id"]
+        return self._int_prefix_bytes
+
+    @property
+    def _float_prefix(self) -> bytes:
+        if not self._float_prefix_bytes:
+            type_id = self.encode(0.5)["type_id"]
+            self._float_prefix_bytes = b'{"kind":"Float","type_id":%d,"f":"' % type_id
+        return self._float_prefix_bytes
 
     # -- public API ---------------------------------------------------------
 
     def encode_json(self, value: object) -> bytes:
         """The ValueRecord of `value`, serialized (what the recorder writes).  Never raises."""
-        # Hot path: most values at most steps are small ints and short strings that were seen
-        # before; their bytes are cached, so they cost two dict lookups.
+        # Hot path.  Exact ints, floats and strings (most values at most steps) are written
+        # straight to bytes, without a record dict; those seen before come from a cache.
         t = type(value)
         if t is int:
             data = self._int_json.get(value)
             if data is None:
-                data = to_json(self.encode(value))
                 if _I64_MIN <= value <= _I64_MAX:
+                    data = self._int_prefix + b"%d}" % value
                     cache = self._int_json
                     if len(cache) >= _SCALAR_CACHE_SIZE:
                         cache.clear()
                     cache[value] = data
+                else:
+                    data = to_json(self.encode(value))
             return data
         if t is str:
             data = self._str_json.get(value)
@@ -366,6 +384,8 @@ class ValueEncoder:
                         cache.clear()
                     cache[value] = data
             return data
+        if t is float:
+            return self._float_prefix + float.__repr__(value).encode() + b'"}'
         return to_json(self.encode(value))
 
     def encode(self, value: object) -> dict:
