@@ -361,6 +361,10 @@ class Recorder:
         """Build the callbacks as closures over locals: the hot path pays no attribute lookups."""
         recorder = self
         lock = self._lock
+        # The lock is taken as `try: acquire() ... finally: release()`: a KeyboardInterrupt that
+        # lands right after acquire() still releases it, and one that interrupts a blocked acquire()
+        # does not release what it never got (hence lock_owned).
+        lock_acquire, lock_release, lock_owned = lock.acquire, lock.release, lock._is_owned
         infos = self._infos
         threads = self._threads
         writer = self.writer
@@ -495,13 +499,18 @@ class Recorder:
                 info = infos.get(id(code))
                 frame = getframe(2)
                 if info is None:
-                    with lock:
+                    try:  # not `with lock`, which costs twice as much; see _make_callbacks
+                        lock_acquire()
                         if not recorder.active:
                             return DISABLE
                         info = learn(code, frame)
+                    finally:
+                        if lock_owned():
+                            lock_release()
                 if info.kind >= THREAD_ROOT:
                     return DISABLE
-                with lock:
+                try:  # not `with lock`, which costs twice as much; see _make_callbacks
+                    lock_acquire()
                     if recorder.active:
                         args = []
                         if thrown is not None:
@@ -510,6 +519,9 @@ class Recorder:
                         state = emit_call(info, frame, args)
                         if resumed:
                             emit_step(state, info, frame, frame.f_lineno)
+                finally:
+                    if lock_owned():
+                        lock_release()
             except _ProgramRecursionError as exc:
                 raise RecursionError(*exc.args) from None
             except Exception as exc:
@@ -537,7 +549,8 @@ class Recorder:
             try:
                 if fault is not None:
                     fault(code, line)
-                with lock:
+                try:  # not `with lock`, which costs twice as much; see _make_callbacks
+                    lock_acquire()
                     if recorder.active:
                         state = threads.get(get_ident())
                         if state is None or state is not recorder._current:
@@ -561,6 +574,9 @@ class Recorder:
                             emit_values(info, frame)
                         if len(events) >= batch_size:
                             flush()
+                finally:
+                    if lock_owned():
+                        lock_release()
             except Exception as exc:
                 return fail(exc)
             return None
@@ -571,7 +587,8 @@ class Recorder:
             if info is None:
                 return None
             try:
-                with lock:
+                try:  # not `with lock`, which costs twice as much; see _make_callbacks
+                    lock_acquire()
                     if not recorder.active:
                         return None
                     state = threads.get(get_ident())
@@ -593,6 +610,9 @@ class Recorder:
                         state.last_step = None
                     elif info.kind == THREAD_ROOT:
                         recorder._thread_exit(state)
+                finally:
+                    if lock_owned():
+                        lock_release()
             except Exception as exc:
                 return fail(exc)
             return None
@@ -606,9 +626,13 @@ class Recorder:
                 if info is None or info.kind >= THREAD_ROOT:
                     return
                 try:
-                    with lock:
+                    try:  # not `with lock`, which costs twice as much; see _make_callbacks
+                        lock_acquire()
                         if recorder.active:
                             recorder._exception_event(what, exception, thread_state(), getframe(1))
+                    finally:
+                        if lock_owned():
+                            lock_release()
                 except Exception as exc:
                     fail(exc)
 
