@@ -185,7 +185,7 @@ def _record(record: _RecordCommand, session: Session) -> int:
     set_up_process(record.program)
     # atexit runs after non-daemon threads are joined and after the program's own atexit handlers
     # (registered later, run earlier), so those are recorded too.
-    atexit.register(_finish, session, quiet)
+    atexit.register(_finish_at_exit, session, quiet)
     _finish_on_sigterm(session, quiet)
     try:
         run(record.program)
@@ -223,18 +223,31 @@ def _exit_status(code: object) -> int:
 
 
 def _finish(session: Session, quiet: bool) -> None:
-    """End of the process: publish the trace and say where it is."""
-    try:
-        folder = session.stop()
-    except Exception as exc:  # noqa: BLE001 - one line, never a traceback at exit
-        print(f"timelapse: error: could not save the trace: {exc}", file=sys.stderr)
-        return
-    if folder is not None and not quiet:
+    """End of the process: publish the trace and say where it is (once)."""
+    with _summary_lock:
+        try:
+            folder = session.stop()
+        except Exception as exc:  # noqa: BLE001 - one line, never a traceback at exit
+            print(f"timelapse: error: could not save the trace: {exc}", file=sys.stderr)
+            return
+        if folder is None or quiet or _summary_printed:
+            return
+        _summary_printed.append(True)
         try:
             sys.stdout.flush()  # the program's last output first, then our line
         except (OSError, ValueError):
             pass
         print(session.summary(), file=sys.stderr)
+
+
+_summary_lock = threading.RLock()  # a SIGTERM may arrive while the main thread holds it
+_summary_printed: list[bool] = []
+
+
+def _finish_at_exit(session: Session, quiet: bool) -> None:
+    _finish(session, quiet)
+    if session.exit_signal == signal.SIGTERM:  # the program outran the SIGTERM handler's thread
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _finish_on_sigterm(session: Session, quiet: bool) -> None:
@@ -245,13 +258,16 @@ def _finish_on_sigterm(session: Session, quiet: bool) -> None:
         return
 
     def on_sigterm(signum: int, frame: object) -> None:
-        # This may run in the middle of a monitoring callback (signal handlers run between any two
-        # bytecodes), so the trace is finished from another thread, which takes the recorder's lock
-        # only once the callback is done. Nothing is recorded after the signal.
         session.exit_status, session.exit_signal = 128 + signum, signum
-        if session.recorder is not None:
-            session.recorder.active = False
         signal.signal(signum, signal.SIG_DFL)
+        recorder = session.recorder
+        if recorder is None or not recorder._lock._is_owned():
+            finish_and_die(signum)
+            return
+        # Signal handlers run between any two bytecodes, here in the middle of a monitoring
+        # callback: finish from another thread, which gets the recorder's lock once the callback is
+        # done. Nothing is recorded after the signal; if the program ends first, atexit kills it.
+        recorder.active = False
         threading.Thread(target=finish_and_die, args=(signum,), daemon=True).start()
 
     def finish_and_die(signum: int) -> None:

@@ -33,6 +33,7 @@ import dis
 import functools
 import gc
 import json
+import re
 import sys
 import threading
 from collections.abc import Callable
@@ -655,11 +656,13 @@ class Recorder:
 
     # -- events that are not steps (under the lock) ------------------------------------------------
 
-    def io_event(self, kind: int, stream: str, content: str) -> None:
+    def io_event(self, kind: int, stream: str, content: str, from_fd: bool = False) -> None:
         """Output written or input read by the program, on the step of the line that did it.
 
         Called by the stream proxies (``iocapture``) in the thread that wrote, during the write.
-        Consecutive writes of one kind on one step become one Event.
+        Output captured at the file-descriptor level (``from_fd``) comes from a reader thread and
+        goes on the step the stream is at when it arrives. Consecutive writes of one kind on one
+        step become one Event.
         """
         if not self.active:
             return
@@ -667,9 +670,17 @@ class Recorder:
             with self._lock:
                 if not self.active:
                     return
-                state = self._thread_state()
-                where = self._step_here(state, sys._getframe(1))
-                self.writer.emit_io(kind, _event_metadata(stream, state, where, None), content)
+                if from_fd:
+                    state = self._current
+                    if state is None:
+                        return
+                    where = _step_location(state.last_step)
+                    metadata = _event_metadata(stream, state, where, {"source": "fd"})
+                else:
+                    state = self._thread_state()
+                    where = self._step_here(state, sys._getframe(1))
+                    metadata = _event_metadata(stream, state, where, None)
+                self.writer.emit_io(kind, metadata, content)
         except Exception as exc:
             self._fail(exc)
 
@@ -748,6 +759,15 @@ class Recorder:
 
 def _step_event(path_id: int, line: int) -> bytes:
     return b'{"Step":{"path_id":%d,"line":%d}}' % (path_id, line)
+
+
+_STEP_PATTERN = re.compile(rb'{"Step":{"path_id":(\d+),"line":(\d+)}}')
+
+
+def _step_location(step: bytes | None) -> tuple[int, int] | None:
+    """(path_id, line) of a serialized Step (off the hot path: only fd-level output needs it)."""
+    match = _STEP_PATTERN.fullmatch(step) if step else None
+    return (int(match[1]), int(match[2])) if match else None
 
 
 def _value_prefix(variable_id: int) -> bytes:
