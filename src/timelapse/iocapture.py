@@ -119,14 +119,42 @@ class _Reporter:
         return getattr(self._local, "reads", 0)
 
 
-class _TextProxy:
+class _Delegating:
+    """A stand-in for a stream object: what a subclass does not intercept is the real stream's."""
+
+    __slots__ = ("_target", "__weakref__")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(object.__getattribute__(self, "_target"), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._target, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        delattr(self._target, name)
+
+    def __dir__(self) -> list[str]:
+        return dir(self._target)
+
+    def __repr__(self) -> str:
+        return repr(self._target)
+
+    def __enter__(self) -> Any:
+        self._target.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        return self._target.__exit__(*exc_info)
+
+
+class _TextProxy(_Delegating):
     """Stands in for ``sys.stdout`` (or stderr, stdin): reports writes and reads, delegates the rest.
 
     The real stream object is ``_target``; under fd capture it is the private stream on the saved fd
     until uninstall, then the original again (so a proxy kept by, say, a logging handler still works).
     """
 
-    __slots__ = ("_target", "_reporter", "_stream", "_kind", "_binary", "__weakref__")
+    __slots__ = ("_reporter", "_stream", "_kind", "_binary")
 
     def __init__(self, target: Any, reporter: _Reporter, stream: str, kind: int) -> None:
         object.__setattr__(self, "_target", target)
@@ -196,30 +224,6 @@ class _TextProxy:
             object.__setattr__(self, "_binary", proxy)
         return proxy
 
-    # -- everything else is the real stream's --
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(object.__getattribute__(self, "_target"), name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self._target, name, value)
-
-    def __delattr__(self, name: str) -> None:
-        delattr(self._target, name)
-
-    def __dir__(self) -> list[str]:
-        return dir(self._target)
-
-    def __repr__(self) -> str:
-        return repr(self._target)
-
-    def __enter__(self) -> _TextProxy:
-        self._target.__enter__()
-        return self
-
-    def __exit__(self, *exc_info: Any) -> Any:
-        return self._target.__exit__(*exc_info)
-
     def _retarget(self, target: Any) -> None:
         """Fd capture ends: go back to the original stream (the binary proxy follows)."""
         binary = self._binary
@@ -231,12 +235,12 @@ class _TextProxy:
                 object.__setattr__(self, "_binary", None)
 
 
-class _BinaryProxy:
+class _BinaryProxy(_Delegating):
     """``sys.stdout.buffer`` (and ``.buffer.raw``): binary writes and reads are reported too,
     decoded with the text stream's encoding and ``errors="replace"`` (incrementally, so a character
     split over two writes is not mangled)."""
 
-    __slots__ = ("_target", "_text", "_decoders", "_raw", "__weakref__")
+    __slots__ = ("_text", "_decoders", "_raw")
 
     def __init__(self, target: Any, text: _TextProxy) -> None:
         object.__setattr__(self, "_target", target)
@@ -337,24 +341,6 @@ class _BinaryProxy:
             object.__setattr__(self, "_raw", proxy)
         return proxy
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(object.__getattribute__(self, "_target"), name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self._target, name, value)
-
-    def __dir__(self) -> list[str]:
-        return dir(self._target)
-
-    def __repr__(self) -> str:
-        return repr(self._target)
-
-    def __enter__(self) -> _BinaryProxy:
-        self._target.__enter__()
-        return self
-
-    def __exit__(self, *exc_info: Any) -> Any:
-        return self._target.__exit__(*exc_info)
 
 
 def _make_input(original: Callable[..., str], capture: IOCapture) -> Callable[..., str]:
