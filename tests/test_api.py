@@ -93,3 +93,55 @@ def test_bad_options_are_refused_before_recording(tmp_path, options):
         timelapse.start(tmp_path / "t", **options)
     assert not timelapse.is_recording()
     assert not (tmp_path / "t").exists()
+
+
+def test_no_free_tool_id_is_a_clear_error(tmp_path):
+    import sys
+
+    claimed = []
+    for tool_id in range(6):
+        if sys.monitoring.get_tool(tool_id) is None:
+            sys.monitoring.use_tool_id(tool_id, f"other-tool-{tool_id}")
+            claimed.append(tool_id)
+    try:
+        with pytest.raises(timelapse.RecorderError, match="no free sys.monitoring tool id.*other-tool"):
+            timelapse.start(tmp_path / "t")
+        assert not timelapse.is_recording()
+        assert not (tmp_path / "t").exists()
+        assert [p for p in tmp_path.iterdir()] == []  # no half-made folder either
+    finally:
+        for tool_id in claimed:
+            sys.monitoring.free_tool_id(tool_id)
+
+
+def test_threads_running_before_start_and_after_stop(tmp_path):
+    import threading
+    import time
+
+    go_on = threading.Event()
+    stop = threading.Event()
+    counts = []
+
+    def spin():
+        n = 0
+        while not stop.is_set():
+            n += 1
+            if n == 1000:
+                go_on.set()
+        counts.append(n)
+
+    worker = threading.Thread(target=spin)
+    worker.start()
+    go_on.wait(timeout=30)
+    session = timelapse.start(tmp_path / "t")
+    time.sleep(0.05)  # the worker runs while recording
+    total = sum(range(10_000))
+    session.stop()
+    stop.set()
+    worker.join(timeout=30)
+    trace = checked_trace(tmp_path / "t")
+    assert total == 49995000 and counts and counts[0] > 1000
+    spin_steps = [s for s in trace.steps() if s.line in range(spin.__code__.co_firstlineno,
+                                                              spin.__code__.co_firstlineno + 6)]
+    assert spin_steps, "the thread that was already running is recorded while recording is on"
+    assert len(trace.events_of("ThreadStart")) >= 1

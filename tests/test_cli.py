@@ -211,3 +211,21 @@ def test_python_dash_m_timelapse_and_the_console_script_agree(tmp_path):
 def test_version_and_help():
     assert timelapse("--version").stdout.startswith("timelapse ")
     assert "usage:" in timelapse("record", "--help").stdout
+
+
+def test_a_killed_recording_leaves_the_old_trace_as_it_was(record, tmp_path):
+    out = tmp_path / "trace"
+    record(PROGRAMS / "recursion.py", out=out)
+    before = (out / "trace.json").read_bytes()
+    script = tmp_path / "forever.py"
+    script.write_text("print('ready', flush=True)\nn = 0\nwhile True:\n    n += 1\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "timelapse", "record", "-q", "-o", str(out), str(script)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert process.stdout.readline() == "ready\n"
+    time.sleep(0.2)
+    process.kill()
+    process.wait(timeout=60)
+    assert (out / "trace.json").read_bytes() == before
+    checked_trace(out)

@@ -210,10 +210,12 @@ class Recorder:
         _monitoring.restart_events()
         for event, callback in self._make_callbacks().items():
             _monitoring.register_callback(self.tool_id, event, callback)
-        frame = caller
-        while frame is not None:
-            self._learn(frame.f_code, frame)
-            frame = frame.f_back
+        # Frames already running (the caller's, and other threads') get their lines recorded too.
+        running = [caller, *(f for i, f in sys._current_frames().items() if i != ident)]
+        for frame in running:
+            while frame is not None:
+                self._learn(frame.f_code, frame)
+                frame = frame.f_back
         self._keep_recursion_limit(base_depth)
         _monitoring.set_events(self.tool_id, _GLOBAL_EVENTS)
 
