@@ -80,3 +80,23 @@ def test_limits_are_options(record):
     assert [decode_value(e, result.trace) for e in elements[:3]] == [0, 1, 2]
     assert "199,997 more" in elements[3]["r"]
     assert values["big_text"]["text"] == "xxxxxxxxxx… (1,000,000 chars)"
+
+
+def test_an_object_met_twice_in_a_step_is_the_same_and_changes_are_seen(record, tmp_path):
+    program = tmp_path / "shared.py"
+    program.write_text(
+        "class Box:\n"
+        "    def __init__(self, v):\n"
+        "        self.v = v\n"
+        "boxes = [Box(1), Box(2)]\n"
+        "by_v = {b.v: b for b in boxes}\n"
+        "boxes[0].v = 10\n"
+        "done = True\n"
+    )
+    trace = record(program).trace
+    steps = [s for s in trace.steps() if s.call.function == "<__main__>"]
+    before = next(s for s in steps if s.line == 6).values  # before `boxes[0].v = 10` runs
+    after = next(s for s in steps if s.line == 7).values
+    assert decode_value(before["boxes"], trace) == [{"v": 1}, {"v": 2}]
+    assert decode_value(after["boxes"], trace) == [{"v": 10}, {"v": 2}]
+    assert [v for _, v in decode_value(after["by_v"], trace)] == [{"v": 10}, {"v": 2}]

@@ -340,6 +340,19 @@ class ValueEncoder:
         self._str_json: dict[str, bytes] = {}
         self._int_prefix_bytes = b""
         self._float_prefix_bytes = b""
+        #: Records of the containers met since the program last ran (see step_memo).
+        self._memo: dict[int, tuple[object, dict]] | None = None
+
+    def step_memo(self) -> dict:
+        """Turn on sharing within a step and return the memo; the caller must clear it every time
+        the program may have run since the last ``encode`` (the recorder: at each event).
+
+        An object met twice among a step's values (a list of objects and a dict of the same objects)
+        is then encoded once. Without a caller that clears it, a memo would show stale values.
+        """
+        if self._memo is None:
+            self._memo = {}
+        return self._memo
 
     @property
     def _int_prefix(self) -> bytes:
@@ -461,14 +474,23 @@ class ValueEncoder:
 
     def _encode_tree(self, value: object, info: _TypeInfo) -> dict:
         """Encode a container without recursion: an explicit stack of frames."""
+        memo = self._memo
+        if memo is not None:
+            seen = memo.get(id(value))
+            if seen is not None and seen[0] is value:
+                return seen[1]
         state = [self.max_nodes]   # elements left in this value's budget
         try:
             result = info.handler(value, info, 1, state)
         except Exception as exc:
             return self._error(info.lang, exc)
         if type(result) is dict:
+            if memo is not None:
+                memo[id(value)] = (value, result)
             return result
         record, pending, finish = result
+        if memo is not None:
+            memo[id(value)] = (value, record)
         active = {id(value)}       # containers on the current path: cycles
         stack = [(iter(pending), 1, id(value), finish)]
         expand = self._expand
@@ -479,11 +501,20 @@ class ValueEncoder:
                 if x_key in active:
                     target[slot] = self._cycle(x)
                     continue
+                if memo is not None:
+                    seen = memo.get(x_key)
+                    if seen is not None and seen[0] is x:
+                        target[slot] = seen[1]  # the same object, met again in this step
+                        continue
                 result = expand(x, depth + 1, state)
                 if type(result) is dict:
                     target[slot] = result
+                    if memo is not None:
+                        memo[x_key] = (x, result)
                     continue
                 target[slot] = result[0]
+                if memo is not None:
+                    memo[x_key] = (x, result[0])
                 stack.append((iter(result[1]), depth + 1, x_key, result[2]))
                 active.add(x_key)
                 break

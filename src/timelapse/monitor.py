@@ -376,6 +376,8 @@ class Recorder:
         batch_size = writer.batch_size
         flush = writer.flush
         encode = self.encoder.encode_json
+        memo = self.encoder.step_memo()  # valid only while the program does not run: cleared below
+        forget = memo.clear
         learn = self._learn
         fail = self._fail
         fault = self._fault
@@ -444,6 +446,8 @@ class Recorder:
             append(step)
             state.last_step = step
             recorder.steps += 1
+            if memo:
+                forget()
             emit_values(info, frame)
 
         def step_here(state: _ThreadState, frame: FrameType | None) -> tuple[int, int] | None:
@@ -468,6 +472,8 @@ class Recorder:
             of that step. ``args``: serialized arguments already known (a thrown exception)."""
             state = thread_state()
             stack = state.stack
+            if memo:
+                forget()
             if len(stack) >= recorder._depth_check_from:
                 check_depth(state, frame)
             if info.arg_vars:
@@ -517,6 +523,8 @@ class Recorder:
                     if recorder.active:
                         args = []
                         if thrown is not None:
+                            if memo:
+                                forget()
                             prefix = _arg_prefix(writer.variable_id("exception"))
                             args.append(prefix + encode(thrown) + b"}")
                         state = emit_call(info, frame, args)
@@ -564,6 +572,8 @@ class Recorder:
                         append(step)
                         state.last_step = step
                         recorder.steps += 1
+                        if memo:
+                            forget()
                         if info.kind == FUNCTION and not info.global_vars:
                             var_ids = info.var_ids
                             for name, value in frame.f_locals.items():
@@ -601,6 +611,8 @@ class Recorder:
                     if stack and stack[-1] is info:
                         if state is not recorder._current:
                             recorder._switch_to(state)
+                        if memo:
+                            forget()
                         frame = getframe(1)
                         line = frame.f_lineno
                         if line is not None and line not in info.quiet_lines:
