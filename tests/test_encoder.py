@@ -1346,3 +1346,20 @@ def test_encode_json_is_the_serialized_record(value):
 def test_encode_json_keeps_lone_surrogates_out():
     data = ValueEncoder(Registry()).encode_json("a\udc80b")
     assert data.decode("utf-8").count("\ufffd") == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(
+    st.lists(st.one_of(st.integers(), st.text(max_size=80), st.floats(), st.booleans(), st.none()),
+             max_size=120),
+    st.dictionaries(st.one_of(st.integers(), st.text(max_size=5)),
+                    st.one_of(st.integers(), st.text(max_size=70), st.none()), max_size=120),
+    st.tuples(st.integers(), st.text(), st.floats(allow_nan=False)),
+))
+def test_encode_json_of_flat_containers_is_the_serialized_record(value):
+    import orjson
+
+    for limits in ({}, {"max_items": 3}, {"max_depth": 2}, {"max_nodes": 10}):
+        encoder = ValueEncoder(Registry(), **limits)
+        assert orjson.loads(encoder.encode_json(value)) == orjson.loads(
+            orjson.dumps(encoder.encode(value)))

@@ -84,6 +84,8 @@ _ANY = 32
 _I64_MIN = -(2**63)
 _I64_MAX = 2**63 - 1
 _SCALAR_CACHE_SIZE = 4096   # records per scalar cache before it is emptied
+#: Element types whose containers encode_json serializes directly (see _flat_json).
+_FLAT_TYPES = frozenset({int, str, float, bool, type(None)})
 _SHORT_STRING = 64          # strings up to this length have cached records
 _TYPE_CACHE_SIZE = 10000    # classified types (and type ids) kept at most
 _SHAPE_CACHE_SIZE = 256     # struct shapes remembered per type
@@ -340,6 +342,8 @@ class ValueEncoder:
         self._str_json: dict[str, bytes] = {}
         self._int_prefix_bytes = b""
         self._float_prefix_bytes = b""
+        self._const_json: dict[object, bytes] = {}   # None, True, False
+        self._prefixes: dict[type, bytes] = {}
         #: Records of the containers met since the program last ran (see step_memo).
         self._memo: dict[int, tuple[object, dict]] | None = None
 
@@ -399,7 +403,52 @@ class ValueEncoder:
             return data
         if t is float:
             return self._float_prefix + float.__repr__(value).encode() + b'"}'
+        if t is list or t is tuple or t is dict:
+            data = self._flat_json(value, t)
+            if data is not None:
+                return data
+        elif value is None or t is bool:
+            data = self._const_json.get(value)
+            if data is None:
+                data = self._const_json[value] = to_json(self.encode(value))
+            return data
         return to_json(self.encode(value))
+
+    def _flat_json(self, value: Any, t: type) -> bytes | None:
+        """A list, tuple or dict of scalars, serialized straight from the scalars' bytes; None if it
+        holds anything else or is over a limit (then the general path encodes it)."""
+        # Hot path: small dicts and lists of numbers and strings are the commonest containers.
+        n = len(value)  # exact built-in types: C-level len
+        if n > self.max_items or 3 * n + 1 > self.max_nodes or self.max_depth < 3:
+            return None
+        flat = _FLAT_TYPES
+        encode_json = self.encode_json
+        parts = []
+        append = parts.append
+        try:
+            if t is dict:
+                pair = self._prefix(tuple)
+                for k, v in dict.items(value):
+                    if type(k) not in flat or type(v) not in flat:
+                        return None
+                    append(pair + encode_json(k) + b"," + encode_json(v) + b"]}")
+            else:
+                for x in value:  # exact list/tuple: C-level iteration
+                    if type(x) not in flat:
+                        return None
+                    append(encode_json(x))
+        except RuntimeError:  # changed size during iteration (another thread): the careful path
+            return None
+        end = b"]}" if t is tuple else b'],"is_slice":false}'
+        return self._prefix(t) + b",".join(parts) + end
+
+    def _prefix(self, t: type) -> bytes:
+        """``{"kind":K,"type_id":T,"elements":[`` of an empty value of type t."""
+        prefix = self._prefixes.get(t)
+        if prefix is None:
+            empty = to_json(self.encode(t()))
+            prefix = self._prefixes[t] = empty[: empty.index(b"[") + 1]
+        return prefix
 
     def encode(self, value: object) -> dict:
         """Return the ValueRecord of `value`.  Never raises, never runs user code."""
