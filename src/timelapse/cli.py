@@ -268,6 +268,7 @@ def _finish_on_sigterm(session: Session, quiet: bool) -> None:
         # callback: finish from another thread, which gets the recorder's lock once the callback is
         # done. Nothing is recorded after the signal; if the program ends first, atexit kills it.
         recorder.active = False
+        recorder.interrupted = True
         threading.Thread(target=finish_and_die, args=(signum,), daemon=True).start()
 
     def finish_and_die(signum: int) -> None:

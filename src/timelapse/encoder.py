@@ -431,7 +431,7 @@ class ValueEncoder:
                 for k, v in dict.items(value):
                     if type(k) not in flat or type(v) not in flat:
                         return None
-                    append(pair + encode_json(k) + b"," + encode_json(v) + b"]}")
+                    append(b"%b%b,%b]}" % (pair, encode_json(k), encode_json(v)))
             else:
                 for x in value:  # exact list/tuple: C-level iteration
                     if type(x) not in flat:

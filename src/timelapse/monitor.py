@@ -174,6 +174,12 @@ class Recorder:
         self.tool_id: int | None = None
         self.active = False
         self.steps = 0
+        #: Calls open in the stream (<toplevel> included), kept as events are written, and all Call
+        #: events written. If an exception from outside (Ctrl-C, a signal handler) cut a callback
+        #: short, ``interrupted`` says so and the stream itself is counted instead.
+        self.open_calls = 1
+        self.calls = 0
+        self.interrupted = False
         # Re-entrant: a signal handler may finish the trace while a callback holds the lock.
         self._lock = threading.RLock()
         self._infos: dict[int, _CodeInfo] = {}
@@ -236,6 +242,7 @@ class Recorder:
 
     def _fail(self, exc: Exception) -> object:
         """The recorder itself failed inside a callback: stop everything at once, then report."""
+        self.interrupted = True  # the failing callback may have written half an event group
         self._switch_off()
         self._on_failure(exc)
         return None
@@ -486,6 +493,8 @@ class Recorder:
                     args.append(prefix + encode(value) + b"}")
             append(info.def_step)
             append(b'{"Call":{"function_id":%d,"args":[%b]}}' % (info.function_id, b",".join(args)))
+            recorder.open_calls += 1
+            recorder.calls += 1
             for arg in args:
                 append(b'{"Value":' + arg + b"}")
             stack.append(info)
@@ -537,6 +546,9 @@ class Recorder:
                 raise RecursionError(*exc.args) from None
             except Exception as exc:
                 return fail(exc)
+            except BaseException:  # Ctrl-C or a signal handler's exception, mid-callback
+                recorder.interrupted = True
+                raise
             return None
 
         def on_start(code: CodeType, offset: int) -> object:
@@ -592,6 +604,9 @@ class Recorder:
                         lock_release()
             except Exception as exc:
                 return fail(exc)
+            except BaseException:  # Ctrl-C or a signal handler's exception, mid-callback
+                recorder.interrupted = True
+                raise
             return None
 
         def on_return(code: CodeType, offset: int, value: object) -> object:
@@ -621,6 +636,7 @@ class Recorder:
                             wrapped = get_referents(value)  # C-level: the value the program yielded
                             value = wrapped[0] if len(wrapped) == 1 else None
                         append(b'{"Return":{"return_value":' + encode(value) + b"}}")
+                        recorder.open_calls -= 1
                         stack.pop()
                         state.last_step = None
                     elif info.kind == THREAD_ROOT:
@@ -630,6 +646,9 @@ class Recorder:
                         lock_release()
             except Exception as exc:
                 return fail(exc)
+            except BaseException:  # Ctrl-C or a signal handler's exception, mid-callback
+                recorder.interrupted = True
+                raise
             return None
 
         def exception_event(what: str) -> Callable[[CodeType, int, BaseException], None]:
@@ -650,6 +669,9 @@ class Recorder:
                             lock_release()
                 except Exception as exc:
                     fail(exc)
+                except BaseException:  # Ctrl-C or a signal handler's exception, mid-callback
+                    recorder.interrupted = True
+                    raise
 
             return on_exception
 
@@ -697,6 +719,9 @@ class Recorder:
                 self.writer.emit_io(kind, metadata, content)
         except Exception as exc:
             self._fail(exc)
+        except BaseException:
+            self.interrupted = True
+            raise
 
     def _exception_event(
         self, what: str, exception: BaseException, state: _ThreadState, frame: FrameType
@@ -747,11 +772,14 @@ class Recorder:
                 )
             for _ in previous.stack:
                 writer.events.append(self._switch_return)
+            self.open_calls -= len(previous.stack)
         writer.emit({"ThreadSwitch" if state.started else "ThreadStart": state.number})
         state.started = True
         for info in state.stack:
             writer.events.append(info.def_step)
             writer.emit({"Call": {"function_id": info.function_id, "args": []}})
+        self.open_calls += len(state.stack)
+        self.calls += len(state.stack)
         state.last_step = None
         self._current = state
 
@@ -765,6 +793,7 @@ class Recorder:
         if state is self._current:
             for _ in state.stack:
                 self.writer.emit({"Return": {"return_value": {"kind": "None", "type_id": 0}}})
+            self.open_calls -= len(state.stack)
             state.stack.clear()
             self._current = None  # the next event, from any thread, re-opens its own calls
         self.writer.emit({"ThreadExit": state.number})

@@ -238,10 +238,10 @@ class Session:
             recorder._switch_off()
             self._restore_os_exit()
             with recorder._lock:
-                writer.flush()
                 stop_type = writer.type_id(16, "<recording stopped>")
                 still_open = {"Return": {"return_value": {"kind": "Raw", "type_id": stop_type, "r": stopped_by}}}
-                for _ in range(writer.open_calls - 1):
+                open_calls = writer.count_open_calls() if recorder.interrupted else recorder.open_calls
+                for _ in range(open_calls - 1):
                     writer.emit(still_open)
                 if self.exit_status is None:
                     toplevel_value: dict[str, Any] = {"kind": "None", "type_id": 0}
@@ -331,7 +331,7 @@ class Session:
     def summary(self) -> str:
         """One line for the end of a CLI run: what was recorded and where."""
         steps = self.recorder.steps if self.recorder else 0
-        calls = self.writer.calls - 1 if self.writer else 0  # not counting <toplevel>
+        calls = self.recorder.calls if self.recorder else 0
         size = sum(f.stat().st_size for f in self.out_dir.rglob("*") if f.is_file())
         shown = os.path.relpath(self.out_dir) if not os.path.relpath(self.out_dir).startswith("..") else str(self.out_dir)
         return f"timelapse: {steps:,} steps, {calls:,} calls → {shown}{os.sep} ({_human_size(size)})"

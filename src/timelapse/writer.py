@@ -39,12 +39,7 @@ class TraceWriter:
         #: chunks]. Consecutive writes of one step become one Event without re-serializing it each time.
         self._open_io: list[Any] | None = None
         self.bytes_written = 0  # = the size of trace.json
-        #: Calls open in the written part of the stream, counted from the text itself, so the count is
-        #: right even if a signal interrupted the recorder between a Call and its bookkeeping.
-        self.open_calls = 0
-        #: Calls written so far (counted in the serialized batches, off the hot path).
-        self.calls = 0
-        self._unwritten: tuple[bytes, int, int] | None = None
+        self._unwritten: tuple[bytes, bytes] | None = None
         self._paths: dict[str, int] = {}
         self._functions: dict[tuple[int, int, str], int] = {}
         self._types: dict[tuple[int, str, bytes], int] = {}
@@ -151,10 +146,7 @@ class TraceWriter:
         if not events:
             return
         data = b",".join(events)
-        # '{"Call":' can only be an event: inside JSON strings every quote is escaped.
-        opened = data.count(b'{"Call":')
-        closed = data.count(b'{"Return":')
-        self._unwritten = (self._separator + data, opened, closed)
+        self._unwritten = (self._separator, data)
         events.clear()  # the same list object: the recorder holds a reference to it
         self._separator = b",\n"
         self._settle()
@@ -164,13 +156,30 @@ class TraceWriter:
         unwritten = self._unwritten
         if unwritten is None:
             return
-        chunk, opened, closed = unwritten
-        if not self.detached and os.fstat(self._file.fileno()).st_size < self.bytes_written + len(chunk):
-            self._file.write(chunk)
-        self.bytes_written += len(chunk)
-        self.calls += opened
-        self.open_calls += opened - closed
+        separator, data = unwritten
+        size = len(separator) + len(data)
+        if not self.detached and os.fstat(self._file.fileno()).st_size < self.bytes_written + size:
+            os.writev(self._file.fileno(), unwritten)  # one system call, no copy of the batch
+        self.bytes_written += size
         self._unwritten = None
+
+    def count_open_calls(self) -> int:
+        """Calls open in the stream, counted in the stream itself (written and pending).
+
+        The recorder keeps this count as it goes; this is for a run that was interrupted (Ctrl-C or a
+        signal inside a callback), where the bookkeeping may be one step behind what was written.
+        '{"Call":' can only be an event: inside JSON strings every quote is escaped.
+        """
+        self.flush()
+        opened = closed = 0
+        with open(self.folder / "trace.json", "rb") as f:
+            tail = b""  # the end of the previous block: a needle split between two reads
+            while chunk := f.read(1 << 24):
+                block = tail + chunk
+                opened += block.count(b'{"Call":') - tail.count(b'{"Call":')
+                closed += block.count(b'{"Return":') - tail.count(b'{"Return":')
+                tail = block[-9:]
+        return opened - closed
 
     def close(self, metadata: dict[str, Any]) -> None:
         """Write what is pending, end the array, and write the side files."""
