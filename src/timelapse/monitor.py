@@ -74,11 +74,17 @@ LOG_EVENT = 12
 _FUNCTION, _MODULE, _NAMESPACE, _THREAD_ROOT, _OUT_OF_SCOPE = range(5)
 # threading.Thread._bootstrap_inner starts and ends every threading.Thread: its return is a ThreadExit.
 _THREAD_ROOT_CODE = threading.Thread._bootstrap_inner.__code__
-#: Instructions that cannot change a local: a line made only of these needs no step after it.
+#: Instructions that only read and compute: a line made only of these (``return x``,
+#: ``return d[k] + 1``) changes no local, so a returning frame needs no step after it. (An operator or
+#: attribute implemented in Python could still mutate something; calls are never on this list.)
 _QUIET_OPCODES = frozenset({
-    "RESUME", "NOP", "LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_FAST_LOAD_FAST", "LOAD_CONST",
-    "LOAD_DEREF", "LOAD_GLOBAL", "LOAD_NAME", "RETURN_VALUE", "RETURN_CONST", "BUILD_TUPLE",
-    "POP_TOP", "COPY_FREE_VARS", "MAKE_CELL", "RETURN_GENERATOR", "CACHE", "EXTENDED_ARG",
+    "RESUME", "NOP", "CACHE", "EXTENDED_ARG", "COPY_FREE_VARS", "MAKE_CELL", "RETURN_GENERATOR",
+    "LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_FAST_LOAD_FAST", "LOAD_CONST", "LOAD_DEREF",
+    "LOAD_GLOBAL", "LOAD_NAME", "LOAD_ATTR", "LOAD_SMALL_INT", "RETURN_VALUE", "RETURN_CONST",
+    "POP_TOP", "COPY", "SWAP", "BUILD_TUPLE", "BUILD_LIST", "BUILD_MAP", "BUILD_SET",
+    "BUILD_STRING", "FORMAT_VALUE", "FORMAT_SIMPLE", "FORMAT_WITH_SPEC", "CONVERT_VALUE",
+    "BINARY_OP", "BINARY_SUBSCR", "BINARY_SLICE", "COMPARE_OP", "CONTAINS_OP", "IS_OP",
+    "UNARY_NEGATIVE", "UNARY_NOT", "UNARY_INVERT", "TO_BOOL",
 })
 #: Globals of these types are code, not data: a step does not show them (module level still does).
 _CODE_TYPES = frozenset({
