@@ -146,6 +146,14 @@ class _Delegating:
     def __exit__(self, *exc_info: Any) -> Any:
         return self._target.__exit__(*exc_info)
 
+    def writelines(self, lines: Any) -> None:
+        # Not delegated: the real writelines would call the real write, unreported.
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> Any:
+        return self._target.flush()
+
 
 class _TextProxy(_Delegating):
     """Stands in for ``sys.stdout`` (or stderr, stdin): reports writes and reads, delegates the rest.
@@ -178,14 +186,6 @@ class _TextProxy(_Delegating):
         if s and reporter.active:
             reporter.report(self._kind, self._stream, s)
         return written
-
-    def writelines(self, lines: Any) -> None:
-        # Not delegated: the real writelines would call the real write, unreported.
-        for line in lines:
-            self.write(line)
-
-    def flush(self) -> Any:
-        return self._target.flush()
 
     # -- the read path --
 
@@ -277,13 +277,6 @@ class _BinaryProxy(_Delegating):
             if content:
                 reporter.report(text._kind, text._stream, content)
         return written
-
-    def writelines(self, lines: Any) -> None:
-        for line in lines:
-            self.write(line)
-
-    def flush(self) -> Any:
-        return self._target.flush()
 
     def _report_read(self, data: bytes) -> None:
         text = self._text
