@@ -344,6 +344,7 @@ class ValueEncoder:
         self._float_prefix_bytes = b""
         self._const_json: dict[object, bytes] = {}   # None, True, False
         self._prefixes: dict[type, bytes] = {}
+        self._more_records: dict[int, dict] = {}
         #: Records of the containers met since the program last ran (see step_memo).
         self._memo: dict[int, tuple[object, dict]] | None = None
 
@@ -1261,7 +1262,13 @@ class ValueEncoder:
         return {"kind": "Raw", "type_id": info.tid, "r": sanitize_text(text)}
 
     def _more(self, count: int) -> dict:
-        return self._raw(_RAW, _TRUNCATED, f"{_ELLIPSIS} {count:,} more")
+        record = self._more_records.get(count)
+        if record is None:  # the same few counts come back at every step: keep their records
+            record = self._raw(_RAW, _TRUNCATED, f"{_ELLIPSIS} {count:,} more")
+            if len(self._more_records) >= _SCALAR_CACHE_SIZE:
+                self._more_records.clear()
+            self._more_records[count] = record
+        return record
 
     def _cycle(self, x: Any) -> dict:
         lang = self._info(type(x)).lang
