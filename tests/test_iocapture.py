@@ -289,6 +289,7 @@ def test_capture_fd_in_a_process_of_its_own():
     assert report["isatty"] == [False, False]  # stdout is a pipe to the test, both before and now
     events = [tuple(e) for e in report["events"]]
     python = [e[2] for e in events if not e[3]]
+    assert "python 1" in python and "python 2" in python  # the Python-level writes, not from fd
     # one read of the pipe may bring several writes: compare what each stream carried
     assert "".join(e[2] for e in events if e[3] and e[1] == "stdout") == "os.write 1\nchild 1\n"
     assert "".join(e[2] for e in events if e[3] and e[1] == "stderr") == "os.write 2\n"
