@@ -100,3 +100,9 @@ def test_an_object_met_twice_in_a_step_is_the_same_and_changes_are_seen(record, 
     assert decode_value(before["boxes"], trace) == [{"v": 1}, {"v": 2}]
     assert decode_value(after["boxes"], trace) == [{"v": 10}, {"v": 2}]
     assert [v for _, v in decode_value(after["by_v"], trace)] == [{"v": 10}, {"v": 2}]
+
+
+def test_the_node_budget_is_an_option(record):
+    result = record(PROGRAMS / "values_big.py", options=("--max-nodes", "5"))
+    elements = module_values(result.trace)["big_list"]["elements"]
+    assert len(elements) <= 6 and "more" in elements[-1]["r"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from types import FrameType, TracebackType
 
 from timelapse._version import __version__
-from timelapse.encoder import DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITEMS, DEFAULT_MAX_STRING
+from timelapse.encoder import DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITEMS, DEFAULT_MAX_NODES, DEFAULT_MAX_STRING
 from timelapse.errors import RecorderError, UsageError
 from timelapse.runner import Program, prepare_module, prepare_script, program_traceback, run, set_up_process
 from timelapse.session import MAX_DEPTH_LIMIT, Session
@@ -29,7 +29,9 @@ timelapse record [options] script.py [args ...]
        timelapse check TRACE_DIR"""
 
 #: Recorder options that take a value (needed to find where the program's own arguments start).
-_VALUE_OPTIONS = {"-o", "--out", "--on-recorder-error", "--max-depth", "--max-items", "--max-string"}
+_VALUE_OPTIONS = {
+    "-o", "--out", "--on-recorder-error", "--max-depth", "--max-items", "--max-string", "--max-nodes",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,6 +73,9 @@ def _record_parser() -> _Parser:
                         help=f"elements recorded per container (default {DEFAULT_MAX_ITEMS})")
     parser.add_argument("--max-string", type=_positive, default=DEFAULT_MAX_STRING, metavar="N",
                         help=f"characters recorded per string or bytes (default {DEFAULT_MAX_STRING})")
+    parser.add_argument("--max-nodes", type=_positive, default=DEFAULT_MAX_NODES, metavar="N",
+                        help=f"elements recorded per value, all its containers together (default "
+                             f"{DEFAULT_MAX_NODES}); lower it to record object-heavy programs faster")
     parser.add_argument("--capture-fd", action="store_true",
                         help="also capture output written to file descriptors 1 and 2 directly "
                              "(os.write, C extensions, child processes)")
@@ -165,6 +170,7 @@ def _make_session(record: _RecordCommand) -> Session:
         max_depth=options.max_depth,
         max_items=options.max_items,
         max_string=options.max_string,
+        max_nodes=options.max_nodes,
         capture_io=options.capture_io,
         capture_fd=options.capture_fd,
         exclude_files=(sys.argv[0],) if sys.argv and sys.argv[0] else (),

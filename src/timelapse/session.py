@@ -25,6 +25,7 @@ from timelapse._version import __version__
 from timelapse.encoder import (
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_ITEMS,
+    DEFAULT_MAX_NODES,
     DEFAULT_MAX_STRING,
     ValueEncoder,
 )
@@ -91,6 +92,7 @@ class Session:
         max_depth: int = DEFAULT_MAX_DEPTH,
         max_items: int = DEFAULT_MAX_ITEMS,
         max_string: int = DEFAULT_MAX_STRING,
+        max_nodes: int = DEFAULT_MAX_NODES,
         capture_io: bool = True,
         capture_fd: bool = False,
         exclude_files: tuple[str, ...] = (),
@@ -99,7 +101,8 @@ class Session:
         if on_error not in ("raise", "continue"):
             raise ValueError(f"on_error must be 'raise' or 'continue', not {on_error!r}")
         for name, limit, highest in (("max_depth", max_depth, MAX_DEPTH_LIMIT),
-                                     ("max_items", max_items, None), ("max_string", max_string, None)):
+                                     ("max_items", max_items, None), ("max_string", max_string, None),
+                                     ("max_nodes", max_nodes, None)):
             if type(limit) is not int or limit < 1 or (highest is not None and limit > highest):
                 bound = f"from 1 to {highest}" if highest else "of at least 1"
                 raise ValueError(f"{name} must be a whole number {bound}, not {limit!r}")
@@ -107,7 +110,8 @@ class Session:
         self.program = os.path.abspath(program if program is not None else _guess_program())
         self.args = list(args) if args is not None else sys.argv[1:]
         self.on_error = on_error
-        self.limits = {"max_depth": max_depth, "max_items": max_items, "max_string": max_string}
+        self.limits = {"max_depth": max_depth, "max_items": max_items, "max_string": max_string,
+                       "max_nodes": max_nodes}
         self.exclude_files = exclude_files
         self.capture_io = capture_io
         self.capture_fd = capture_fd and capture_io
