@@ -229,3 +229,18 @@ def test_a_killed_recording_leaves_the_old_trace_as_it_was(record, tmp_path):
     process.wait(timeout=60)
     assert (out / "trace.json").read_bytes() == before
     checked_trace(out)
+
+
+@pytest.mark.parametrize(("tokens", "split"), [
+    (["-qo", "out", "s.py", "-o", "x"], (["-qo", "out"], "s.py", ["-o", "x"])),
+    (["-oout", "s.py", "a"], (["-oout"], "s.py", ["a"])),
+    (["-m", "pkg", "-q"], (["-m", "pkg"], None, ["-q"])),
+    (["-qmpkg", "z"], (["-qmpkg"], None, ["z"])),
+    (["--out", "d", "--quiet", "s.py", "--help"], (["--out", "d", "--quiet"], "s.py", ["--help"])),
+    (["--out=d", "s.py"], (["--out=d"], "s.py", [])),
+    (["--", "-s.py", "a"], ([], "-s.py", ["a"])),
+])
+def test_everything_after_the_program_is_the_programs(tokens, split):
+    from timelapse.cli import _split_record_args
+
+    assert _split_record_args(tokens) == split

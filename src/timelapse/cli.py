@@ -104,12 +104,22 @@ def _split_record_args(tokens: list[str]) -> tuple[list[str], str | None, list[s
             if i + 1 < len(tokens):
                 return tokens[:i], tokens[i + 1], tokens[i + 2:]
             return tokens[:i], None, []
-        if token == "-m":
-            return tokens[: i + 2], None, tokens[i + 2:]
-        if token.startswith("-m") and not token.startswith("--"):
-            return tokens[: i + 1], None, tokens[i + 1:]
-        if token.startswith("-") and token != "-":
+        if token.startswith("--"):
             i += 2 if token in _VALUE_OPTIONS else 1
+            continue
+        if token.startswith("-") and token != "-":
+            # Short options, maybe bundled (-qo DIR, -oDIR, -qm MODULE): the first one that takes a
+            # value takes the rest of the word, or else the next word.
+            for position, letter in enumerate(token[1:], start=2):
+                if letter in "om":
+                    value_follows = position == len(token)
+                    end = i + (2 if value_follows else 1)
+                    if letter == "m":
+                        return tokens[:end], None, tokens[end:]
+                    i = end
+                    break
+            else:
+                i += 1
             continue
         return tokens[:i], token, tokens[i + 1:]
     return tokens, None, []
