@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -32,6 +33,19 @@ def run_python(args: list[str], *, cwd: Path | None = None, input: str | None = 
         [sys.executable, *args], cwd=cwd, input=input, capture_output=True, text=True,
         timeout=timeout, env=env if env is not None else os.environ.copy(),
     )
+
+
+def write_trace_folder(folder: Path, events: list, *, metadata: dict, paths: list | None = None,
+                       stream: bool = True) -> Path:
+    """Write a trace folder by hand; ``trace_paths.json`` defaults to the Path events."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if paths is None:
+        paths = [e["Path"] for e in events if isinstance(e, dict) and "Path" in e]
+    if stream:
+        (folder / "trace.json").write_text(json.dumps(events), encoding="utf-8")
+    (folder / "trace_paths.json").write_text(json.dumps(paths), encoding="utf-8")
+    (folder / "trace_metadata.json").write_text(json.dumps(metadata), encoding="utf-8")
+    return folder
 
 
 def checked_trace(out: Path) -> Trace:

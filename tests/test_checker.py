@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import copy
 import io
-import json
 from pathlib import Path
 
 import pytest
+from conftest import write_trace_folder
 
 from timelapse.checker import LIMIT_PER_RULE, Violation, check_folder, check_trace, run_check
 from timelapse.reader import BIN_MAGIC, Trace, TraceUnreadable
@@ -54,16 +54,8 @@ VALID = [
 
 def write_trace(folder: Path, events, *, paths=None, metadata=None, stream=True) -> Path:
     """Write a trace folder; the side files default to what matches ``events``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if paths is None:
-        paths = [e["Path"] for e in events if isinstance(e, dict) and "Path" in e]
-    if metadata is None:
-        metadata = METADATA
-    if stream:
-        (folder / "trace.json").write_text(json.dumps(events), encoding="utf-8")
-    (folder / "trace_paths.json").write_text(json.dumps(paths), encoding="utf-8")
-    (folder / "trace_metadata.json").write_text(json.dumps(metadata), encoding="utf-8")
-    return folder
+    metadata = METADATA if metadata is None else metadata
+    return write_trace_folder(folder, events, paths=paths, metadata=metadata, stream=stream)
 
 
 def valid():

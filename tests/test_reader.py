@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+from conftest import write_trace_folder
 
 from timelapse.reader import (
     BIN_MAGIC,
@@ -74,12 +75,7 @@ EVENTS = [
 
 
 def write_trace(folder: Path, events=EVENTS, *, metadata=METADATA) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [e["Path"] for e in events if isinstance(e, dict) and "Path" in e]
-    (folder / "trace.json").write_text(json.dumps(events), encoding="utf-8")
-    (folder / "trace_paths.json").write_text(json.dumps(paths), encoding="utf-8")
-    (folder / "trace_metadata.json").write_text(json.dumps(metadata), encoding="utf-8")
-    return folder
+    return write_trace_folder(folder, events, metadata=metadata)
 
 
 def write_bin(folder: Path, events=EVENTS) -> Path:
