@@ -88,25 +88,22 @@ class _Reporter:
         self.before_write: Callable[[], None] | None = None
         self._local = threading.local()
 
-    def report(self, kind: int, stream: str, content: str) -> None:
+    def report(self, kind: int, stream: str, content: str, from_fd: bool = False) -> None:
+        """Tell the recorder, unless this thread is already inside ``on_event`` (its own writes)."""
         local = self._local
         if getattr(local, "busy", False):
             return
         local.busy = True
         try:
-            self.on_event(kind, stream, content)
+            if from_fd:
+                self.on_event(kind, stream, content, from_fd=True)
+            else:
+                self.on_event(kind, stream, content)
         finally:
             local.busy = False
 
     def report_from_fd(self, kind: int, stream: str, content: str) -> None:
-        local = self._local
-        if getattr(local, "busy", False):
-            return
-        local.busy = True
-        try:
-            self.on_event(kind, stream, content, from_fd=True)
-        finally:
-            local.busy = False
+        self.report(kind, stream, content, from_fd=True)
 
     def report_read(self, stream: str, content: str) -> None:
         """A read through a proxy (counted even when empty: ``input()`` needs to know it happened)."""
