@@ -1363,3 +1363,181 @@ def test_encode_json_of_flat_containers_is_the_serialized_record(value):
         encoder = ValueEncoder(Registry(), **limits)
         assert orjson.loads(encoder.encode_json(value)) == orjson.loads(
             orjson.dumps(encoder.encode(value)))
+
+
+# -- encode_json's serialized walk: exactly the bytes of the record walk -------------------------
+
+
+class Node:
+    """Instances get their attributes in any order, any number: shapes vary."""
+
+    def __init__(self, **fields):
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+
+class SlotsAndDict:
+    __slots__ = ("s", "__dict__")
+
+    def __init__(self, s, **fields):
+        self.s = s
+        self.__dict__.update(fields)
+
+
+def _tie_knots(value, knots):
+    """Make shared references and cycles in a generated value (lists and Nodes get refs to others)."""
+    containers = []
+    stack = [value]
+    while stack:
+        x = stack.pop()
+        if type(x) in (list, Node):
+            containers.append(x)
+        if type(x) in (list, tuple):
+            stack.extend(x)
+        elif type(x) is dict:
+            stack.extend(x.values())
+        elif type(x) is Node:
+            stack.extend(vars(x).values())
+    for source, target in knots:
+        if containers:
+            a = containers[source % len(containers)]
+            b = containers[target % len(containers)]
+            if type(a) is list:
+                a.append(b)
+            else:
+                a.knot = b
+    return value
+
+
+graph_values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=5)
+        | st.tuples(inner, inner)
+        | st.dictionaries(hashables, inner, max_size=4)
+        | st.sets(hashables, max_size=3)
+        | st.builds(lambda f: Node(**f), st.dictionaries(st.sampled_from("abcd"), inner, max_size=4))
+        | st.builds(Point, inner, inner)
+        | st.builds(lambda s, f: SlotsAndDict(s, **f), inner,
+                    st.dictionaries(st.sampled_from("xy"), inner, max_size=2))
+        | st.builds(lambda v: collections.deque([v, v]), inner)
+    ),
+    max_leaves=40,
+)
+limit_sets = st.fixed_dictionaries({}, optional={
+    "max_depth": st.integers(1, 6), "max_items": st.integers(1, 4), "max_nodes": st.integers(1, 40),
+    "max_string": st.integers(1, 8),
+})
+
+
+def _same_bytes_both_ways(encoder, value):
+    from timelapse.jsonbytes import to_json
+
+    expected = to_json(encoder.encode(value))      # registers every type first
+    assert encoder.encode_json(value) == expected
+    assert encoder.encode_json(value) == expected  # again, from the caches and shapes
+
+
+@settings(max_examples=400, deadline=None)
+@given(graph_values, st.lists(st.tuples(st.integers(0, 20), st.integers(0, 20)), max_size=3), limit_sets)
+def test_property_serialized_walk_gives_the_records_bytes(value, knots, limits):
+    value = _tie_knots([value], knots)
+    _same_bytes_both_ways(ValueEncoder(Registry(), **limits), value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(graph_values, min_size=2, max_size=4), limit_sets)
+def test_property_serialized_walk_shares_like_the_records_in_a_step(values, limits):
+    import orjson
+
+    shared = Node(a=[1, 2], b=Point(3, 4.5))
+    values = [[shared, v] if i % 2 else {"s": shared, "v": v} for i, v in enumerate(values)]
+    values.append({shared})  # a set: the record walk meets the same object again
+    registry = Registry()
+    registry.strict = False
+    walked, recorded = ValueEncoder(registry, **limits), ValueEncoder(registry, **limits)
+    for v in values:
+        recorded.encode(v)   # both encoders know every type: the same type ids
+    walked.step_memo()
+    recorded.step_memo()
+    assert [walked.encode_json(v) for v in values] == [
+        orjson.dumps(recorded.encode(v)) for v in values]
+
+
+def field_names(record: dict, registry: Registry) -> list[str]:
+    return [f["name"] for f in registry.type_of(record)[2]["fields"]]
+
+
+def test_struct_shapes_follow_each_instance(enc, registry):
+    import orjson
+
+    first, swapped, more, fewer = Node(a=1, b=2), Node(b=2, a=1), Node(a=1, b=2, c=3), Node(a=1)
+    for x in (first, swapped, more, fewer, first):
+        assert orjson.loads(enc.encode_json(x)) == enc.encode(x)
+    record = orjson.loads(enc.encode_json(swapped))
+    assert field_names(record, registry) == ["b", "a"] and texts(record) == [2, 1]
+
+
+class EvilName(str):
+    """A str subclass key whose comparisons fail once armed (the encoder must not call them)."""
+
+    armed = False
+
+    def __eq__(self, other):
+        assert not EvilName.armed, "__eq__ called"
+        return str.__eq__(self, other)
+
+    def __hash__(self):
+        assert not EvilName.armed, "__hash__ called"
+        return str.__hash__(self)
+
+
+def test_odd_attribute_names_after_a_shape_is_known(enc, registry):
+    import orjson
+
+    enc.encode_json(Node(a=1, b=2))     # the shape (a, b) is known
+    odd = Node(a=1, b=2)
+    vars(odd)[7] = "not a str: not shown"
+    evil = Node()
+    vars(evil)[EvilName("a")] = 1
+    vars(evil)["b"] = 2
+    EvilName.armed = True
+    try:
+        check_odd_names(enc, registry, odd, evil)
+    finally:
+        EvilName.armed = False
+
+
+def check_odd_names(enc, registry, *objects):
+    import orjson
+
+    for x in objects:
+        record = orjson.loads(enc.encode_json(x))
+        assert record == enc.encode(x)
+        assert field_names(record, registry) == ["a", "b"] and texts(record) == [1, 2]
+
+
+def test_serialized_walk_beyond_its_recursion_levels(registry):
+    value = Node(a=nested_lists(30), b=[Point(1, 2.0)] * 3)
+    for limits in ({"max_depth": 40}, {"max_depth": 25, "max_nodes": 50}):
+        _same_bytes_both_ways(ValueEncoder(Registry(), **limits), value)
+
+
+def test_serialized_walk_near_the_recursion_limit():
+    from timelapse.jsonbytes import to_json
+
+    enc = ValueEncoder(Registry())
+    value = [Node(a=[Node(b=[Node(c=[1])])]), {"k": Point(1, 2.0)}, nested_lists(DEFAULT_MAX_DEPTH)]
+    expected = to_json(enc.encode(value))
+    results = []
+
+    def dive(n):
+        if n:
+            return dive(n - 1)
+        results.append(enc.encode_json(value))
+
+    depth = len(_stack())
+    for margin in range(10, 60, 5):  # wherever the record walk has room, so has encode_json
+        results.clear()
+        dive(sys.getrecursionlimit() - depth - margin)
+        assert results == [expected], margin

@@ -45,7 +45,7 @@ from itertools import islice, repeat
 from operator import is_
 from typing import Any, Callable
 
-from timelapse.jsonbytes import to_json
+from timelapse.jsonbytes import from_json, to_json
 
 __all__ = [
     "DEFAULT_MAX_DEPTH",
@@ -84,13 +84,17 @@ _ANY = 32
 _I64_MIN = -(2**63)
 _I64_MAX = 2**63 - 1
 _SCALAR_CACHE_SIZE = 4096   # records per scalar cache before it is emptied
-#: Element types whose containers encode_json serializes directly (see _flat_json).
-_FLAT_TYPES = frozenset({int, str, float, bool, type(None)})
+#: Scalars encode_json writes straight to bytes.
+_SCALAR_TYPES = frozenset({int, str, float, bool, type(None)})
 _SHORT_STRING = 64          # strings up to this length have cached records
 _TYPE_CACHE_SIZE = 10000    # classified types (and type ids) kept at most
 _SHAPE_CACHE_SIZE = 256     # struct shapes remembered per type
 _INT_TEXT_BITS = 3000       # ints bigger than this are described, not printed
 _ELLIPSIS = "\u2026"
+# How encode_json serializes a container: straight to bytes (the commonest kinds), or through records.
+_WALK_GENERAL, _WALK_LIST, _WALK_TUPLE, _WALK_DICT, _WALK_OBJECT = range(5)
+#: Container levels serialized by recursion; deeper ones go to the explicit-stack walk.
+_RECURSION_LEVELS = 12
 _TRUNCATED = "<truncated>"  # lang_type of the "... N more" marker
 
 # C-level accessors: calling these never reaches Python code, even when a
@@ -210,6 +214,39 @@ def _exception_message(exc: BaseException, mro: tuple) -> str:
     return "(" + ", ".join(map(_short_repr, args)) + ")"
 
 
+def _named_fields(pairs: Any, total: int) -> tuple[list, list, int]:
+    """The names and values of a Struct's (name, value) pairs, and its field count.
+
+    A name that is a str subclass (a key put in vars() by hand) is shown as the str it
+    stands for; a pair whose name is not a str at all is left out.
+    """
+    names: list = []
+    values: list = []
+    for name, value in pairs:
+        if type(name) is not str:
+            if not issubclass(type(name), str):
+                total -= 1
+                continue
+            name = str.__str__(name)    # exact str: safe to hash
+        names.append(name)
+        values.append(value)
+    return names, values, total
+
+
+def _as_json(record_or_data: dict | bytes) -> bytes:
+    """A step-memo entry as bytes (the memo holds records and serialized values)."""
+    if type(record_or_data) is bytes:
+        return record_or_data
+    return to_json(record_or_data)
+
+
+def _as_record(record_or_data: dict | bytes) -> dict:
+    """A step-memo entry as a record."""
+    if type(record_or_data) is dict:
+        return record_or_data
+    return from_json(record_or_data)
+
+
 def _has_base(mro: tuple, base: type) -> bool:
     """`base in mro` by identity only (`in` could call a metaclass __eq__)."""
     return any(map(is_, mro, repeat(base)))
@@ -289,7 +326,8 @@ class _TypeInfo:
 
     __slots__ = (
         "type", "lang", "handler", "container", "tid", "size", "iterate",
-        "extra", "shapes", "slots", "get_dict", "python_class", "brief", "mro",
+        "extra", "shapes", "slots", "get_dict", "python_class", "brief", "mro", "walk",
+        "json_shape",
     )
 
     def __init__(self, t: type, lang: str) -> None:
@@ -307,6 +345,8 @@ class _TypeInfo:
         self.python_class = False   # defined by a class statement
         self.brief: Callable[[Any], str] | None = None
         self.mro: tuple = ()
+        self.walk = _WALK_GENERAL   # how encode_json serializes it (see _child_json)
+        self.json_shape: tuple | None = None    # (attribute names, Struct prefix) last serialized
 
 
 class ValueEncoder:
@@ -347,6 +387,7 @@ class ValueEncoder:
         self._more_records: dict[int, dict] = {}
         #: Records of the containers met since the program last ran (see step_memo).
         self._memo: dict[int, tuple[object, dict]] | None = None
+        self._child_json, self._values_json = _serialized_walk(self)
 
     def step_memo(self) -> dict:
         """Turn on sharing within a step and return the memo; the caller must clear it every time
@@ -404,44 +445,17 @@ class ValueEncoder:
             return data
         if t is float:
             return self._float_prefix + float.__repr__(value).encode() + b'"}'
-        if t is list or t is tuple or t is dict:
-            data = self._flat_json(value, t)
-            if data is not None:
-                return data
-        elif value is None or t is bool:
+        if value is None or t is bool:
             data = self._const_json.get(value)
             if data is None:
                 data = self._const_json[value] = to_json(self.encode(value))
             return data
+        info = self._infos.get(id(t))
+        if info is None or info.type is not t:
+            info = self._classify(t)
+        if info.walk:
+            return self._tree_json(value, info)
         return to_json(self.encode(value))
-
-    def _flat_json(self, value: Any, t: type) -> bytes | None:
-        """A list, tuple or dict of scalars, serialized straight from the scalars' bytes; None if it
-        holds anything else or is over a limit (then the general path encodes it)."""
-        # Hot path: small dicts and lists of numbers and strings are the commonest containers.
-        n = len(value)  # exact built-in types: C-level len
-        if n > self.max_items or 3 * n + 1 > self.max_nodes or self.max_depth < 3:
-            return None
-        flat = _FLAT_TYPES
-        encode_json = self.encode_json
-        parts = []
-        append = parts.append
-        try:
-            if t is dict:
-                pair = self._prefix(tuple)
-                for k, v in dict.items(value):
-                    if type(k) not in flat or type(v) not in flat:
-                        return None
-                    append(b"%b%b,%b]}" % (pair, encode_json(k), encode_json(v)))
-            else:
-                for x in value:  # exact list/tuple: C-level iteration
-                    if type(x) not in flat:
-                        return None
-                    append(encode_json(x))
-        except RuntimeError:  # changed size during iteration (another thread): the careful path
-            return None
-        end = b"]}" if t is tuple else b'],"is_slice":false}'
-        return self._prefix(t) + b",".join(parts) + end
 
     def _prefix(self, t: type) -> bytes:
         """``{"kind":K,"type_id":T,"elements":[`` of an empty value of type t."""
@@ -522,16 +536,23 @@ class ValueEncoder:
         except Exception as exc:
             return self._error(info.lang, exc)
 
-    def _encode_tree(self, value: object, info: _TypeInfo) -> dict:
-        """Encode a container without recursion: an explicit stack of frames."""
+    def _encode_tree(
+        self, value: object, info: _TypeInfo, depth: int = 1, state: list | None = None,
+        active: set | None = None,
+    ) -> dict:
+        """Encode a container without recursion: an explicit stack of frames.
+
+        `depth`, `state` and `active` continue a walk begun by _child_json.
+        """
         memo = self._memo
         if memo is not None:
             seen = memo.get(id(value))
             if seen is not None and seen[0] is value:
-                return seen[1]
-        state = [self.max_nodes]   # elements left in this value's budget
+                return _as_record(seen[1])
+        if state is None:
+            state = [self.max_nodes]   # elements left in this value's budget
         try:
-            result = info.handler(value, info, 1, state)
+            result = info.handler(value, info, depth, state)
         except Exception as exc:
             return self._error(info.lang, exc)
         if type(result) is dict:
@@ -541,8 +562,10 @@ class ValueEncoder:
         record, pending, finish = result
         if memo is not None:
             memo[id(value)] = (value, record)
-        active = {id(value)}       # containers on the current path: cycles
-        stack = [(iter(pending), 1, id(value), finish)]
+        if active is None:
+            active = set()         # containers on the current path: cycles
+        active.add(id(value))
+        stack = [(iter(pending), depth, id(value), finish)]
         expand = self._expand
         while stack:
             it, depth, key, finish = stack[-1]
@@ -554,7 +577,7 @@ class ValueEncoder:
                 if memo is not None:
                     seen = memo.get(x_key)
                     if seen is not None and seen[0] is x:
-                        target[slot] = seen[1]  # the same object, met again in this step
+                        target[slot] = _as_record(seen[1])  # the same object, met again in this step
                         continue
                 result = expand(x, depth + 1, state)
                 if type(result) is dict:
@@ -604,6 +627,53 @@ class ValueEncoder:
         state[0] = left - n
         return n
 
+    # -- the serialized walk ---------------------------------------------------
+
+    def _tree_json(self, value: object, info: _TypeInfo) -> bytes:
+        """encode_json of a container whose type has a serialized walk.  Never raises."""
+        try:
+            return self._child_json(value, 0, [self.max_nodes], set())
+        except RecursionError:  # the program is close to its recursion limit: walk without recursion
+            return to_json(self.encode(value))
+        except Exception as exc:
+            try:
+                return to_json(self._error(info.lang, exc))
+            except Exception:
+                return to_json(_FALLBACK_ERROR)
+
+    def _dict_json(self, x: dict, depth: int, state: list, active: set) -> bytes:
+        """An exact dict, as _mapping_record makes it."""
+        total = len(x)
+        n = self._reserve(total, state)
+        items = dict.items(x) if n == total else islice(dict.items(x), n)
+        encode_json, child_json = self.encode_json, self._child_json
+        pair = self._prefix(tuple)
+        parts = []
+        for k, v in items:
+            key = encode_json(k) if type(k) in _SCALAR_TYPES else child_json(k, depth, state, active)
+            value = encode_json(v) if type(v) in _SCALAR_TYPES else child_json(v, depth, state, active)
+            parts.append(b"%b%b,%b]}" % (pair, key, value))
+        if n < total:
+            parts.append(to_json(self._more(total - n)))
+        return self._prefix(dict) + b",".join(parts) + b'],"is_slice":false}'
+
+    def _object_json(self, x: Any, info: _TypeInfo, depth: int, state: list, active: set) -> bytes:
+        """An instance with attributes, as _expand_object and _struct_record make it."""
+        pairs, total = self._attributes(x, info, 0, state)
+        if total == 0 and not info.python_class:
+            return to_json(self._leaf_opaque(x, info, self._type_id(_RAW, info.lang)))
+        names, values, total = _named_fields(pairs, total)
+        parts = self._values_json(values, depth, state, active)
+        cut = total > len(parts)
+        if cut:
+            names.append(_ELLIPSIS)
+            parts.append(to_json(self._more(total - len(parts))))
+        names = tuple(names)
+        prefix = b'{"kind":"Struct","type_id":%d,"field_values":[' % self._shape_tid(info, names)
+        if names and not cut and not info.slots:
+            info.json_shape = (names, prefix)   # the shortcut in _serialized_walk
+        return prefix + b",".join(parts) + b"]}"
+
     # -- types --------------------------------------------------------------
 
     def _type_id(self, kind: int, lang_type: str, fields: tuple | None = None) -> int:
@@ -644,6 +714,7 @@ class ValueEncoder:
             self._setup(info)
         except Exception:
             info.container = False
+            info.walk = _WALK_GENERAL
             info.handler = self._leaf_opaque
             info.tid = self._type_id(_RAW, info.lang)
         infos = self._infos
@@ -707,6 +778,8 @@ class ValueEncoder:
         info.extra = "Tuple" if kind == _TUPLE else "Sequence"
         if info.type is base:
             info.size, info.iterate = len, iter
+            if base is list or base is tuple:
+                info.walk = _WALK_LIST if base is list else _WALK_TUPLE
         else:
             info.size, info.iterate = base.__len__, base.__iter__
         if base is range:
@@ -749,6 +822,8 @@ class ValueEncoder:
             items = dict.items
         info.size = len if info.type is base else dict.__len__
         info.iterate = items
+        if info.type is dict:
+            info.walk = _WALK_DICT
 
     def _setup_mappingproxy(self, info: _TypeInfo, base: type) -> None:
         info.container = True
@@ -778,6 +853,7 @@ class ValueEncoder:
             return self._setup_leaf(info, _RAW, self._leaf_opaque)
         info.container = True
         info.handler = self._expand_object
+        info.walk = _WALK_OBJECT
 
     def _setup_attributes(self, info: _TypeInfo) -> None:
         """Find the C-level descriptors that give an instance's attributes."""
@@ -998,35 +1074,12 @@ class ValueEncoder:
 
     def _struct_record(self, info: _TypeInfo, pairs: Any, total: int) -> Any:
         """A Struct of the (name, value) pairs: its type lists the names."""
-        # Hot path: every object with attributes goes through this loop.
-        ints, strs, floats, child = self._ints, self._strs, self._floats, self._child
-        names: list = []
-        field_values: list = []
-        pending = None
-        for name, value in pairs:
-            if type(name) is not str:   # a key put in vars() by hand
-                if not issubclass(type(name), str):
-                    total -= 1
-                    continue
-                name = str.__str__(name)    # exact str: safe to hash
-            t = type(value)
-            record = (ints.get(value) if t is int else strs.get(value) if t is str
-                      else floats.get(value) if t is float else None)
-            if record is None:
-                record = child(value)
-                if record is None:
-                    if pending is None:
-                        pending = []
-                    pending.append((field_values, len(field_values), value))
-            names.append(name)
-            field_values.append(record)
+        names, values, total = _named_fields(pairs, total)
+        field_values, pending = self._items(values)
         if total > len(field_values):
             names.append(_ELLIPSIS)
             field_values.append(self._more(total - len(field_values)))
-        names = tuple(names)
-        tid = info.shapes.get(names) if info.shapes is not None else None
-        if tid is None:
-            tid = self._shape_tid(info, names)
+        tid = self._shape_tid(info, tuple(names))
         record = {"kind": "Struct", "type_id": tid, "field_values": field_values}
         return (record, pending, None) if pending else record
 
@@ -1287,6 +1340,114 @@ class ValueEncoder:
     def _error(self, lang: str, exc: BaseException) -> dict:
         msg = f"cannot capture {lang}: {_describe_exception(exc)}"
         return {"kind": "Error", "type_id": self._type_id(_ERROR, lang), "msg": sanitize_text(msg)}
+
+
+def _serialized_walk(enc: ValueEncoder) -> tuple[Callable, Callable]:
+    """encode_json's walk of containers, straight to bytes: (child_json, values_json).
+
+    encode_json writes the commonest containers (exact lists, tuples and dicts, and
+    instances of classes) straight to bytes, by recursion, without making records:
+    about twice as fast as to_json(encode(x)) on object graphs.  It must give
+    exactly what to_json(encode(x)) gives (a property test holds it to that), so it
+    follows the record walk rule for rule: the budget is charged in the same
+    depth-first order, and depth, cycles, the step memo and errors are handled the
+    same way.  Other containers, and levels deeper than _RECURSION_LEVELS, are
+    handed to _encode_tree with the walk's state.
+    """
+    # Hot path: closures, so that the caches are free variables, not attribute lookups.
+    infos, int_get, str_get = enc._infos, enc._int_json.get, enc._str_json.get
+    scalar_types = _SCALAR_TYPES
+    encode_json, classify, reserve = enc.encode_json, enc._classify, enc._reserve
+    object_json, dict_json, prefix_of = enc._object_json, enc._dict_json, enc._prefix
+
+    def values_json(values: Any, depth: int, state: list, active: set) -> list[bytes]:
+        """The bytes of each value, elements of a container at `depth`."""
+        return [
+            (int_get(x) or encode_json(x)) if type(x) is int
+            else (str_get(x) or encode_json(x)) if type(x) is str
+            else encode_json(x) if type(x) in scalar_types
+            else child_json(x, depth, state, active)
+            for x in values
+        ]
+
+    def child_json(x: Any, depth: int, state: list, active: set) -> bytes:
+        """The bytes of an element of a container at `depth` (0: the value itself).
+
+        As _child does for a leaf, and _encode_tree's loop and _expand for a container.
+        """
+        t = type(x)
+        info = infos.get(id(t))
+        if info is None or info.type is not t:
+            info = classify(t)
+        if not info.container:
+            try:
+                return to_json(info.handler(x, info))
+            except RecursionError:
+                raise   # to _tree_json
+            except Exception as exc:
+                return to_json(enc._error(info.lang, exc))
+        key = id(x)
+        if key in active:
+            return to_json(enc._cycle(x))
+        memo = enc._memo
+        if memo is not None:
+            seen = memo.get(key)
+            if seen is not None and seen[0] is x:
+                return _as_json(seen[1])
+        depth += 1
+        walk = info.walk
+        if depth > enc.max_depth:
+            try:
+                data = to_json(enc._summary(x, info))
+            except Exception as exc:
+                data = to_json(enc._error(info.lang, exc))
+        elif not walk or depth > _RECURSION_LEVELS:
+            return to_json(enc._encode_tree(x, info, depth, state, active))
+        else:
+            active.add(key)
+            try:
+                if walk is _WALK_OBJECT:
+                    data = None
+                    shape = info.json_shape
+                    if shape is not None:
+                        # Most instances have the attributes of the last one serialized, the
+                        # same name objects in the same order: they reuse its Struct prefix.
+                        try:
+                            d = info.get_dict(x)
+                        except AttributeError:
+                            d = None
+                        if type(d) is dict:
+                            names = shape[0]
+                            n = len(d)
+                            left = state[0]
+                            if (n == len(names) and n <= left and n <= enc.max_items
+                                    and all(map(is_, d, names))):
+                                state[0] = left - n
+                                parts = values_json(dict.values(d), depth, state, active)
+                                data = shape[1] + b",".join(parts) + b"]}"
+                    if data is None:
+                        data = object_json(x, info, depth, state, active)
+                elif walk is _WALK_DICT:
+                    data = dict_json(x, depth, state, active)
+                else:
+                    total = len(x)  # exact list or tuple: C-level len
+                    n = reserve(total, state)
+                    parts = values_json(x if n == total else x[:n], depth, state, active)
+                    if n < total:
+                        parts.append(to_json(enc._more(total - n)))
+                    end = b"]}" if walk is _WALK_TUPLE else b'],"is_slice":false}'
+                    data = prefix_of(t) + b",".join(parts) + end
+            except RecursionError:
+                active.discard(key)
+                raise   # to _tree_json
+            except Exception as exc:
+                data = to_json(enc._error(info.lang, exc))
+            active.discard(key)
+        if memo is not None:
+            memo[key] = (x, data)
+        return data
+
+    return child_json, values_json
 
 
 def _function_name(f: types.FunctionType) -> str:
