@@ -1343,6 +1343,16 @@ def test_encode_json_is_the_serialized_record(value):
             orjson.dumps(encoder.encode(value)))
 
 
+def test_encode_json_caches_never_mix_equal_values():
+    import orjson
+
+    enc = ValueEncoder(Registry())
+    values = [0.0, -0.0, 1, 1.0, True, float("nan"), 2.5, -0.0, 0.0, 1.0, 1, True]
+    for _ in range(2):
+        assert [orjson.loads(enc.encode_json(v)) for v in values] == [enc.encode(v) for v in values]
+    assert orjson.loads(enc.encode_json(-0.0))["f"] == "-0.0"
+
+
 def test_encode_json_keeps_lone_surrogates_out():
     data = ValueEncoder(Registry()).encode_json("a\udc80b")
     assert data.decode("utf-8").count("\ufffd") == 1

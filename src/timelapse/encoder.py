@@ -377,9 +377,10 @@ class ValueEncoder:
         self._ints: dict[int, dict] = {}
         self._strs: dict[str, dict] = {}
         self._floats: dict[float, dict] = {}
-        # encode_json's caches: the serialized records of ints and short strings, by value.
+        # encode_json's caches: the serialized records of ints, floats and short strings, by value.
         self._int_json: dict[int, bytes] = {}
         self._str_json: dict[str, bytes] = {}
+        self._float_json: dict[float, bytes] = {}
         self._int_prefix_bytes = b""
         self._float_prefix_bytes = b""
         self._const_json: dict[object, bytes] = {}   # None, True, False
@@ -444,7 +445,15 @@ class ValueEncoder:
                     cache[value] = data
             return data
         if t is float:
-            return self._float_prefix + float.__repr__(value).encode() + b'"}'
+            data = self._float_json.get(value)
+            if data is None:
+                data = self._float_prefix + float.__repr__(value).encode() + b'"}'
+                if value == value and value != 0.0:  # nan never hits, -0.0 == 0.0 would alias
+                    cache = self._float_json
+                    if len(cache) >= _SCALAR_CACHE_SIZE:
+                        cache.clear()
+                    cache[value] = data
+            return data
         if value is None or t is bool:
             data = self._const_json.get(value)
             if data is None:
@@ -640,22 +649,6 @@ class ValueEncoder:
                 return to_json(self._error(info.lang, exc))
             except Exception:
                 return to_json(_FALLBACK_ERROR)
-
-    def _dict_json(self, x: dict, depth: int, state: list, active: set) -> bytes:
-        """An exact dict, as _mapping_record makes it."""
-        total = len(x)
-        n = self._reserve(total, state)
-        items = dict.items(x) if n == total else islice(dict.items(x), n)
-        encode_json, child_json = self.encode_json, self._child_json
-        pair = self._prefix(tuple)
-        parts = []
-        for k, v in items:
-            key = encode_json(k) if type(k) in _SCALAR_TYPES else child_json(k, depth, state, active)
-            value = encode_json(v) if type(v) in _SCALAR_TYPES else child_json(v, depth, state, active)
-            parts.append(b"%b%b,%b]}" % (pair, key, value))
-        if n < total:
-            parts.append(to_json(self._more(total - n)))
-        return self._prefix(dict) + b",".join(parts) + b'],"is_slice":false}'
 
     def _object_json(self, x: Any, info: _TypeInfo, depth: int, state: list, active: set) -> bytes:
         """An instance with attributes, as _expand_object and _struct_record make it."""
@@ -1358,7 +1351,7 @@ def _serialized_walk(enc: ValueEncoder) -> tuple[Callable, Callable]:
     infos, int_get, str_get = enc._infos, enc._int_json.get, enc._str_json.get
     scalar_types = _SCALAR_TYPES
     encode_json, classify, reserve = enc.encode_json, enc._classify, enc._reserve
-    object_json, dict_json, prefix_of = enc._object_json, enc._dict_json, enc._prefix
+    object_json, prefix_of, prefixes = enc._object_json, enc._prefix, enc._prefixes
 
     def values_json(values: Any, depth: int, state: list, active: set) -> list[bytes]:
         """The bytes of each value, elements of a container at `depth`."""
@@ -1369,6 +1362,32 @@ def _serialized_walk(enc: ValueEncoder) -> tuple[Callable, Callable]:
             else child_json(x, depth, state, active)
             for x in values
         ]
+
+    def dict_json(x: dict, depth: int, state: list, active: set) -> bytes:
+        """An exact dict, as _mapping_record makes it: entries are (key, value) Tuples."""
+        total = len(x)
+        n = reserve(total, state)
+        pair = prefixes.get(tuple) or prefix_of(tuple)
+        entries = [
+            ((int_get(k) or encode_json(k)) if type(k) is int
+             else (str_get(k) or encode_json(k)) if type(k) is str
+             else encode_json(k) if type(k) in scalar_types
+             else child_json(k, depth, state, active))
+            + b","
+            + ((int_get(v) or encode_json(v)) if type(v) is int
+               else (str_get(v) or encode_json(v)) if type(v) is str
+               else encode_json(v) if type(v) in scalar_types
+               else child_json(v, depth, state, active))
+            for k, v in (dict.items(x) if n == total else islice(dict.items(x), n))
+        ]
+        head = prefixes.get(dict) or prefix_of(dict)
+        if not entries:
+            body = b""
+        else:
+            body = pair + (b"]}," + pair).join(entries) + b"]}"
+        if n < total:
+            body = (body + b"," if body else b"") + to_json(enc._more(total - n))
+        return head + body + b'],"is_slice":false}'
 
     def child_json(x: Any, depth: int, state: list, active: set) -> bytes:
         """The bytes of an element of a container at `depth` (0: the value itself).
@@ -1436,7 +1455,7 @@ def _serialized_walk(enc: ValueEncoder) -> tuple[Callable, Callable]:
                     if n < total:
                         parts.append(to_json(enc._more(total - n)))
                     end = b"]}" if walk is _WALK_TUPLE else b'],"is_slice":false}'
-                    data = prefix_of(t) + b",".join(parts) + end
+                    data = (prefixes.get(t) or prefix_of(t)) + b",".join(parts) + end
             except RecursionError:
                 active.discard(key)
                 raise   # to _tree_json
