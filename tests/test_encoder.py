@@ -830,6 +830,25 @@ def test_metaclass_hooks_are_not_called(enc, registry):
     assert registry.lang(record) == f"{__name__}.Tricky"
 
 
+def test_encode_json_runs_no_user_code_either(enc, registry, capsys):
+    import orjson
+
+    spy = Spy()
+    odd = Plain()
+    vars(odd)[1] = "skipped"
+    values = [spy, [spy], {spy: spy}, {"k": [spy, Spy()]}, Node(s=spy, t=Tricky()), Tricky(),
+              [Tricky(), Tricky], (TrickyError("x"),), {1: TrickyError()}, Node(m=Tricky),
+              [Shadow(), DictProperty(), odd]]
+    expected = [enc.encode(value) for value in values]  # also registers the types
+    Spy.calls.clear()
+    RecordingMeta.calls.clear()
+    for _ in range(2):  # the second time through the caches and struct shapes
+        assert [orjson.loads(enc.encode_json(value)) for value in values] == expected
+    assert Spy.calls == [] and RecordingMeta.calls == []
+    assert capsys.readouterr().out == ""
+    assert object.__getattribute__(spy, "state") == 0
+
+
 class Shadow:
     @property
     def value(self):
@@ -1223,15 +1242,20 @@ scalars = (
 )
 hashables = st.recursive(scalars, lambda inner: st.tuples(inner, inner) | st.frozensets(inner, max_size=4),
                          max_leaves=8)
-values = st.recursive(
-    hashables,
-    lambda inner: (
+
+
+def builtin_containers(inner: st.SearchStrategy) -> st.SearchStrategy:
+    return (
         st.lists(inner, max_size=5)
         | st.tuples(inner, inner)
         | st.dictionaries(hashables, inner, max_size=5)
         | st.sets(hashables, max_size=5)
-        | st.frozensets(hashables, max_size=5)
-    ),
+    )
+
+
+values = st.recursive(
+    hashables,
+    lambda inner: builtin_containers(inner) | st.frozensets(hashables, max_size=5),
     max_leaves=30,
 )
 
@@ -1422,10 +1446,7 @@ def _tie_knots(value, knots):
 graph_values = st.recursive(
     scalars,
     lambda inner: (
-        st.lists(inner, max_size=5)
-        | st.tuples(inner, inner)
-        | st.dictionaries(hashables, inner, max_size=4)
-        | st.sets(hashables, max_size=3)
+        builtin_containers(inner)
         | st.builds(lambda f: Node(**f), st.dictionaries(st.sampled_from("abcd"), inner, max_size=4))
         | st.builds(Point, inner, inner)
         | st.builds(lambda s, f: SlotsAndDict(s, **f), inner,
@@ -1472,10 +1493,6 @@ def test_property_serialized_walk_shares_like_the_records_in_a_step(values, limi
     recorded.step_memo()
     assert [walked.encode_json(v) for v in values] == [
         orjson.dumps(recorded.encode(v)) for v in values]
-
-
-def field_names(record: dict, registry: Registry) -> list[str]:
-    return [f["name"] for f in registry.type_of(record)[2]["fields"]]
 
 
 def test_struct_shapes_follow_each_instance(enc, registry):
@@ -1551,3 +1568,25 @@ def test_serialized_walk_near_the_recursion_limit():
         results.clear()
         dive(sys.getrecursionlimit() - depth - margin)
         assert results == [expected], margin
+
+
+def test_serialized_walk_near_the_recursion_limit_leaves_no_wrong_cache_entries():
+    from timelapse.jsonbytes import to_json
+
+    def make(text, flag):
+        return Node(a=Node(b=Node(c=Node(d=[7, 2.5, text, flag, None, (1,), {"k": 1}]))))
+
+    depth = len(_stack())
+
+    def dive(n, f):
+        return dive(n - 1, f) if n else f()
+
+    for margin in range(3, 60):
+        enc = ValueEncoder(Registry())
+        value = make("hello", True)
+        try:
+            dive(sys.getrecursionlimit() - depth - margin, lambda: enc.encode_json(value))
+        except RecursionError:
+            continue    # the call itself did not fit: nothing to check
+        for v in (value, "hello", True, None, 7, 2.5, [1], (1,), {"k": 1}):
+            assert enc.encode_json(v) == to_json(enc.encode(v)), (margin, v)

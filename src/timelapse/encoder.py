@@ -84,8 +84,6 @@ _ANY = 32
 _I64_MIN = -(2**63)
 _I64_MAX = 2**63 - 1
 _SCALAR_CACHE_SIZE = 4096   # records per scalar cache before it is emptied
-#: Scalars encode_json writes straight to bytes.
-_SCALAR_TYPES = frozenset({int, str, float, bool, type(None)})
 _SHORT_STRING = 64          # strings up to this length have cached records
 _TYPE_CACHE_SIZE = 10000    # classified types (and type ids) kept at most
 _SHAPE_CACHE_SIZE = 256     # struct shapes remembered per type
@@ -345,8 +343,10 @@ class _TypeInfo:
         self.python_class = False   # defined by a class statement
         self.brief: Callable[[Any], str] | None = None
         self.mro: tuple = ()
-        self.walk = _WALK_GENERAL   # how encode_json serializes it (see _child_json)
-        self.json_shape: tuple | None = None    # (attribute names, Struct prefix) last serialized
+        self.walk = _WALK_GENERAL   # how encode_json serializes it (see _serialized_walk)
+        #: (attribute names, Struct prefix) of the last instance _object_json serialized whose
+        #: fields were exactly its __dict__ (no slots, nothing cut): the shortcut in child_json.
+        self.json_shape: tuple | None = None
 
 
 class ValueEncoder:
@@ -386,8 +386,9 @@ class ValueEncoder:
         self._const_json: dict[object, bytes] = {}   # None, True, False
         self._prefixes: dict[type, bytes] = {}
         self._more_records: dict[int, dict] = {}
-        #: Records of the containers met since the program last ran (see step_memo).
-        self._memo: dict[int, tuple[object, dict]] | None = None
+        #: The containers met since the program last ran, by id: (object, its record or its
+        #: serialized record) -- see step_memo.
+        self._memo: dict[int, tuple[object, dict | bytes]] | None = None
         self._child_json, self._values_json = _serialized_walk(self)
 
     def step_memo(self) -> dict:
@@ -401,19 +402,17 @@ class ValueEncoder:
             self._memo = {}
         return self._memo
 
-    @property
-    def _int_prefix(self) -> bytes:
-        """``{"kind":"Int","type_id":T,"i":`` — the int type is registered on first use."""
-        if not self._int_prefix_bytes:
-            self._int_prefix_bytes = b'{"kind":"Int","type_id":%d,"i":' % self.encode(0)["type_id"]
-        return self._int_prefix_bytes
-
-    @property
-    def _float_prefix(self) -> bytes:
-        if not self._float_prefix_bytes:
-            type_id = self.encode(0.5)["type_id"]
-            self._float_prefix_bytes = b'{"kind":"Float","type_id":%d,"f":"' % type_id
-        return self._float_prefix_bytes
+    def _scalar_prefix(self, t: type) -> bytes:
+        """``{"kind":"Int","type_id":T,"i":`` (int) or ``{"kind":"Float","type_id":T,"f":"`` (float);
+        b"" while the type cannot be classified (too close to the recursion limit)."""
+        info = self._info(t)
+        if info.handler == self._leaf_opaque:
+            return b""
+        if t is int:
+            prefix = self._int_prefix_bytes = b'{"kind":"Int","type_id":%d,"i":' % info.tid
+        else:
+            prefix = self._float_prefix_bytes = b'{"kind":"Float","type_id":%d,"f":"' % info.tid
+        return prefix
 
     # -- public API ---------------------------------------------------------
 
@@ -425,8 +424,9 @@ class ValueEncoder:
         if t is int:
             data = self._int_json.get(value)
             if data is None:
-                if _I64_MIN <= value <= _I64_MAX:
-                    data = self._int_prefix + b"%d}" % value
+                prefix = self._int_prefix_bytes or self._scalar_prefix(int)
+                if prefix and _I64_MIN <= value <= _I64_MAX:
+                    data = prefix + b"%d}" % value
                     cache = self._int_json
                     if len(cache) >= _SCALAR_CACHE_SIZE:
                         cache.clear()
@@ -437,8 +437,9 @@ class ValueEncoder:
         if t is str:
             data = self._str_json.get(value)
             if data is None:
-                data = to_json(self.encode(value))
-                if len(value) <= _SHORT_STRING:
+                record = self.encode(value)
+                data = to_json(record)
+                if len(value) <= _SHORT_STRING and record["kind"] == "String":
                     cache = self._str_json
                     if len(cache) >= _SCALAR_CACHE_SIZE:
                         cache.clear()
@@ -447,7 +448,10 @@ class ValueEncoder:
         if t is float:
             data = self._float_json.get(value)
             if data is None:
-                data = self._float_prefix + float.__repr__(value).encode() + b'"}'
+                prefix = self._float_prefix_bytes or self._scalar_prefix(float)
+                if not prefix:
+                    return to_json(self.encode(value))
+                data = prefix + float.__repr__(value).encode() + b'"}'
                 if value == value and value != 0.0:  # nan never hits, -0.0 == 0.0 would alias
                     cache = self._float_json
                     if len(cache) >= _SCALAR_CACHE_SIZE:
@@ -457,21 +461,29 @@ class ValueEncoder:
         if value is None or t is bool:
             data = self._const_json.get(value)
             if data is None:
-                data = self._const_json[value] = to_json(self.encode(value))
+                record = self.encode(value)
+                data = to_json(record)
+                if record["kind"] in ("None", "Bool"):  # not a stand-in made near the recursion limit
+                    self._const_json[value] = data
             return data
         info = self._infos.get(id(t))
         if info is None or info.type is not t:
             info = self._classify(t)
-        if info.walk:
-            return self._tree_json(value, info)
+        if info.walk != _WALK_GENERAL:
+            data = self._tree_json(value, info)
+            if data is not None:
+                return data
         return to_json(self.encode(value))
 
     def _prefix(self, t: type) -> bytes:
-        """``{"kind":K,"type_id":T,"elements":[`` of an empty value of type t."""
+        """``{"kind":K,"type_id":T,"elements":[`` of an exact list, tuple or dict."""
         prefix = self._prefixes.get(t)
         if prefix is None:
-            empty = to_json(self.encode(t()))
-            prefix = self._prefixes[t] = empty[: empty.index(b"[") + 1]
+            info = self._info(t)
+            kind = b"Tuple" if t is tuple else b"Sequence"
+            prefix = b'{"kind":"%b","type_id":%d,"elements":[' % (kind, info.tid)
+            if info.walk:   # classified (not an opaque stand-in): keep it
+                self._prefixes[t] = prefix
         return prefix
 
     def encode(self, value: object) -> dict:
@@ -563,7 +575,7 @@ class ValueEncoder:
         try:
             result = info.handler(value, info, depth, state)
         except Exception as exc:
-            return self._error(info.lang, exc)
+            result = self._error(info.lang, exc)
         if type(result) is dict:
             if memo is not None:
                 memo[id(value)] = (value, result)
@@ -638,12 +650,18 @@ class ValueEncoder:
 
     # -- the serialized walk ---------------------------------------------------
 
-    def _tree_json(self, value: object, info: _TypeInfo) -> bytes:
-        """encode_json of a container whose type has a serialized walk.  Never raises."""
+    def _tree_json(self, value: object, info: _TypeInfo) -> bytes | None:
+        """encode_json of a container whose type has a serialized walk; None if the program is too
+        close to its recursion limit for this walk (then encode() makes it).  Never raises."""
+        memo = self._memo
+        mark = len(memo) if memo is not None else 0
         try:
             return self._child_json(value, 0, [self.max_nodes], set())
         except RecursionError:  # the program is close to its recursion limit: walk without recursion
-            return to_json(self.encode(value))
+            if memo is not None and len(memo) > mark:   # forget this walk's entries (dicts keep order)
+                for key in list(islice(memo, mark, None)):
+                    del memo[key]
+            return None
         except Exception as exc:
             try:
                 return to_json(self._error(info.lang, exc))
@@ -705,11 +723,13 @@ class ValueEncoder:
         info = _TypeInfo(t, _type_name(t))
         try:
             self._setup(info)
-        except Exception:
+        except Exception as exc:
             info.container = False
             info.walk = _WALK_GENERAL
             info.handler = self._leaf_opaque
             info.tid = self._type_id(_RAW, info.lang)
+            if isinstance(exc, RecursionError):
+                return info     # not kept: classified again once there is room
         infos = self._infos
         if len(infos) >= _TYPE_CACHE_SIZE:
             infos.clear()
@@ -1349,16 +1369,17 @@ def _serialized_walk(enc: ValueEncoder) -> tuple[Callable, Callable]:
     """
     # Hot path: closures, so that the caches are free variables, not attribute lookups.
     infos, int_get, str_get = enc._infos, enc._int_json.get, enc._str_json.get
-    scalar_types = _SCALAR_TYPES
     encode_json, classify, reserve = enc.encode_json, enc._classify, enc._reserve
     object_json, prefix_of, prefixes = enc._object_json, enc._prefix, enc._prefixes
 
     def values_json(values: Any, depth: int, state: list, active: set) -> list[bytes]:
         """The bytes of each value, elements of a container at `depth`."""
+        # Types are compared by identity: `type(x) in some_set` would hash the class, which
+        # could run a metaclass __hash__.
         return [
-            (int_get(x) or encode_json(x)) if type(x) is int
-            else (str_get(x) or encode_json(x)) if type(x) is str
-            else encode_json(x) if type(x) in scalar_types
+            (int_get(x) or encode_json(x)) if (t := type(x)) is int
+            else (str_get(x) or encode_json(x)) if t is str
+            else encode_json(x) if t is float or t is bool or x is None
             else child_json(x, depth, state, active)
             for x in values
         ]
@@ -1368,17 +1389,19 @@ def _serialized_walk(enc: ValueEncoder) -> tuple[Callable, Callable]:
         total = len(x)
         n = reserve(total, state)
         pair = prefixes.get(tuple) or prefix_of(tuple)
+        # Iterated as _mapping_record does: another thread changing its size meanwhile makes it an Error.
+        items = dict.items(x) if n == total else islice(dict.items(x), n)
         entries = [
-            ((int_get(k) or encode_json(k)) if type(k) is int
-             else (str_get(k) or encode_json(k)) if type(k) is str
-             else encode_json(k) if type(k) in scalar_types
+            ((int_get(k) or encode_json(k)) if (t := type(k)) is int
+             else (str_get(k) or encode_json(k)) if t is str
+             else encode_json(k) if t is float or t is bool or k is None
              else child_json(k, depth, state, active))
             + b","
-            + ((int_get(v) or encode_json(v)) if type(v) is int
-               else (str_get(v) or encode_json(v)) if type(v) is str
-               else encode_json(v) if type(v) in scalar_types
+            + ((int_get(v) or encode_json(v)) if (t := type(v)) is int
+               else (str_get(v) or encode_json(v)) if t is str
+               else encode_json(v) if t is float or t is bool or v is None
                else child_json(v, depth, state, active))
-            for k, v in (dict.items(x) if n == total else islice(dict.items(x), n))
+            for k, v in items
         ]
         head = prefixes.get(dict) or prefix_of(dict)
         if not entries:
@@ -1425,7 +1448,7 @@ def _serialized_walk(enc: ValueEncoder) -> tuple[Callable, Callable]:
         else:
             active.add(key)
             try:
-                if walk is _WALK_OBJECT:
+                if walk == _WALK_OBJECT:
                     data = None
                     shape = info.json_shape
                     if shape is not None:
@@ -1437,24 +1460,27 @@ def _serialized_walk(enc: ValueEncoder) -> tuple[Callable, Callable]:
                             d = None
                         if type(d) is dict:
                             names = shape[0]
-                            n = len(d)
+                            values = list(dict.values(d))   # one C call: no thread runs between
+                            n = len(values)
                             left = state[0]
                             if (n == len(names) and n <= left and n <= enc.max_items
                                     and all(map(is_, d, names))):
                                 state[0] = left - n
-                                parts = values_json(dict.values(d), depth, state, active)
+                                parts = values_json(values, depth, state, active)
                                 data = shape[1] + b",".join(parts) + b"]}"
                     if data is None:
                         data = object_json(x, info, depth, state, active)
-                elif walk is _WALK_DICT:
+                elif walk == _WALK_DICT:
                     data = dict_json(x, depth, state, active)
                 else:
                     total = len(x)  # exact list or tuple: C-level len
                     n = reserve(total, state)
-                    parts = values_json(x if n == total else x[:n], depth, state, active)
+                    # A list is copied first (one C call), so another thread cannot change it mid-walk.
+                    elements = x if n == total and walk == _WALK_TUPLE else x[:n]
+                    parts = values_json(elements, depth, state, active)
                     if n < total:
                         parts.append(to_json(enc._more(total - n)))
-                    end = b"]}" if walk is _WALK_TUPLE else b'],"is_slice":false}'
+                    end = b"]}" if walk == _WALK_TUPLE else b'],"is_slice":false}'
                     data = (prefixes.get(t) or prefix_of(t)) + b",".join(parts) + end
             except RecursionError:
                 active.discard(key)

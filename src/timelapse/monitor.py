@@ -87,16 +87,17 @@ _QUIET_OPCODES = frozenset({
     "UNARY_NEGATIVE", "UNARY_NOT", "UNARY_INVERT", "TO_BOOL",
 })
 #: Globals of these types are code, not data: a step does not show them (module level still does).
-_CODE_TYPES = frozenset({
+#: By id: `type(value) in a_set` would hash the class, which could run a metaclass __hash__.
+_CODE_TYPE_IDS = frozenset(map(id, (
     ModuleType, FunctionType, BuiltinFunctionType, MethodType, functools.partial,
-})
+)))
 #: How many frames of its own a callback may need on top of the program's deepest frame.
 RECURSION_HEADROOM = 100
 
 
 def _is_code(value: object) -> bool:
     """Functions, classes and modules: what a global step leaves out (it shows global *data*)."""
-    return type(value) in _CODE_TYPES or isinstance(value, type)
+    return id(type(value)) in _CODE_TYPE_IDS or isinstance(value, type)
 
 
 def _is_dunder(name: str) -> bool:
@@ -398,7 +399,7 @@ class Recorder:
         getframe = sys._getframe
         get_referents = gc.get_referents
         module_type = ModuleType
-        code_types = _CODE_TYPES
+        code_type_ids = _CODE_TYPE_IDS
         missing = object()
         FUNCTION, THREAD_ROOT = _FUNCTION, _THREAD_ROOT
 
@@ -439,7 +440,8 @@ class Recorder:
                 f_globals = frame.f_globals
                 for name, prefix in info.global_vars:
                     value = f_globals.get(name, missing)
-                    if value is missing or type(value) in code_types or isinstance(value, type):
+                    if (value is missing or id(type(value)) in code_type_ids
+                            or isinstance(value, type)):
                         continue  # global data only: not the functions, classes, modules it uses
                     if info.kind != FUNCTION and name in f_locals:
                         continue
@@ -869,7 +871,8 @@ def describe_exception(exc: BaseException) -> str:
 
 
 def _safe_text(value: object) -> str:
-    if type(value) in (str, int, float, bool, type(None)):
+    t = type(value)     # compared by identity: `in` could call a metaclass __eq__
+    if t is str or t is int or t is float or t is bool or value is None:
         return repr(value)
     return f"<{_type_name(type(value))}>"
 

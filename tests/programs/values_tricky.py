@@ -34,7 +34,32 @@ def last_line_effect():
     after = before + 41
 
 
+class LoudMeta(type):
+    """A class's class whose comparisons and hash are the program's own code."""
+
+    def __eq__(cls, other):
+        Loud.seen += 1000
+        return type.__eq__(cls, other)
+
+    def __hash__(cls):
+        Loud.seen += 1000
+        return type.__hash__(cls)
+
+
+class Marker(metaclass=LoudMeta):
+    pass
+
+
+def uses_marker():
+    try:
+        raise ValueError(marker, 2)     # an exception event describes its args
+    except ValueError:
+        return [marker]                 # a global read: the recorder tells code from data
+
+
 loud = Loud("a")
+marker = Marker()
+uses_marker()
 cycle = [1, 2]
 cycle.append(cycle)
 table = {"self": None}
