@@ -1406,14 +1406,16 @@ def _serialized_walk(enc: ValueEncoder) -> tuple[Callable, Callable]:
         head = prefixes.get(dict) or prefix_of(dict)
         if not entries:
             body = b""
-        else:
+        else:   # each entry is `key,value`: wrapped in its Tuple by the join
             body = pair + (b"]}," + pair).join(entries) + b"]}"
         if n < total:
             body = (body + b"," if body else b"") + to_json(enc._more(total - n))
         return head + body + b'],"is_slice":false}'
 
     def child_json(x: Any, depth: int, state: list, active: set) -> bytes:
-        """The bytes of an element of a container at `depth` (0: the value itself).
+        """The bytes of `x`, an element of a container at `depth` (0: `x` is the value itself,
+        at depth 1).  `state` is the value's node budget, `active` the ids of the containers
+        on the path from the value down to here.
 
         As _child does for a leaf, and _encode_tree's loop and _expand for a container.
         """
@@ -1443,7 +1445,7 @@ def _serialized_walk(enc: ValueEncoder) -> tuple[Callable, Callable]:
                 data = to_json(enc._summary(x, info))
             except Exception as exc:
                 data = to_json(enc._error(info.lang, exc))
-        elif not walk or depth > _RECURSION_LEVELS:
+        elif walk == _WALK_GENERAL or depth > _RECURSION_LEVELS:
             return to_json(enc._encode_tree(x, info, depth, state, active))
         else:
             active.add(key)
