@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+
+import pytest
 
 from timelapse.writer import TraceWriter
 
@@ -80,3 +83,37 @@ def test_a_rewritten_source_is_kept_as_a_new_version(tmp_path):
     copies = folder / "files" / str(tmp_path).lstrip("/")
     assert (copies / "mod.py").read_text() == "x = 1\n"
     assert (copies / "mod@v2.py").read_text() == "x = 2\n"
+
+
+@pytest.mark.parametrize("when", ["before", "after", "halfway"])
+@pytest.mark.parametrize("call", [1, 2, 5])
+def test_an_interrupted_flush_neither_loses_nor_repeats_events(tmp_path, monkeypatch, when, call):
+    import timelapse.writer as writer_module
+
+    monkeypatch.setattr(writer_module, "_IOV_MAX", 4)   # several writev calls per batch
+    real_writev = os.writev
+    calls = []
+
+    def writev(fd, buffers):
+        calls.append(len(calls) + 1)
+        if len(calls) == call:
+            if when == "after":
+                real_writev(fd, buffers)
+            elif when == "halfway":     # a part of the buffers reached the file
+                data = b"".join(buffers)
+                os.write(fd, data[: len(data) // 2])
+            raise KeyboardInterrupt
+        return real_writev(fd, buffers)
+
+    monkeypatch.setattr(writer_module.os, "writev", writev)
+    writer = TraceWriter(tmp_path, "/prog.py")
+    lines = iter(range(1, 100))
+    for _ in range(3):
+        writer.events.extend(b'{"Step":{"path_id":0,"line":%d}}' % next(lines) for _ in range(7))
+        try:
+            writer.flush()
+        except KeyboardInterrupt:
+            pass
+    writer.close({})
+    steps = [e["Step"]["line"] for e in written(tmp_path) if "Step" in e]
+    assert steps == list(range(1, 22))
