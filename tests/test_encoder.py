@@ -12,6 +12,7 @@ import datetime
 import decimal
 import enum
 import fractions
+import functools
 import io
 import json
 import math
@@ -1520,8 +1521,6 @@ class EvilName(str):
 
 
 def test_odd_attribute_names_after_a_shape_is_known(enc, registry):
-    import orjson
-
     enc.encode_json(Node(a=1, b=2))     # the shape (a, b) is known
     odd = Node(a=1, b=2)
     vars(odd)[7] = "not a str: not shown"
@@ -1585,7 +1584,7 @@ def test_serialized_walk_near_the_recursion_limit_leaves_no_wrong_cache_entries(
         enc = ValueEncoder(Registry())
         value = make("hello", True)
         try:
-            dive(sys.getrecursionlimit() - depth - margin, lambda: enc.encode_json(value))
+            dive(sys.getrecursionlimit() - depth - margin, functools.partial(enc.encode_json, value))
         except RecursionError:
             continue    # the call itself did not fit: nothing to check
         for v in (value, "hello", True, None, 7, 2.5, [1], (1,), {"k": 1}):

@@ -26,8 +26,18 @@ from timelapse.jsonbytes import to_json
 
 #: TypeKind numbers used by the writer itself (the encoder has its own).
 NONE_KIND = 30
-#: Buffers per os.writev call (POSIX guarantees at least 16; Linux and macOS take 1024).
-_IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 16
+
+
+def _iov_max() -> int:
+    """Buffers per os.writev call: the system's IOV_MAX (1024 on Linux and macOS; POSIX says >= 16)."""
+    try:
+        return max(16, min(os.sysconf("SC_IOV_MAX"), 1024))
+    except (AttributeError, ValueError, OSError):
+        return 16
+
+
+_IOV_MAX = _iov_max()
+
 
 class TraceWriter:
     """Owns the id tables and the open ``trace.json`` of one trace folder."""
