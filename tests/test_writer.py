@@ -85,12 +85,14 @@ def test_a_rewritten_source_is_kept_as_a_new_version(tmp_path):
     assert (copies / "mod@v2.py").read_text() == "x = 2\n"
 
 
+@pytest.mark.parametrize("pad", [0, 2000])     # small events are joined, big ones written as they are
 @pytest.mark.parametrize("when", ["before", "after", "halfway"])
 @pytest.mark.parametrize("call", [1, 2, 5])
-def test_an_interrupted_flush_neither_loses_nor_repeats_events(tmp_path, monkeypatch, when, call):
+def test_an_interrupted_flush_neither_loses_nor_repeats_events(tmp_path, monkeypatch, when, call, pad):
     import timelapse.writer as writer_module
 
     monkeypatch.setattr(writer_module, "_IOV_MAX", 4)   # several writev calls per batch
+    monkeypatch.setattr(writer_module, "_BUFFER_BYTES", 60)     # a few events per buffer
     real_writev = os.writev
     calls = []
 
@@ -109,7 +111,8 @@ def test_an_interrupted_flush_neither_loses_nor_repeats_events(tmp_path, monkeyp
     writer = TraceWriter(tmp_path, "/prog.py")
     lines = iter(range(1, 100))
     for _ in range(3):
-        writer.events.extend(b'{"Step":{"path_id":0,"line":%d}}' % next(lines) for _ in range(7))
+        writer.events.extend(b'{"Step":{"path_id":0,"line":%d},"pad":"%b"}' % (next(lines), b"x" * pad)
+                             for _ in range(7))
         try:
             writer.flush()
         except KeyboardInterrupt:

@@ -8,8 +8,8 @@ asked for, and that keeps "define before use" true by construction.
 Events go into ``TraceWriter.events`` already serialized (``bytes``, one JSON object each): encoding a
 small event where it happens, with its parts cached (a Step's bytes per line, a variable's ``Value``
 prefix), is about twice as fast as building dicts and serializing them later, and keeps the garbage
-collector out of the way (bytes are not tracked). ``flush()`` writes the batch (with ``os.writev``, straight
-from the events' own buffers), so memory stays bounded however long the program runs. ``close()`` ends the JSON array and writes the side files:
+collector out of the way (bytes are not tracked). ``flush()`` writes the batch (joined in buffers of a few
+hundred events, with ``os.writev``), so memory stays bounded however long the program runs. ``close()`` ends the JSON array and writes the side files:
 after it, the folder is a complete trace.
 """
 
@@ -37,6 +37,11 @@ def _iov_max() -> int:
 
 
 _IOV_MAX = _iov_max()
+#: Small events are joined into buffers of about this size before writing: below malloc's mmap
+#: threshold (128 KiB), so the buffers are recycled memory, not fresh pages.
+_BUFFER_BYTES = 64 * 1024
+#: Events this big on average (values of big objects) are written from their own buffers, not joined.
+_BIG_EVENT = 1024
 
 
 class TraceWriter:
@@ -158,11 +163,20 @@ class TraceWriter:
         events = self.events
         if not events:
             return
-        # Not b",".join(events): a fresh multi-megabyte buffer per batch costs more (page faults)
-        # than writing the events from where they are.
-        pieces = [b","] * (2 * len(events))
+        # Not one b",".join(events): a fresh multi-megabyte buffer per batch costs more in page
+        # faults than the copy. Big events are written from where they are; small ones joined in
+        # buffers of _BUFFER_BYTES (one buffer per small event would cost the kernel more).
+        sample = events[:: len(events) // 32 + 1]    # a few events from all over the batch
+        average = sum(map(len, sample)) // len(sample) + 1
+        if average >= _BIG_EVENT:
+            buffers = events
+        else:
+            step = _BUFFER_BYTES // average     # events per buffer
+            join = b",".join
+            buffers = [join(events[i:i + step]) for i in range(0, len(events), step)]
+        pieces = [b","] * (2 * len(buffers))
         pieces[0] = self._separator
-        pieces[1::2] = events
+        pieces[1::2] = buffers
         # One statement: no signal handler runs between the two assignments (pending signals are
         # handled after calls and backward jumps), then the batch is cleared.
         self._unwritten, self._separator = (pieces, self.bytes_written), b",\n"
