@@ -40,8 +40,9 @@ _IOV_MAX = _iov_max()
 #: Small events are joined into buffers of about this size before writing: below malloc's mmap
 #: threshold (128 KiB), so the buffers are recycled memory, not fresh pages.
 _BUFFER_BYTES = 64 * 1024
-#: Events this big on average (values of big objects) are written from their own buffers, not joined.
-_BIG_EVENT = 1024
+#: Events this big on average (values of containers and objects) are written from their own buffers:
+#: measured on the benchmarks, joining them costs more than the kernel's per-buffer cost.
+_BIG_EVENT = 128
 
 
 class TraceWriter:
