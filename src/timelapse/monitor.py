@@ -97,7 +97,9 @@ RECURSION_HEADROOM = 100
 
 def _is_code(value: object) -> bool:
     """Functions, classes and modules: what a global step leaves out (it shows global *data*)."""
-    return id(type(value)) in _CODE_TYPE_IDS or isinstance(value, type)
+    # issubclass(type(x), type), not isinstance(x, type): isinstance reads x.__class__, which a
+    # class may define in Python.
+    return id(type(value)) in _CODE_TYPE_IDS or issubclass(type(value), type)
 
 
 def _is_dunder(name: str) -> bool:
@@ -344,7 +346,7 @@ class Recorder:
             kind, name = _FUNCTION, code.co_qualname
         elif code.co_name == "<module>":
             module = frame.f_globals.get("__name__") if frame is not None else None
-            kind, name = _MODULE, f"<{module if isinstance(module, str) else code.co_filename}>"
+            kind, name = _MODULE, f"<{module if type(module) is str else code.co_filename}>"
         else:
             kind, name = _NAMESPACE, code.co_qualname  # class bodies
         info = _CodeInfo(code, kind)
@@ -426,7 +428,7 @@ class Recorder:
                         prefix = new_variable(var_ids, name)
                     if prefix is not None:
                         append(prefix + encode(value) + b"}}")
-            elif isinstance(f_locals, dict):  # not a class body's custom __prepare__ mapping
+            elif issubclass(type(f_locals), dict):  # not a class body's custom __prepare__ mapping
                 for name, value in dict.items(f_locals):
                     try:
                         prefix = var_ids[name]
@@ -441,7 +443,7 @@ class Recorder:
                 for name, prefix in info.global_vars:
                     value = f_globals.get(name, missing)
                     if (value is missing or id(type(value)) in code_type_ids
-                            or isinstance(value, type)):
+                            or issubclass(type(value), type)):  # as _is_code
                         continue  # global data only: not the functions, classes, modules it uses
                     if info.kind != FUNCTION and name in f_locals:
                         continue

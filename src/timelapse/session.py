@@ -186,7 +186,8 @@ class Session:
 
         def _exit(status: int) -> None:
             if session._real_os_exit is real_exit and not session._finished:
-                session.exit_status = status & 0xFF if isinstance(status, int) else None
+                is_int = issubclass(type(status), int)     # bool, IntEnum: read in C, no user code
+                session.exit_status = int.__index__(status) & 0xFF if is_int else None
                 try:
                     session._finish(stopped_by="<os._exit>")
                 except Exception:  # noqa: BLE001 - exiting anyway; never block the exit

@@ -50,15 +50,25 @@ class Marker(metaclass=LoudMeta):
     pass
 
 
+class Watched:
+    """An object whose __class__ is the program's code (isinstance() would read it)."""
+
+    @property
+    def __class__(self):
+        Loud.seen += 10000
+        return Watched
+
+
 def uses_marker():
     try:
         raise ValueError(marker, 2)     # an exception event describes its args
     except ValueError:
-        return [marker]                 # a global read: the recorder tells code from data
+        return [marker, watched]        # globals read: the recorder tells code from data
 
 
 loud = Loud("a")
 marker = Marker()
+watched = Watched()
 uses_marker()
 cycle = [1, 2]
 cycle.append(cycle)
