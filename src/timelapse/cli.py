@@ -233,8 +233,8 @@ def _exit_status(code: object) -> int:
     """The process exit status for ``SystemExit(code)``, as the interpreter computes it."""
     if code is None:
         return 0
-    if isinstance(code, int):
-        return code & 0xFF
+    if issubclass(type(code), int):     # as the interpreter's C check: code.__class__ is not read
+        return int.__index__(code) & 0xFF
     return 1
 
 

@@ -268,7 +268,7 @@ class _BinaryProxy(_Delegating):
         written = self._target.write(b)
         if reporter.active:
             data = bytes(b)
-            if isinstance(written, int) and written < len(data):
+            if type(written) is int and written < len(data):
                 data = data[:written]  # a raw (unbuffered) write may take only part
             content = self._decode("w", data)
             if content:
