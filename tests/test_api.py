@@ -145,3 +145,19 @@ def test_threads_running_before_start_and_after_stop(tmp_path):
                                                               spin.__code__.co_firstlineno + 6)]
     assert spin_steps, "the thread that was already running is recorded while recording is on"
     assert len(trace.events_of("ThreadStart")) >= 1
+
+
+def test_the_program_path_is_read_without_the_programs_code(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from timelapse.session import _guess_program
+
+    calls = []
+    main = types.ModuleType("__main__")
+    main.__getattr__ = lambda name: calls.append(name)  # a module-level __getattr__ (PEP 562)
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    monkeypatch.setattr(sys, "argv", ["prog.py"])
+    assert _guess_program() == "prog.py" and calls == []
+    main.__file__ = str(tmp_path / "main.py")
+    assert _guess_program() == str(tmp_path / "main.py")

@@ -18,7 +18,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from types import CodeType, FrameType
+from types import CodeType, FrameType, ModuleType
 from typing import Any, Literal
 
 from timelapse._version import __version__
@@ -343,9 +343,11 @@ class Session:
 
 
 def _guess_program() -> str:
+    """The program's path for an API recording: ``__main__.__file__``, read from the module's dict
+    (``getattr`` could reach a module-level ``__getattr__`` of the program)."""
     main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
-    return path if isinstance(path, str) else (sys.argv[0] or "<python>")
+    path = vars(main).get("__file__") if type(main) is ModuleType else None
+    return path if type(path) is str else (sys.argv[0] or "<python>")
 
 
 def _now() -> str:
