@@ -35,6 +35,23 @@ def run_python(args: list[str], *, cwd: Path | None = None, input: str | None = 
     )
 
 
+#: Paths of the hand-made traces (they never exist: the checker and reader must not need them).
+HAND_MADE_PROG = "/nonexistent/prog/main.py"
+HAND_MADE_LIB = "/nonexistent/prog/lib.py"
+
+
+def opening_events(program: str = HAND_MADE_PROG) -> list[dict]:
+    """The first events of a hand-made trace: the program's Path, the <toplevel> Function and its
+    Call, then the None Type (TypeId 0, as the format requires) and the int Type (TypeId 1)."""
+    return [
+        {"Path": program},
+        {"Function": {"path_id": 0, "line": 1, "name": "<toplevel>"}},
+        {"Call": {"function_id": 0, "args": []}},
+        {"Type": {"kind": 30, "lang_type": "None", "specific_info": {"kind": "None"}}},
+        {"Type": {"kind": 7, "lang_type": "int", "specific_info": {"kind": "None"}}},
+    ]
+
+
 def write_trace_folder(folder: Path, events: list, *, metadata: dict, paths: list | None = None,
                        stream: bool = True) -> Path:
     """Write a trace folder by hand; ``trace_paths.json`` defaults to the Path events."""

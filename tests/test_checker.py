@@ -7,13 +7,13 @@ import io
 from pathlib import Path
 
 import pytest
-from conftest import write_trace_folder
+from conftest import HAND_MADE_LIB, HAND_MADE_PROG, opening_events, write_trace_folder
 
 from timelapse.checker import LIMIT_PER_RULE, Violation, check_folder, check_trace, run_check
 from timelapse.reader import BIN_MAGIC, Trace, TraceUnreadable
 
-PROG = "/nonexistent/prog/main.py"
-LIB = "/nonexistent/prog/lib.py"
+PROG = HAND_MADE_PROG
+LIB = HAND_MADE_LIB
 
 
 def INT(i, type_id=1):
@@ -25,11 +25,7 @@ METADATA = {"workdir": "/nonexistent/prog", "program": PROG, "args": []}
 
 # A valid trace of:  main.py: 1 x = 5 / 2 print(f(x)) / 3 def f(a): / 4 return a + 1
 VALID = [
-    {"Path": PROG},  # 0
-    {"Function": {"path_id": 0, "line": 1, "name": "<toplevel>"}},  # 1
-    {"Call": {"function_id": 0, "args": []}},  # 2
-    {"Type": {"kind": 30, "lang_type": "None", "specific_info": {"kind": "None"}}},  # 3
-    {"Type": {"kind": 7, "lang_type": "int", "specific_info": {"kind": "None"}}},  # 4
+    *opening_events(),  # 0-4: Path, <toplevel> Function and Call, None and int Types
     {"Function": {"path_id": 0, "line": 1, "name": "<__main__>"}},  # 5
     {"Step": {"path_id": 0, "line": 1}},  # 6
     {"Call": {"function_id": 1, "args": []}},  # 7

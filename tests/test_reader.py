@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import write_trace_folder
+from conftest import HAND_MADE_LIB, HAND_MADE_PROG, opening_events, write_trace_folder
 
 from timelapse.reader import (
     BIN_MAGIC,
@@ -19,8 +19,8 @@ from timelapse.reader import (
     split_event,
 )
 
-PROG = "/nonexistent/prog/main.py"
-LIB = "/nonexistent/prog/lib.py"
+PROG = HAND_MADE_PROG
+LIB = HAND_MADE_LIB
 METADATA = {"workdir": "/nonexistent/prog", "program": PROG, "args": ["--fast"]}
 
 
@@ -37,11 +37,7 @@ NONE = {"kind": "None", "type_id": 0}
 # main.py:  1 from lib import twice / 2 def f(a): / 3   return twice(a) / 4 print(f(5))
 # lib.py:   1 def twice(n): / 2   return n * 2
 EVENTS = [
-    {"Path": PROG},  # 0
-    {"Function": {"path_id": 0, "line": 1, "name": "<toplevel>"}},  # 1
-    {"Call": {"function_id": 0, "args": []}},  # 2
-    {"Type": {"kind": 30, "lang_type": "None", "specific_info": {"kind": "None"}}},  # 3
-    {"Type": {"kind": 7, "lang_type": "int", "specific_info": {"kind": "None"}}},  # 4
+    *opening_events(),  # 0-4: Path, <toplevel> Function and Call, None and int Types
     {"Type": {"kind": 9, "lang_type": "str", "specific_info": {"kind": "None"}}},  # 5
     {"Function": {"path_id": 0, "line": 1, "name": "<__main__>"}},  # 6
     {"Step": {"path_id": 0, "line": 1}},  # 7   bound to <__main__> (rule 3)
