@@ -509,7 +509,10 @@ class _DirectRaw(io.RawIOBase):
         return True
 
     def seek(self, pos: int, whence: int = 0) -> int:
-        with self._fd_capture.lock:
+        fd_capture = self._fd_capture
+        if fd_capture.lock_abandoned:
+            return os.lseek(self._channel.destination(), pos, whence)
+        with fd_capture.lock:
             return os.lseek(self._channel.destination(), pos, whence)
 
     def tell(self) -> int:
@@ -520,6 +523,9 @@ class _DirectRaw(io.RawIOBase):
         size = memoryview(b).nbytes
         fd_capture = self._fd_capture
         channel = self._channel
+        if fd_capture.lock_abandoned:  # uninstall could not get the lock: never wait for it again
+            _write_all(channel.destination(), b)
+            return size
         with fd_capture.lock:
             destination = channel.destination()
             if destination != channel.fd and not fd_capture.in_child:
@@ -535,7 +541,20 @@ class _FdCapture:
         self.reporter = reporter
         #: Held to pump a pipe, to write to a saved fd, and to change the channels: keeps the order of
         #: output on the terminal, and keeps fds from being closed while in use.
+        #:
+        #: Lock order. iocapture has two locks: ``IOCapture._lock`` (install / uninstall only) and this
+        #: one. The recorder's lock (``Recorder._lock`` in monitor.py) is taken *inside* this one: a
+        #: pump reports through ``on_event`` -> ``Recorder.io_event`` while holding it (the reader
+        #: thread, and a writing thread draining the pipes before its own write). Python-level
+        #: reports (``_TextProxy.write``) hold neither iocapture lock. The one path that takes this
+        #: lock the other way round is ``uninstall`` called by a thread that already holds the
+        #: recorder's lock (or the session's, or ``IOCapture._lock`` while the reader thread is
+        #: failing into the session's ``_finish``): a recorder failure inside a monitoring callback,
+        #: a signal handler. So uninstall waits at most ``_LOCK_TIMEOUT`` for this lock; if it does
+        #: not get it, it sets ``lock_abandoned`` and finishes without the lock (no final drain), and
+        #: from then on nothing of ours waits for this lock again (``_DirectRaw.write``).
         self.lock = threading.RLock()
+        self.lock_abandoned = False
         self.channels: list[_Channel] = []
         self.reporting = True  # fd-level output is reported until uninstall's final drain
         self.in_child = False
@@ -671,6 +690,8 @@ class _FdCapture:
         # A timeout, not a deadlock, if the reader thread is stuck reporting to a recorder whose lock
         # this thread holds (a signal handler that stops the recording in the middle of an event).
         acquired = self.lock.acquire(timeout=_LOCK_TIMEOUT)
+        if not acquired:
+            self.lock_abandoned = True  # the flushes below must not wait for the lock (see __init__)
         try:
             for _proxy, _original, private in self.redirected:
                 _flush_quietly(private)
