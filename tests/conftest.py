@@ -15,6 +15,9 @@ from timelapse.checker import check_folder
 from timelapse.reader import Trace
 
 PROGRAMS = Path(__file__).parent / "programs"
+#: The installed console script: what users run. End-to-end tests go through it (a few tests in
+#: test_cli.py go through ``python -m timelapse`` as well): the two differ in ``sys.path[0]``.
+CONSOLE_SCRIPT = Path(sys.executable).parent / "timelapse"
 
 
 @dataclass
@@ -32,6 +35,16 @@ def run_python(args: list[str], *, cwd: Path | None = None, input: str | None = 
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, input=input, capture_output=True, text=True,
         timeout=timeout, env=env if env is not None else os.environ.copy(),
+    )
+
+
+def run_timelapse(args: list[str], *, cwd: Path | None = None, input: str | None = None,
+                  timeout: float = 120, **popen: object) -> subprocess.CompletedProcess:
+    """Run the installed ``timelapse ARGS`` console script in a subprocess (text mode)."""
+    assert CONSOLE_SCRIPT.exists(), f"the console script is not installed: {CONSOLE_SCRIPT}"
+    return subprocess.run(
+        [str(CONSOLE_SCRIPT), *args], cwd=cwd, input=input, capture_output=True, text=True,
+        timeout=timeout, **popen,
     )
 
 
@@ -74,15 +87,15 @@ def checked_trace(out: Path) -> Trace:
 
 @pytest.fixture
 def record(tmp_path):
-    """record(program, *args, options=[...]) -> Recorded, run through ``python -m timelapse record``."""
+    """record(program, *args, options=[...]) -> Recorded, run through the ``timelapse`` console script."""
 
     def _record(program: str | Path, *args: str, options: tuple[str, ...] = (), cwd: Path | None = None,
                 input: str | None = None, out: Path | None = None, expect_trace: bool = True) -> Recorded:
         out = out or tmp_path / "trace"
         target = program if isinstance(program, str) and program.startswith("-m") else str(program)
-        command = ["-m", "timelapse", "record", "-o", str(out), *options]
+        command = ["record", "-o", str(out), *options]
         command += target.split(" ", 1) if target.startswith("-m") else [target]
-        result = run_python([*command, *args], cwd=cwd, input=input)
+        result = run_timelapse([*command, *args], cwd=cwd, input=input)
         trace = checked_trace(out) if expect_trace else None
         return Recorded(result.returncode, result.stdout, result.stderr, out, trace)
 

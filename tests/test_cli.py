@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PROGRAMS, checked_trace, run_python
+from conftest import CONSOLE_SCRIPT, PROGRAMS, checked_trace, run_python, run_timelapse
 
 
 def plain(program, *args, cwd=None):
@@ -76,6 +76,7 @@ def test_module_mode_runs_like_python_dash_m(record):
 
 
 BAD_INPUTS = [
+    ([], "missing the command"),
     (["record", "missing.py"], "no such file"),
     (["record", "."], "directory"),
     (["record", "--frobnicate", "x.py"], "unrecognized arguments"),
@@ -98,6 +99,38 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     assert message in result.stderr
     assert not (tmp_path / "trace-out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("how", ["console script", "python -m timelapse"])
+def test_module_mode_from_the_console_script_finds_the_working_directorys_modules(tmp_path, how):
+    # The console script's sys.path[0] is its own folder, not the working directory.
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "__init__.py").write_text("")
+    (tmp_path / "app" / "tool.py").write_text("import sys\nprint('tool', sys.argv[1:])\n")
+    expected = run_python(["-m", "app.tool", "x"], cwd=tmp_path)
+    args = ["record", "-q", "-o", "t", "-m", "app.tool", "x"]
+    result = run_timelapse(args, cwd=tmp_path) if how == "console script" else timelapse(*args, cwd=tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (0, expected.stdout, "") == (0, "tool ['x']\n", "")
+    checked_trace(tmp_path / "t")
+
+
+def test_module_with_a_syntax_error_is_bad_input(tmp_path):
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "__init__.py").write_text("")
+    (tmp_path / "app" / "broken.py").write_text("x = 1\ndef (:\n")
+    result = run_timelapse(["record", "-m", "app.broken"], cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "line 2 of" in result.stderr, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app"]
+
+
+def test_bare_timelapse_is_one_line_on_stderr_but_help_is_usage_on_stdout():
+    for run in (run_timelapse, lambda args: timelapse(*args)):
+        bare = run([])
+        assert (bare.returncode, bare.stdout, bare.stderr.count("\n")) == (2, "", 1), bare
+        assert "usage: timelapse record" in bare.stderr
+        helped = run(["--help"])
+        assert helped.returncode == 0 and helped.stdout.startswith("usage: ") and helped.stderr == ""
 
 
 def test_syntax_error_is_bad_input(tmp_path):
@@ -196,11 +229,7 @@ def test_ctrl_c_in_an_infinite_loop_behaves_as_under_python(tmp_path):
 
 
 def test_python_dash_m_timelapse_and_the_console_script_agree(tmp_path):
-    bin_dir = Path(sys.executable).parent
-    console = bin_dir / "timelapse"
-    if not console.exists():
-        pytest.skip("console script not installed")
-    result = subprocess.run([str(console), "record", "-q", "-o", str(tmp_path / "t"),
+    result = subprocess.run([str(CONSOLE_SCRIPT), "record", "-q", "-o", str(tmp_path / "t"),
                              str(PROGRAMS / "argv_echo.py"), "z"], capture_output=True, text=True)
     assert result.returncode == 0
     assert f"argv: ['{PROGRAMS / 'argv_echo.py'}', 'z']" in result.stdout

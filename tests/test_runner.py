@@ -33,8 +33,11 @@ def test_prepare_script_refuses_in_one_line(tmp_path, content, message):
     assert "\n" not in str(caught.value)
 
 
-def test_prepare_module_finds_files_without_running_them(monkeypatch):
-    monkeypatch.syspath_prepend(str(PROGRAMS))
+def test_prepare_module_finds_files_without_running_them(monkeypatch, tmp_path):
+    # As python -m: looked up from the working directory, whatever sys.path[0] is now (under the
+    # console script, the folder of the script).
+    monkeypatch.chdir(PROGRAMS)
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path[1:]])
     sys.modules.pop("pkg", None)
     assert prepare_module("pkg", []).path == str(PROGRAMS / "pkg" / "__main__.py")
     assert prepare_module("pkg.work", ["1"]).path == str(PROGRAMS / "pkg" / "work.py")
@@ -62,3 +65,17 @@ def test_the_programs_traceback_starts_at_its_own_frame(tmp_path):
         names.append(tb.tb_frame.f_code.co_name)
         tb = tb.tb_next
     assert names == ["<module>", "f"]
+
+
+def test_a_module_with_a_syntax_error_is_refused_before_running(tmp_path, monkeypatch):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "__init__.py").write_text("")
+    (tmp_path / "bad" / "broken.py").write_text("x = 1\ndef (:\n")
+    (tmp_path / "worse").mkdir()
+    (tmp_path / "worse" / "__init__.py").write_text("import os\nif :\n")
+    (tmp_path / "worse" / "fine.py").write_text("x = 1\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match=r"module 'bad.broken': invalid syntax \(line 2 of .*broken.py\)"):
+        prepare_module("bad.broken", [])
+    with pytest.raises(UsageError, match=r"line 2 of .*worse/__init__.py"):
+        prepare_module("worse.fine", [])

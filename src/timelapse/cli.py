@@ -143,9 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``timelapse`` console script and of ``python -m timelapse``."""
     argv = sys.argv[1:] if argv is None else argv
     try:
-        if not argv or argv[0] in ("-h", "--help"):
+        if not argv:  # bad input like any other: one line on stderr, exit status 2
+            raise UsageError("missing the command (usage: timelapse record [options] script.py [args ...]"
+                             " | timelapse check TRACE_DIR; see timelapse --help)")
+        if argv[0] in ("-h", "--help"):
             print(f"usage: {USAGE}\n\nRun 'timelapse record --help' for the recording options.")
-            return 0 if argv else 2
+            return 0
         if argv[0] == "--version":
             print(f"timelapse {__version__}")
             return 0

@@ -40,18 +40,7 @@ def prepare_script(script: str, args: list[str]) -> Program:
         raise UsageError(f"cannot record {script!r}: no such file")
     if os.path.isdir(path):
         raise UsageError(f"cannot record {script!r}: it is a directory, not a Python file")
-    try:
-        with io.open_code(path) as f:
-            source = f.read()
-    except OSError as exc:
-        raise UsageError(f"cannot record {script!r}: {exc.strerror or exc}") from None
-    try:
-        code = compile(source, path, "exec", dont_inherit=True)
-    except SyntaxError as exc:
-        where = f"line {exc.lineno}" if exc.lineno else "unknown line"
-        raise UsageError(f"cannot record {script!r}: {exc.msg} ({where})") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot record {script!r}: {exc}") from None
+    code = _compile(path, repr(script))
     return Program(argv0=script, path=path, args=list(args), code=code)
 
 
@@ -63,13 +52,17 @@ def prepare_module(module: str, args: list[str]) -> Program:
     parts = module.split(".")
     if not all(part.isidentifier() for part in parts):
         raise UsageError(f"cannot record module {module!r}: not a module name")
-    search: list[str] | None = sys.path
+    # Looked up on the sys.path the program will have: the working directory first, as for
+    # ``python -m`` (ours starts with the folder of whatever started timelapse: the console script's).
+    search: list[str] | None = [os.getcwd(), *sys.path[1:]]
     spec = None
+    sources = []  # the files that will run: each package's __init__, then the module
     for depth in range(len(parts)):
         name = ".".join(parts[: depth + 1])
         spec = importlib.machinery.PathFinder.find_spec(name, search)
         if spec is None:
             raise UsageError(f"cannot record module {module!r}: no module named {name!r}")
+        sources.append(spec.origin)
         search = spec.submodule_search_locations
         if search is None and depth + 1 < len(parts):
             raise UsageError(f"cannot record module {module!r}: {name!r} is not a package")
@@ -80,9 +73,31 @@ def prepare_module(module: str, args: list[str]) -> Program:
             raise UsageError(
                 f"cannot record module {module!r}: it is a package with no __main__ module"
             )
+        sources.append(spec.origin)
     if not spec.origin or not os.path.isfile(spec.origin):
         raise UsageError(f"cannot record module {module!r}: it has no source file")
+    for source in sources:  # a syntax error is bad input, as for a script (compiled, not run)
+        if source and source.endswith(".py") and os.path.isfile(source):
+            _compile(source, f"module {module!r}", in_file=True)
     return Program(argv0=module, path=os.path.abspath(spec.origin), args=list(args), module=module)
+
+
+def _compile(path: str, what: str, *, in_file: bool = False) -> CodeType:
+    """Compile the Python file ``path``; UsageError (one line) naming ``what`` (and with ``in_file``,
+    the file) if it cannot be."""
+    try:
+        with io.open_code(path) as f:
+            source = f.read()
+    except OSError as exc:
+        raise UsageError(f"cannot record {what}: {exc.strerror or exc}") from None
+    try:
+        return compile(source, path, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        where = f"line {exc.lineno}" if exc.lineno else "unknown line"
+        file = f" of {path}" if in_file else ""
+        raise UsageError(f"cannot record {what}: {exc.msg} ({where}{file})") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot record {what}: {exc}") from None
 
 
 def set_up_process(program: Program) -> None:
