@@ -45,6 +45,7 @@ from itertools import islice, repeat
 from operator import is_
 from typing import Any, Callable
 
+from timelapse.iocapture import StreamProxy
 from timelapse.jsonbytes import from_json, to_json
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "DEFAULT_MAX_STRING",
     "ValueEncoder",
     "sanitize_text",
+    "type_name",
 ]
 
 #: Container levels shown; a container nested deeper becomes a short summary.
@@ -121,6 +123,7 @@ _fileio_closed = io.FileIO.__dict__["closed"].__get__
 _object_getattribute = object.__getattribute__
 _member_owner = types.MemberDescriptorType.__dict__["__objclass__"].__get__
 _MEMBER = types.MemberDescriptorType
+_proxy_original = StreamProxy.__dict__["_original"].__get__
 _GETSET = types.GetSetDescriptorType
 _HEAPTYPE = 1 << 9
 _IMMUTABLETYPE = 1 << 8
@@ -140,24 +143,42 @@ def sanitize_text(s: str) -> str:
     return s
 
 
-def _type_name(t: type) -> str:
-    """The module-qualified name of a class, without calling its metaclass."""
+def _text_of(x: object) -> str | None:
+    """``x`` as an exact ``str`` if it is text (a ``str`` subclass gives the text it holds), else None.
+
+    Names (``__qualname__``, ``__name__``, ``__module__``, ``co_qualname``) may be ``str`` subclasses:
+    formatting one in an f-string, or calling its methods, would run the program's ``__format__``
+    etc. ``issubclass`` with ``str`` (whose metaclass is exactly ``type``) is a C walk of the MRO."""
+    t = type(x)
+    if t is str:
+        return x
+    if issubclass(t, str):
+        return str.__str__(x)
+    return None
+
+
+def type_name(t: type) -> str:
+    """The module-qualified name of a class (``int``, ``shapes.Point``), without running any of the
+    program's code: the names are read through ``type``'s C descriptors (not through the metaclass),
+    and compared only once they are known to be exact ``str`` (a ``__module__`` that is a ``str``
+    subclass is read as the text it holds; one that is no text at all is left out). The one helper
+    of the package for lang_types and exception names."""
     try:
-        qualname = _type_qualname(t)
+        qualname = _text_of(_type_qualname(t))
     except Exception:
         qualname = None
-    if type(qualname) is not str:
+    if qualname is None:
         try:
-            qualname = _type_name_attr(t)
+            qualname = _text_of(_type_name_attr(t))
         except Exception:
             qualname = None
-        if type(qualname) is not str:
+        if qualname is None:
             qualname = "?"
     try:
-        module = _type_module(t)
+        module = _text_of(_type_module(t))
     except Exception:
         module = None
-    if type(module) is str and module and module != "builtins":
+    if module and module != "builtins":
         qualname = f"{module}.{qualname}"
     return sanitize_text(qualname)
 
@@ -186,7 +207,7 @@ def _short_repr(x: object, limit: int = 200) -> str:
         return _int_text(x)
     if x is None or t is bool or t is float:
         return repr(x)
-    return f"<{_type_name(t)} object>"
+    return f"<{type_name(t)} object>"
 
 
 def _exception_message(exc: BaseException, mro: tuple) -> str:
@@ -257,7 +278,7 @@ def _describe_exception(exc: BaseException) -> str:
         text = _exception_message(exc, _type_mro(t))
     except Exception:
         text = ""
-    name = _type_name(t)
+    name = type_name(t)
     return f"{name}: {text[:200]}" if text else name
 
 
@@ -509,7 +530,7 @@ class ValueEncoder:
             return self._encode_tree(value, info)
         except Exception as exc:
             try:
-                return self._error(_type_name(type(value)) if info is None else info.lang, exc)
+                return self._error(type_name(type(value)) if info is None else info.lang, exc)
             except Exception:
                 return _FALLBACK_ERROR
 
@@ -720,7 +741,7 @@ class ValueEncoder:
 
     def _classify(self, t: type) -> _TypeInfo:
         """Decide, once per type, how its values are encoded."""
-        info = _TypeInfo(t, _type_name(t))
+        info = _TypeInfo(t, type_name(t))
         try:
             self._setup(info)
         except Exception as exc:
@@ -752,6 +773,8 @@ class ValueEncoder:
                 return self._setup_exception(info)
             if base is type:
                 return self._setup_leaf(info, _RAW, self._leaf_class)
+            if base is StreamProxy:     # our sys.stdout & co.: recorded as the stream they stand for
+                return self._setup_leaf(info, _RAW, self._leaf_stream_proxy, _proxy_original)
         for base in mro:
             entry = table.get(id(base)) or optional.get(id(base))
             if entry is not None and entry[0] is base:
@@ -886,7 +909,7 @@ class ValueEncoder:
                 declared = (declared,)
             elif kind is not tuple and kind is not list and kind is not dict:
                 declared = list(cd)     # an unusual iterable: the members in dict order
-            class_name = _type_name_attr(klass)
+            class_name = _text_of(_type_name_attr(klass)) or ""
             for name in declared:
                 if type(name) is not str or name in ("__dict__", "__weakref__"):
                     continue
@@ -1213,11 +1236,11 @@ class ValueEncoder:
         return {"kind": "Raw", "type_id": info.tid, "r": text}
 
     def _leaf_class(self, x: Any, info: _TypeInfo) -> dict:
-        return self._raw_record(info, f"<class {_type_name(x)}>")
+        return self._raw_record(info, f"<class {type_name(x)}>")
 
     def _leaf_module(self, x: Any, info: _TypeInfo) -> dict:
-        name = _module_dict(x).get("__name__")
-        return self._raw_record(info, f"<module {name}>" if type(name) is str else "<module>")
+        name = _text_of(_module_dict(x).get("__name__"))
+        return self._raw_record(info, f"<module {name}>" if name is not None else "<module>")
 
     def _leaf_function(self, x: Any, info: _TypeInfo) -> dict:
         return self._raw_record(info, f"<function {_function_name(x)}>")
@@ -1227,32 +1250,32 @@ class ValueEncoder:
         owner = _builtin_self(x)
         if owner is None or type(owner) is types.ModuleType:
             return self._raw_record(info, f"<built-in function {name}>")
-        return self._raw_record(info, f"<built-in method {name} of {_type_name(type(owner))}>")
+        return self._raw_record(info, f"<built-in method {name} of {type_name(type(owner))}>")
 
     def _leaf_method(self, x: Any, info: _TypeInfo) -> dict:
         func = _method_func(x)
         if type(func) is types.FunctionType:
             return self._raw_record(info, f"<bound method {_function_name(func)}>")
-        return self._raw_record(info, f"<bound method of {_type_name(type(func))}>")
+        return self._raw_record(info, f"<bound method of {type_name(type(func))}>")
 
     def _leaf_qualname(self, x: Any, info: _TypeInfo) -> dict:
         """Generators, coroutines, async generators: `<generator name>`."""
-        name = _type_dict(info.extra)["__qualname__"].__get__(x)
-        return self._raw_record(info, f"<{info.lang} {name}>")
+        name = _text_of(_type_dict(info.extra)["__qualname__"].__get__(x))
+        return self._raw_record(info, f"<{info.lang} {name}>" if name is not None else f"<{info.lang}>")
 
     def _leaf_code(self, x: Any, info: _TypeInfo) -> dict:
         if info.extra is types.FrameType:
-            return self._raw_record(info, f"<frame {_code_qualname(_frame_code(x))}>")
-        return self._raw_record(info, f"<code {_code_qualname(x)}>")
+            return self._raw_record(info, f"<frame {_text_of(_code_qualname(_frame_code(x)))}>")
+        return self._raw_record(info, f"<code {_text_of(_code_qualname(x))}>")
 
     def _leaf_descriptor(self, x: Any, info: _TypeInfo) -> dict:
         """method_descriptor, wrapper_descriptor, member_descriptor, ..."""
         cd = _type_dict(info.extra)
         name = cd["__name__"].__get__(x)
         if "__objclass__" in cd:
-            owner = _type_name(cd["__objclass__"].__get__(x))
+            owner = type_name(cd["__objclass__"].__get__(x))
         else:   # method-wrapper: bound to an instance
-            owner = _type_name(type(cd["__self__"].__get__(x)))
+            owner = type_name(type(cd["__self__"].__get__(x)))
         return self._raw_record(info, f"<{info.lang} {owner}.{name}>")
 
     def _leaf_lock(self, x: Any, info: _TypeInfo) -> dict:
@@ -1292,7 +1315,7 @@ class ValueEncoder:
         if type(x) is not base:     # replace() would call the subclass
             return self._raw_record(info, f"<{info.lang} object>")
         naive = base.replace(x, tzinfo=None)
-        text = base.__repr__(naive)[:-1] + f", tzinfo=<{_type_name(type(tz))}>)"
+        text = base.__repr__(naive)[:-1] + f", tzinfo=<{type_name(type(tz))}>)"
         return self._raw_record(info, text)
 
     def _leaf_regex(self, x: Any, info: _TypeInfo) -> dict:
@@ -1308,10 +1331,20 @@ class ValueEncoder:
             parts = info.extra(x)
         except AttributeError:
             parts = None
-        short = _type_qualname(info.type)
+        short = _text_of(_type_qualname(info.type))
         if type(parts) is list and all(type(p) is str for p in parts):
             return self._raw_record(info, f"{short}({', '.join(map(repr, parts))})")
         return self._raw_record(info, f"<{info.lang}>")
+
+    def _leaf_stream_proxy(self, x: Any, info: _TypeInfo) -> dict:
+        """A stream proxy of iocapture: the record of the stream it stands for (``<file '<stdout>'
+        mode='w'>``), read from its ``_original`` slot. A stream that is not a file (a program's
+        own object, a StringIO) is not looked into: ``<io.StringIO object>``."""
+        shown = info.extra(x)
+        shown_info = self._info(type(shown))
+        if shown_info.container:
+            return self._leaf_opaque(shown, shown_info, self._type_id(_RAW, shown_info.lang))
+        return shown_info.handler(shown, shown_info)
 
     def _leaf_opaque(self, x: Any, info: _TypeInfo, tid: int | None = None) -> dict:
         return {"kind": "Raw", "type_id": info.tid if tid is None else tid, "r": f"<{info.lang} object>"}
@@ -1498,9 +1531,9 @@ def _serialized_walk(enc: ValueEncoder) -> tuple[Callable, Callable]:
 
 
 def _function_name(f: types.FunctionType) -> str:
-    qualname = _func_qualname(f)
-    module = _func_module(f)
-    if type(module) is str and module and module != "builtins":
+    qualname = _text_of(_func_qualname(f))
+    module = _text_of(_func_module(f))
+    if module and module != "builtins":
         return f"{module}.{qualname}"
     return qualname
 

@@ -47,7 +47,7 @@ from typing import Any
 
 from timelapse.errors import RecorderError
 
-__all__ = ["READ", "WRITE", "WRITE_OTHER", "IOCapture"]
+__all__ = ["READ", "WRITE", "WRITE_OTHER", "IOCapture", "StreamProxy"]
 
 #: EventLogKind numbers (trace-format.md §3).
 WRITE = 0  #: stdout
@@ -116,10 +116,23 @@ class _Reporter:
         return getattr(self._local, "reads", 0)
 
 
-class _Delegating:
-    """A stand-in for a stream object: what a subclass does not intercept is the real stream's."""
+class StreamProxy:
+    """A stand-in for a stream object: what a subclass does not intercept is the real stream's.
+    The base of every proxy class (the encoder recognizes proxies by it, by identity).
 
-    __slots__ = ("_target", "__weakref__")
+    ``_target`` is the object the operations go to; ``_original`` the object the program would see
+    without recording (the same, except under fd capture: there ``_target`` is the private stream on
+    the saved fd). The proxy looks like ``_original``: its class has the same ``__name__``,
+    ``__qualname__`` and ``__module__`` (``_proxy_class``), ``__class__`` is ``_original``'s class
+    (so ``isinstance`` answers as before), and the encoder records ``_original`` in its place.
+    """
+
+    __slots__ = ("_target", "_original", "__weakref__")
+
+    # isinstance(sys.stdout, io.TextIOWrapper) stays true (isinstance falls back to __class__).
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        return type(object.__getattribute__(self, "_original"))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(object.__getattribute__(self, "_target"), name)
@@ -152,7 +165,7 @@ class _Delegating:
         return self._target.flush()
 
 
-class _TextProxy(_Delegating):
+class _TextProxy(StreamProxy):
     """Stands in for ``sys.stdout`` (or stderr, stdin): reports writes and reads, delegates the rest.
 
     The real stream object is ``_target``; under fd capture it is the private stream on the saved fd
@@ -161,17 +174,13 @@ class _TextProxy(_Delegating):
 
     __slots__ = ("_reporter", "_stream", "_kind", "_binary")
 
-    def __init__(self, target: Any, reporter: _Reporter, stream: str, kind: int) -> None:
+    def __init__(self, target: Any, original: Any, reporter: _Reporter, stream: str, kind: int) -> None:
         object.__setattr__(self, "_target", target)
+        object.__setattr__(self, "_original", original)
         object.__setattr__(self, "_reporter", reporter)
         object.__setattr__(self, "_stream", stream)
         object.__setattr__(self, "_kind", kind)
         object.__setattr__(self, "_binary", None)
-
-    # isinstance(sys.stdout, io.TextIOWrapper) stays true (isinstance falls back to __class__).
-    @property  # type: ignore[misc]
-    def __class__(self) -> type:
-        return type(self._target)
 
     # -- the write path (hot: one call per print() argument, separator and end) --
 
@@ -217,7 +226,7 @@ class _TextProxy(_Delegating):
         real = self._target.buffer  # raises as the real one does (detached stream)
         proxy = self._binary
         if proxy is None or proxy._target is not real:
-            proxy = _BinaryProxy(real, self)
+            proxy = _new_proxy(_BinaryProxy, real, _stood_for(self, "buffer", real), self)
             object.__setattr__(self, "_binary", proxy)
         return proxy
 
@@ -225,29 +234,30 @@ class _TextProxy(_Delegating):
         """Fd capture ends: go back to the original stream (the binary proxy follows)."""
         binary = self._binary
         object.__setattr__(self, "_target", target)
+        object.__setattr__(self, "_original", target)
         if binary is not None:
             try:
-                object.__setattr__(binary, "_target", target.buffer)
+                buffer = target.buffer
             except (AttributeError, ValueError):
                 object.__setattr__(self, "_binary", None)
+            else:
+                object.__setattr__(binary, "_target", buffer)
+                object.__setattr__(binary, "_original", buffer)
 
 
-class _BinaryProxy(_Delegating):
+class _BinaryProxy(StreamProxy):
     """``sys.stdout.buffer`` (and ``.buffer.raw``): binary writes and reads are reported too,
     decoded with the text stream's encoding and ``errors="replace"`` (incrementally, so a character
     split over two writes is not mangled)."""
 
     __slots__ = ("_text", "_decoders", "_raw")
 
-    def __init__(self, target: Any, text: _TextProxy) -> None:
+    def __init__(self, target: Any, original: Any, text: _TextProxy) -> None:
         object.__setattr__(self, "_target", target)
+        object.__setattr__(self, "_original", original)
         object.__setattr__(self, "_text", text)
         object.__setattr__(self, "_decoders", {})
         object.__setattr__(self, "_raw", None)
-
-    @property  # type: ignore[misc]
-    def __class__(self) -> type:
-        return type(self._target)
 
     def _decode(self, direction: str, data: bytes) -> str:
         encoding = getattr(self._text._target, "encoding", None) or "utf-8"
@@ -327,9 +337,60 @@ class _BinaryProxy(_Delegating):
         real = self._target.raw
         proxy = self._raw
         if proxy is None or proxy._target is not real:
-            proxy = _BinaryProxy(real, self._text)
+            proxy = _new_proxy(_BinaryProxy, real, _stood_for(self, "raw", real), self._text)
             object.__setattr__(self, "_raw", proxy)
         return proxy
+
+
+def _stood_for(proxy: StreamProxy, name: str, real: Any) -> Any:
+    """What ``proxy._original.<name>`` is (``buffer``, ``raw``): the object a new proxy of ``real``
+    stands for. Under fd capture the original's, not the private stream's."""
+    original = proxy._original
+    if original is proxy._target:
+        return real
+    try:
+        return getattr(original, name)
+    except (AttributeError, ValueError):
+        return real
+
+
+#: (id(base proxy class), id(class of the stood-for object)) -> (that class, our proxy class for it):
+#: the classes made by _proxy_class. A handful in practice (text, buffered, raw streams); bounded anyway.
+_proxy_classes: dict[tuple[int, int], tuple[type, type]] = {}
+_PROXY_CLASSES_MAX = 64
+_type_name = type.__dict__["__name__"].__get__
+_type_qualname = type.__dict__["__qualname__"].__get__
+_type_module = type.__dict__["__module__"].__get__
+
+
+def _proxy_class(base: type, shown: type) -> type:
+    """A subclass of ``base`` named like ``shown`` (``__name__``, ``__qualname__``, ``__module__``):
+    ``type(sys.stdout).__name__`` is ``TextIOWrapper`` as without recording.
+
+    The names are read through ``type``'s own C descriptors, so nothing of a stream class the
+    program made runs; the new class is not a subclass of ``shown`` (a subclass of a C stream class
+    would carry an uninitialized C stream of its own: see docs/io.md)."""
+    key = (id(base), id(shown))
+    entry = _proxy_classes.get(key)
+    if entry is not None and entry[0] is shown:
+        return entry[1]
+    namespace: dict[str, Any] = {"__slots__": ()}
+    name = _type_name(shown)
+    qualname = _type_qualname(shown)
+    if type(qualname) is str:
+        namespace["__qualname__"] = qualname
+    module = _type_module(shown)
+    namespace["__module__"] = module if type(module) is str else base.__module__
+    cls = type(name if type(name) is str else base.__name__, (base,), namespace)
+    if len(_proxy_classes) >= _PROXY_CLASSES_MAX:
+        _proxy_classes.clear()
+    _proxy_classes[key] = (shown, cls)
+    return cls
+
+
+def _new_proxy(base: type, target: Any, original: Any, *args: Any) -> Any:
+    """A proxy of ``target`` (a ``base``) that looks like ``original``."""
+    return _proxy_class(base, type(original))(target, original, *args)
 
 
 
@@ -857,10 +918,10 @@ class IOCapture:
                     private = fd_capture.private_stream(stream, channel)
                 except (AttributeError, OSError, ValueError):
                     return None  # not a standard text stream: its writes reach the pipe, reported there
-                proxy = _TextProxy(private, self._reporter, name, kind)
+                proxy = _new_proxy(_TextProxy, private, stream, self._reporter, name, kind)
                 fd_capture.redirected.append((proxy, stream, private))
                 return proxy
-        return _TextProxy(stream, self._reporter, name, kind)
+        return _new_proxy(_TextProxy, stream, stream, self._reporter, name, kind)
 
     def _wrap_input(self) -> None:
         """On a terminal, ``input()`` bypasses the proxies (see ``_make_input``)."""
