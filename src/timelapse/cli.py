@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import re
 import signal
 import sys
 import threading
@@ -20,6 +21,7 @@ from types import FrameType, TracebackType
 from timelapse._version import __version__
 from timelapse.encoder import DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITEMS, DEFAULT_MAX_NODES, DEFAULT_MAX_STRING
 from timelapse.errors import RecorderError, UsageError
+from timelapse.monitor import describe_exception
 from timelapse.runner import Program, prepare_module, prepare_script, program_traceback, run, set_up_process
 from timelapse.session import MAX_DEPTH_LIMIT, Session
 
@@ -162,7 +164,26 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, RecorderError) as exc:
         print(f"timelapse: error: {exc}", file=sys.stderr)
         return 2
-    return _record(record, session)
+    # The program's first frame will sit right below run(), one frame below this one: under plain
+    # python it is the first frame of all, so its recursion limit is counted from there.
+    if not _start(record, session, base_depth=_frame_depth(sys._getframe()) + 1):
+        return 2
+    # The program runs from here, not from a helper: of timelapse, its stack (inspect.stack(),
+    # traceback.extract_stack()) shows only main() and run(), the fewest frames pure Python allows.
+    # Its exceptions propagate, so Python reports them itself.
+    try:
+        run(record.program)
+    except SystemExit as exc:
+        # ``code`` is read once, here, as the interpreter would (a subclass may compute it); the
+        # interpreter then gets the value itself, so the program's code does not run a second time.
+        code = exc.code
+        session.exit_status = _exit_status(code)
+        raise SystemExit(code) from None
+    except BaseException as exc:
+        _note_uncaught(session, exc)
+        raise
+    session.exit_status = 0
+    return 0
 
 
 def _check(args: list[str]) -> int:
@@ -190,38 +211,37 @@ def _make_session(record: _RecordCommand) -> Session:
     )
 
 
-def _record(record: _RecordCommand, session: Session) -> int:
-    """Run the program under recording. Its exceptions propagate, so Python reports them itself."""
+def _start(record: _RecordCommand, session: Session, base_depth: int) -> bool:
+    """Start recording and set the process up for the program; False (reported) if it cannot."""
     quiet = record.options.quiet
-    # The program's first frame will sit two frames below this one (run, _exec_program): under plain
-    # python it is the first frame of all, so its recursion limit is counted from there.
-    base_depth = _frame_depth(sys._getframe()) + 2
     try:
         session.start(base_depth=base_depth)
     except RecorderError as exc:
         print(f"timelapse: error: {exc}", file=sys.stderr)
-        return 2
+        return False
     set_up_process(record.program)
     # atexit runs after non-daemon threads are joined and after the program's own atexit handlers
     # (registered later, run earlier), so those are recorded too.
     atexit.register(_finish_at_exit, session, quiet)
     _finish_on_sigterm(session, quiet)
-    try:
-        run(record.program)
-    except SystemExit as exc:
-        session.exit_status = _exit_status(exc.code)
-        raise
-    except BaseException as exc:
-        tb = program_traceback(exc.__traceback__)
-        session.error_text = "".join(traceback.format_exception(type(exc), exc, tb))
-        if isinstance(exc, KeyboardInterrupt):
-            session.exit_status, session.exit_signal = 128 + signal.SIGINT, int(signal.SIGINT)
-        else:
-            session.exit_status = 1
-        _report_without_our_frames()
-        raise
-    session.exit_status = 0
-    return 0
+    # os.exec* replaces the process (no atexit): the trace is saved and the summary printed first.
+    # The program's unflushed output is not flushed: exec drops it, as without recording.
+    session.before_exec = lambda: _finish(session, quiet, flush_output=False)
+    return True
+
+
+def _note_uncaught(session: Session, exc: BaseException) -> None:
+    """The program ends with an uncaught exception: its status, and the trace's last Error event."""
+    tb = program_traceback(exc.__traceback__)
+    # Made without the program's code (no __str__, no __notes__); replaced by Python's own report
+    # once the excepthook has printed it (see _report_without_our_frames).
+    session.error_text = "Traceback (most recent call last):\n" + "".join(
+        traceback.format_list(traceback.extract_tb(tb))) + describe_exception(exc) + "\n"
+    if isinstance(exc, KeyboardInterrupt):
+        session.exit_status, session.exit_signal = 128 + signal.SIGINT, int(signal.SIGINT)
+    else:
+        session.exit_status = 1
+    _report_without_our_frames(session)
 
 
 def _frame_depth(frame: FrameType | None) -> int:
@@ -241,21 +261,26 @@ def _exit_status(code: object) -> int:
     return 1
 
 
-def _finish(session: Session, quiet: bool) -> None:
-    """End of the process: publish the trace and say where it is (once)."""
+def _finish(session: Session, quiet: bool, flush_output: bool = True) -> None:
+    """End of the process: publish the trace and say where it is (once), or why it is not saved."""
     with _summary_lock:
         try:
             folder = session.stop()
+        except RecorderError as exc:  # a full disk, ...: the message says what happened
+            print(f"timelapse: error: {exc}", file=sys.stderr)
+            return
         except Exception as exc:  # noqa: BLE001 - one line, never a traceback at exit
             print(f"timelapse: error: could not save the trace: {exc}", file=sys.stderr)
             return
+        # None: nothing was published by this process (a forked child, or already said).
         if folder is None or quiet or _summary_printed:
             return
         _summary_printed.append(True)
-        try:
-            sys.stdout.flush()  # the program's last output first, then our line
-        except (OSError, ValueError):
-            pass
+        if flush_output:
+            try:
+                sys.stdout.flush()  # the program's last output first, then our line
+            except (OSError, ValueError):
+                pass
         print(session.summary(), file=sys.stderr)
 
 
@@ -295,14 +320,49 @@ def _finish_on_sigterm(session: Session, quiet: bool) -> None:
         os.kill(os.getpid(), signum)
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    session.sigterm_handler = on_sigterm  # a forked child gets SIG_DFL back (Session._forget_in_child)
 
 
-def _report_without_our_frames() -> None:
-    """Make Python's report of the program's uncaught exception start at the program's own frame."""
+#: The colours Python 3.13 puts in a traceback printed on a terminal (not kept in the trace).
+_ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class _Copying:
+    """``sys.stderr`` while Python's own excepthook prints: everything goes on to the real stream,
+    and is kept for the trace."""
+
+    def __init__(self, stream: object) -> None:
+        self.stream = stream
+        self.parts: list[str] = []
+
+    def write(self, text: str) -> object:
+        self.parts.append(text)
+        return self.stream.write(text)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:  # flush, fileno, isatty, encoding, ...
+        return getattr(self.stream, name)
+
+
+def _report_without_our_frames(session: Session) -> None:
+    """Make Python's report of the program's uncaught exception start at the program's own frame,
+    and keep the report Python prints as the trace's last Error event: formatting it a second time
+    would run the exception's ``__str__`` and ``__notes__`` twice."""
     hook = sys.excepthook
 
     def report(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
         trimmed = program_traceback(tb)
-        hook(exc_type, exc.with_traceback(trimmed), trimmed)
+        exc = exc.with_traceback(trimmed)
+        stderr = sys.stderr
+        if hook is not sys.__excepthook__ or stderr is None:
+            hook(exc_type, exc, trimmed)  # the program's own hook: the trace keeps our text
+            return
+        copying = _Copying(stderr)
+        sys.stderr = copying
+        try:
+            hook(exc_type, exc, trimmed)
+        finally:
+            if sys.stderr is copying:
+                sys.stderr = stderr
+        session.error_text = _ANSI_COLOUR.sub("", "".join(copying.parts))
 
     sys.excepthook = report

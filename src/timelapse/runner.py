@@ -129,15 +129,13 @@ def run(program: Program) -> None:
         __annotations__={},
     )
     sys.modules["__main__"] = main
-    _exec_program(program.code, main.__dict__)
-
-
-def _exec_program(code: CodeType | None, namespace: dict) -> None:
-    exec(code, namespace)  # the program's own frames start right below this one
+    exec(program.code, main.__dict__)  # the program's own frames start right below this one
 
 
 def program_traceback(tb: TracebackType | None) -> TracebackType | None:
-    """``tb`` from the program's first frame on: the frames of timelapse (and runpy) above it cut."""
+    """``tb`` as ``python`` shows it: the frames of timelapse above the program's cut. For ``-m``,
+    runpy's ``_run_code`` stays, as under ``python -m`` (whose ``_run_module_as_main`` frame above it
+    we cannot have: it is private to runpy)."""
     entry = tb
     while entry is not None and entry.tb_frame.f_code is not run.__code__:
         entry = entry.tb_next
@@ -145,8 +143,8 @@ def program_traceback(tb: TracebackType | None) -> TracebackType | None:
         return tb  # not an exception of the program's
     entry = entry.tb_next
     while entry is not None and (
-        entry.tb_frame.f_code is _exec_program.__code__
-        or entry.tb_frame.f_code.co_filename in (runpy.__file__, "<frozen runpy>")
+        entry.tb_frame.f_code.co_filename in (runpy.__file__, "<frozen runpy>")
+        and entry.tb_frame.f_code.co_name != "_run_code"
     ):
         entry = entry.tb_next
     return entry

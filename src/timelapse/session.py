@@ -1,18 +1,25 @@
 """A recording session: one trace folder, from ``start()`` to ``stop()``.
 
 The session owns the pieces (writer, encoder, scope, recorder) and the folder's life cycle. The trace is
-written into a hidden sibling folder and moved into place only when it is complete, so the output folder
-always holds a complete trace or is left as it was. A folder that is not a timelapse trace is never
-overwritten.
+written into a hidden folder ``.NAME.*.recording`` beside the output folder and moved into place only when
+it is complete, so the output folder always holds a complete trace or is left as it was. A folder that is
+not a timelapse trace is never overwritten. An output folder that cannot be renamed over (a mount point,
+a symlink to a folder) gets the hidden folder inside it, and the finished files are moved into it.
+
+Every path is resolved when the session is made: the program may change or delete its working directory.
+While a hidden folder is in use, its recording holds an advisory lock on it, so a folder left by a killed
+run (no lock) is told apart from one of a recording still running, and removed at the next start.
 """
 
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import os
 import platform
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -35,6 +42,11 @@ from timelapse.monitor import Recorder
 from timelapse.scope import Scope
 from timelapse.writer import TraceWriter
 
+try:
+    import fcntl
+except ImportError:  # not on Windows: no locks, and leftovers of killed runs are never cleaned
+    fcntl = None  # type: ignore[assignment]
+
 _ERROR_EVENT = 11
 #: The deepest max_depth: each level is two levels of JSON nesting, and readers stop at a few hundred.
 MAX_DEPTH_LIMIT = 100
@@ -42,12 +54,52 @@ _active: Session | None = None
 _active_lock = threading.Lock()
 
 
+def _sigterm_is_ours() -> bool:
+    handler = _active.sigterm_handler if _active is not None else None
+    return handler is not None and signal.getsignal(signal.SIGTERM) is handler
+
+
+def _before_fork() -> None:
+    # A SIGTERM that reached the child before its SIGTERM is reset (in _forget_in_child) would be
+    # caught by the CLI's handler and then dropped: held back over fork(), it is delivered after.
+    if _active is not None and _sigterm_is_ours() and hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        _active._sigterm_held = True
+
+
+def _let_sigterm_through(session: Session | None) -> None:
+    if session is not None and session._sigterm_held:
+        session._sigterm_held = False
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+def _after_fork_in_parent() -> None:
+    _let_sigterm_through(_active)
+
+
 def _after_fork_in_child() -> None:
-    if _active is not None:
-        _active._forget_in_child()
+    session = _active
+    if session is not None:
+        session._forget_in_child()
+    _let_sigterm_through(session)
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+class _SessionWriter(TraceWriter):
+    """The trace writer, remembering a write that failed (a full disk): that is not a recorder bug,
+    so the session throws the partial trace away and lets the program go on (see _recorder_failed)."""
+
+    write_error: OSError | None = None
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError as exc:
+            self.write_error = exc
+            raise
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
 
 
 def is_recording() -> bool:
@@ -71,12 +123,69 @@ def check_out_dir(out_dir: str | os.PathLike[str]) -> Path:
     if target.exists() or target.is_symlink():
         if not target.is_dir():
             raise RecorderError(f"output folder {str(out_dir)!r} exists and is not a folder")
-        if any(target.iterdir()) and not is_trace_folder(target):
+        if _trace_entries(target) and not is_trace_folder(target):
             raise RecorderError(
                 f"output folder {str(out_dir)!r} exists and is not a timelapse trace; "
                 "not overwriting it (choose another folder with -o)"
             )
     return target
+
+
+def _is_ours(name: str) -> bool:
+    """A hidden folder of a recording (``.NAME.*.recording``, and its ``.old`` / ``.starting``)."""
+    return name.startswith(".") and any(
+        name.endswith(suffix) for suffix in (".recording", ".recording.old", ".starting"))
+
+
+def _trace_entries(folder: Path) -> list[Path]:
+    """What ``folder`` holds, without the hidden folders of recordings."""
+    return [entry for entry in folder.iterdir() if not _is_ours(entry.name)]
+
+
+def _lock(folder: Path) -> int | None:
+    """An open descriptor of ``folder`` holding an exclusive lock on it, or None if it is locked
+    already (by a recording that is running). The lock goes with the process: killed, it is free."""
+    if fcntl is None:
+        return None
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _remove_leftovers(folder: Path, name: str) -> None:
+    """Remove the hidden folders that killed recordings into ``name`` left in ``folder``.
+
+    A folder whose lock can be taken has no recording any more. An ``.old`` folder is an old trace
+    set aside while publishing: if the run was killed before the new trace took its place, it goes
+    back in place, otherwise it is removed.
+    """
+    if fcntl is None:
+        return
+    try:
+        entries = [e for e in folder.iterdir() if e.name.startswith(f".{name}.") and _is_ours(e.name)]
+    except OSError:
+        return
+    for entry in sorted(entries, key=lambda e: e.name.endswith(".old")):  # the .old ones last
+        try:
+            if entry.name.endswith(".recording"):
+                fd = _lock(entry)
+                if fd is not None:
+                    try:
+                        shutil.rmtree(entry)
+                    finally:
+                        os.close(fd)
+            elif entry.name.endswith(".recording.old") and not entry.with_suffix("").exists():
+                target = folder / name
+                if folder.name != name and not target.exists():
+                    os.rename(entry, target)
+                else:
+                    shutil.rmtree(entry)
+        except OSError:
+            pass  # someone else's, or being removed by another recording: not ours to insist on
 
 
 class Session:
@@ -107,6 +216,10 @@ class Session:
                 bound = f"from 1 to {highest}" if highest else "of at least 1"
                 raise ValueError(f"{name} must be a whole number {bound}, not {limit!r}")
         self.out_dir = check_out_dir(out_dir)
+        # Read now: the program may change or delete its working directory before the end.
+        self.workdir = os.getcwd()
+        relative = os.path.relpath(self.out_dir)
+        self._shown_out = str(self.out_dir) if relative.startswith("..") else relative
         self.program = os.path.abspath(program if program is not None else _guess_program())
         self.args = list(args) if args is not None else sys.argv[1:]
         self.on_error = on_error
@@ -118,6 +231,13 @@ class Session:
         self._io: IOCapture | None = None
         self._real_os_exit: Callable[[int], Any] | None = None
         self._exit_wrapper: Callable[[int], Any] | None = None
+        #: os.execv / os.execve as they were, and our wrappers (see _finish_before_exec).
+        self._real_execs: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {}
+        #: Set by the CLI: called before the process image is replaced (finish, print the summary).
+        self.before_exec: Callable[[], None] | None = None
+        #: Set by the CLI: its SIGTERM handler, which a forked child must not keep.
+        self.sigterm_handler: object | None = None
+        self._sigterm_held = False  # SIGTERM blocked while fork() runs
         self._fault = _fault
         #: Set by the CLI: the exit status and, for an uncaught exception, its traceback text.
         self.exit_status: int | None = None
@@ -127,6 +247,13 @@ class Session:
         self.writer: TraceWriter | None = None
         self.failure: BaseException | None = None
         self._temp_dir: Path | None = None
+        self._temp_lock: int | None = None  # a descriptor of _temp_dir, holding its lock
+        #: A mount point or a symlink: it cannot be renamed over, the trace is moved into it.
+        self._in_place = False
+        self._published = False
+        self._in_child = False
+        #: Why the trace could not be saved, until stop() has said it.
+        self._save_error: str | None = None
         self._started_at = ""
         self._finished = False
         self._finish_lock = threading.RLock()
@@ -143,18 +270,13 @@ class Session:
                     f"already recording into {str(_active.out_dir)!r}; stop that session first"
                 )
             try:
-                self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-                self._temp_dir = Path(
-                    tempfile.mkdtemp(
-                        prefix=f".{self.out_dir.name}.", suffix=".recording", dir=self.out_dir.parent
-                    )
-                )
+                self._make_temp_dir()
             except OSError as exc:
                 raise RecorderError(
                     f"cannot write output folder {str(self.out_dir)!r}: {exc.strerror or exc}"
                 ) from None
             self._started_at = _now()
-            self.writer = TraceWriter(self._temp_dir, self.program)
+            self.writer = _SessionWriter(self._temp_dir, self.program)
             encoder = ValueEncoder(self.writer.type_id, **self.limits)
             self.recorder = Recorder(
                 self.writer,
@@ -173,11 +295,40 @@ class Session:
                     self._io.uninstall()
                 self.recorder._switch_off()
                 self.writer.abandon()
-                shutil.rmtree(self._temp_dir, ignore_errors=True)
+                self._remove_temp_dir()
                 raise
             self._finish_before_os_exit()
+            self._finish_before_exec()
             _active = self
         return self
+
+    def _make_temp_dir(self) -> None:
+        """Make the hidden folder the trace is written into, locked; this is also the check, before
+        the program runs, that the output folder can be written at all."""
+        target = self.out_dir
+        # A mount point cannot be renamed over, and a symlink must stay a symlink: write inside.
+        self._in_place = target.is_dir() and (target.is_symlink() or os.path.ismount(target))
+        home = target if self._in_place else target.parent
+        home.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(target.parent, target.name)
+        if target.is_dir():
+            _remove_leftovers(target, target.name)
+        # Made under a name the leftover check ignores, locked, then renamed: another recording
+        # never sees it unlocked.
+        starting = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".starting", dir=home))
+        self._temp_lock = _lock(starting)
+        self._temp_dir = starting.with_name(starting.name[: -len(".starting")] + ".recording")
+        os.rename(starting, self._temp_dir)
+
+    def _remove_temp_dir(self) -> None:
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+        self._release_temp_lock()
+
+    def _release_temp_lock(self) -> None:
+        fd, self._temp_lock = self._temp_lock, None
+        if fd is not None:
+            os.close(fd)
 
     def _finish_before_os_exit(self) -> None:
         """``os._exit`` skips atexit: save the trace first (then exit exactly as asked)."""
@@ -201,19 +352,65 @@ class Session:
         if self._real_os_exit is not None and os._exit is self._exit_wrapper:
             os._exit = self._real_os_exit
         self._real_os_exit = None
+        for name, (real, wrapper) in self._real_execs.items():
+            if getattr(os, name) is wrapper:
+                setattr(os, name, real)
+        self._real_execs = {}
+
+    def _finish_before_exec(self) -> None:
+        """``os.exec*`` replaces the process: atexit never runs. Save the trace first, then exec.
+
+        Only ``os.execv`` and ``os.execve`` are wrapped: the other six (``execl``, ``execvp``, ...)
+        call them. If the exec then fails, the program gets its OSError as usual and goes on
+        unrecorded: the trace, saved up to the exec, stays as it is.
+        """
+        session = self
+        for name in ("execv", "execve"):
+            real = getattr(os, name)
+
+            def exec_(*args: Any, _real: Callable[..., Any] = real) -> Any:
+                if not session._finished and session._real_execs:
+                    session.exit_status = None
+                    try:
+                        if session.before_exec is not None:
+                            session.before_exec()
+                        else:
+                            session._finish(stopped_by="<os.exec>")
+                    except Exception:  # noqa: BLE001 - the exec goes ahead whatever happened
+                        pass
+                return _real(*args)
+
+            exec_.__name__ = exec_.__qualname__ = name
+            exec_.__doc__ = real.__doc__
+            self._real_execs[name] = (real, exec_)
+            setattr(os, name, exec_)
 
     def _forget_in_child(self) -> None:
         """After fork(), in the child: the trace belongs to the parent; record and write nothing."""
         global _active
         self._finished = True
+        self._in_child = True
         if self.recorder is not None:
             self.recorder.forget_in_child()
         if self.writer is not None:
             self.writer.detach()
+        # The lock on the hidden folder is the parent's: the child's copy of the descriptor must not
+        # keep it held after the parent is gone.
+        self._release_temp_lock()
+        # The CLI's SIGTERM handler finishes the parent's trace; the child dies of SIGTERM at once,
+        # as it would without recording (a pool's terminate() counts on it).
+        if self.sigterm_handler is not None:
+            try:
+                if signal.getsignal(signal.SIGTERM) is self.sigterm_handler:
+                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            except (ValueError, OSError):
+                pass
         _active = None
 
     def stop(self) -> Path | None:
-        """Stop recording and publish the trace folder; returns it. Safe to call more than once."""
+        """Stop recording and publish the trace folder; returns it, or None if there is nothing (more)
+        to publish. Safe to call more than once. RecorderError if the trace could not be saved (a
+        full disk: nothing is left of it, and the output folder is as it was)."""
         return self._finish()
 
     def __enter__(self) -> Session:
@@ -234,8 +431,11 @@ class Session:
         """Switch monitoring off, close every open call, write the side files, publish the folder."""
         global _active
         with self._finish_lock:
+            if self._save_error is not None:
+                message, self._save_error = self._save_error, None
+                raise RecorderError(message)
             if self._finished or self.recorder is None or self.writer is None:
-                return None if self.recorder is None else self.out_dir
+                return self.out_dir if self._published and not self._in_child else None
             recorder, writer = self.recorder, self.writer
             if self._io is not None:
                 self._io.uninstall()  # first: drains what is still on its way into the trace
@@ -258,13 +458,53 @@ class Session:
                         {"Event": {"kind": _ERROR_EVENT, "metadata": "", "content": self.error_text}}
                     )
                 writer.emit({"Return": {"return_value": toplevel_value}})
-                writer.close(self._metadata())
+                try:
+                    writer.close(self._metadata())
+                except OSError as exc:
+                    _active = None
+                    self._save_failed(exc)
+                    raise RecorderError(self._take_save_error()) from None
             _active = None
-            self._publish()
+            try:
+                self._publish()
+            except OSError as exc:
+                self._save_failed(exc, publishing=True)
+                raise RecorderError(self._take_save_error()) from None
+            self._published = True
             return self.out_dir
+
+    def _save_failed(self, exc: OSError, publishing: bool = False) -> None:
+        """The trace cannot be saved (a full disk, ...): remove what we made, keep the reason."""
+        temp = self._temp_dir
+        if self.writer is not None:
+            self.writer.abandon()
+        self._remove_temp_dir()
+        what = "publishing" if publishing else "writing"
+        self._save_error = (
+            f"could not save the trace: {exc.strerror or exc} ({what} {str(temp)!r}); the partial "
+            f"trace was removed and {str(self.out_dir)!r} was left as it was"
+        )
+
+    def _take_save_error(self) -> str:
+        message, self._save_error = self._save_error or "could not save the trace", None
+        return message
 
     def _recorder_failed(self, exc: Exception) -> None:
         """Called from inside a monitoring callback that failed; monitoring is already off."""
+        global _active
+        writer = self.writer
+        if writer is not None and writer.write_error is not None and exc is writer.write_error:
+            # Writing the trace failed (a full disk): not the program's business, and no bug of ours
+            # to raise. Stop, free the disk, and let stop() (the CLI: at the end) say what happened.
+            with self._finish_lock:
+                if not self._finished:
+                    self._finished = True
+                    if self._io is not None:
+                        self._io.uninstall()
+                    self._restore_os_exit()
+                    _active = None
+                    self._save_failed(exc)
+            return
         self.failure = exc
         message = f"timelapse recorder error: {type(exc).__name__}: {exc}"
         self.error_text = message
@@ -291,30 +531,37 @@ class Session:
             self._restore_os_exit()
             if self.writer is not None:
                 self.writer.abandon()
-            if self._temp_dir is not None:
-                shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._remove_temp_dir()
             _active = None
 
     def _publish(self) -> None:
-        """Move the finished folder into place: the old trace (if any) is replaced in one step."""
+        """Move the finished folder into place: the old trace (if any) is replaced in one step, or,
+        for a folder that cannot be renamed over, the files are moved into it."""
         temp, target = self._temp_dir, self.out_dir
         assert temp is not None
-        if target.is_dir() and any(target.iterdir()):
-            if not is_trace_folder(target):
-                raise RecorderError(
-                    f"output folder {str(target)!r} was filled by something else while recording; "
-                    f"the trace is left in {str(temp)!r}"
-                )
-            old = temp.with_name(temp.name + ".old")
-            os.rename(target, old)
-            os.rename(temp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(temp, target)  # replaces an empty folder atomically
+        old_trace = target.is_dir() and bool(_trace_entries(target))
+        if old_trace and not is_trace_folder(target):
+            self._release_temp_lock()  # what is in it is the user's to take: never cleaned up
+            raise RecorderError(
+                f"output folder {str(target)!r} was filled by something else while recording; "
+                f"the trace is left in {str(temp)!r}"
+            )
+        if not self._in_place:
+            try:
+                _replace(temp, target, old_trace)
+                self._release_temp_lock()
+                return
+            except OSError as exc:
+                # A mount point (EBUSY, or EXDEV for some bind mounts), or a folder that became a
+                # symlink: not to be renamed over. Anything else is a failure to save.
+                if exc.errno not in (errno.EBUSY, errno.EXDEV, errno.ENOTDIR):
+                    raise
+        _move_into(temp, target)
+        self._release_temp_lock()
 
     def _metadata(self) -> dict[str, Any]:
         metadata: dict[str, Any] = {
-            "workdir": os.getcwd(),
+            "workdir": self.workdir,
             "program": self.program,
             "args": self.args,
             "recorder": {"name": "timelapse", "version": __version__},
@@ -338,8 +585,49 @@ class Session:
         steps = self.recorder.steps if self.recorder else 0
         calls = self.recorder.calls if self.recorder else 0
         size = sum(f.stat().st_size for f in self.out_dir.rglob("*") if f.is_file())
-        shown = os.path.relpath(self.out_dir) if not os.path.relpath(self.out_dir).startswith("..") else str(self.out_dir)
-        return f"timelapse: {steps:,} steps, {calls:,} calls → {shown}{os.sep} ({_human_size(size)})"
+        # Relative to the working directory at the start (where the user typed the command).
+        return f"timelapse: {steps:,} steps, {calls:,} calls → {self._shown_out}{os.sep} ({_human_size(size)})"
+
+
+def _replace(temp: Path, target: Path, old_trace: bool) -> None:
+    """Rename ``temp`` to ``target``; an old trace there is set aside first and put back on failure."""
+    if not old_trace:
+        os.rename(temp, target)  # replaces an empty folder atomically
+        return
+    old = temp.with_name(temp.name + ".old")
+    os.rename(target, old)
+    try:
+        os.rename(temp, target)
+    except OSError:
+        os.rename(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _move_into(temp: Path, target: Path) -> None:
+    """Publish into ``target`` itself (a mount point, a symlink's folder): the old trace's files are
+    set aside inside it, the new ones moved in; on failure the old ones are put back."""
+    old = target / (temp.name + ".old")
+    old.mkdir()
+    for entry in _trace_entries(target):
+        os.rename(entry, old / entry.name)
+    moved: list[Path] = []
+    try:
+        for entry in sorted(temp.iterdir()):
+            moved.append(target / entry.name)
+            shutil.move(entry, target / entry.name)  # a rename, or a copy across file systems
+    except OSError:
+        for path in moved:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.exists():
+                path.unlink()
+        for entry in old.iterdir():
+            os.rename(entry, target / entry.name)
+        old.rmdir()
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 def _guess_program() -> str:
