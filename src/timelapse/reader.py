@@ -15,15 +15,17 @@ The format is described in ``shared/trace-format.md``; section numbers below ref
 from __future__ import annotations
 
 import base64
+import codecs
 import contextlib
 import gc
 import io
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = [
     "BIN_MAGIC",
@@ -33,7 +35,9 @@ __all__ = [
     "Trace",
     "TraceUnreadable",
     "decode_value",
+    "iter_events",
     "split_event",
+    "stream_path",
 ]
 
 #: The first 8 bytes of a ``trace.bin`` in the CBOR + seekable zstd encoding (section 5).
@@ -137,22 +141,12 @@ class Trace:
     def load(cls, folder: str | os.PathLike[str]) -> Trace:
         """Read a trace folder. Raises :class:`TraceUnreadable` with a one-line reason."""
         folder = Path(folder)
-        if not folder.is_dir():
-            what = "not a folder" if folder.exists() else "no such folder"
-            raise TraceUnreadable(f"{what}: {folder}")
-        if (folder / "trace.json").is_file():
-            stream_file = "trace.json"
-            load_stream = _load_json_stream
-        elif (folder / "trace.bin").is_file():
-            stream_file = "trace.bin"
-            load_stream = _load_bin_stream
-        else:
-            raise TraceUnreadable(f"{folder} has no trace.json or trace.bin")
+        path = stream_path(folder)
         with _gc_paused():
-            events = load_stream(folder / stream_file)
+            events = list(_iter_stream(path))
         metadata = _load_json_file(folder / "trace_metadata.json", dict, "an object")
         paths = _load_json_file(folder / "trace_paths.json", list, "an array")
-        return cls(folder, events, metadata, paths, stream_file)
+        return cls(folder, events, metadata, paths, path.name)
 
     def __repr__(self) -> str:
         return f"<Trace {str(self.folder)!r}: {len(self.events)} events from {self.stream_file}>"
@@ -380,12 +374,196 @@ def _load_json_file(path: Path, expected: type, described: str) -> Any:
     return data
 
 
-def _load_json_stream(path: Path) -> list[Any]:
-    return _load_json_file(path, list, "a JSON array")
+# -- streaming the events ----------------------------------------------------------------------
+#
+# A trace's stream can be gigabytes: parsing it whole costs 7-10 times its size in memory. The
+# functions below yield one event at a time, holding only the block being parsed (and, at most,
+# the largest single event), so that ``timelapse check`` runs in bounded memory.
+
+#: How much of ``trace.json`` is read at a time (more when one event is larger than this).
+_BLOCK_SIZE = 1 << 20
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+#: An error this close to the end of the text read so far may just mean the event continues in
+#: the next block (``tru`` of ``true``, ``-`` of ``-5``, ``\\u00`` of an escape): read on, retry.
+_NEAR_END = 16
+#: The first character of a JSON value that is not an array.
+_OTHER_VALUE_START = frozenset('{"-0123456789tfn')
 
 
-def _load_bin_stream(path: Path) -> list[Any]:
-    """Decode ``trace.bin``: the magic, then CBOR items in a zstd seekable stream (section 5)."""
+def stream_path(folder: str | os.PathLike[str]) -> Path:
+    """The event stream file of a trace folder: ``trace.json``, else ``trace.bin`` (as the
+    db-backend looks for them). Raises :class:`TraceUnreadable` if there is neither."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        what = "not a folder" if folder.exists() else "no such folder"
+        raise TraceUnreadable(f"{what}: {folder}")
+    for name in ("trace.json", "trace.bin"):
+        if (folder / name).is_file():
+            return folder / name
+    raise TraceUnreadable(f"{folder} has no trace.json or trace.bin")
+
+
+def iter_events(folder: str | os.PathLike[str]) -> Iterator[Any]:
+    """Yield the raw, JSON-shaped events of a trace folder one at a time, in stream order.
+
+    Memory stays bounded by the largest single event, whatever the size of the stream, so this is
+    the way to go through a huge trace (``Trace.load`` keeps every event). Raises
+    :class:`TraceUnreadable` (one line, naming the byte offset or the event) if the folder has no
+    stream or the stream cannot be read; the events before the damage have been yielded by then.
+    """
+    return _iter_stream(stream_path(folder))
+
+
+def _iter_stream(path: Path) -> Iterator[Any]:
+    if path.name == "trace.bin":
+        return _iter_bin_stream(path)
+    return _iter_json_stream(path)
+
+
+def _iter_json_stream(path: Path) -> Iterator[Any]:
+    try:
+        file = open(path, "rb")  # noqa: SIM115 (closed by the generator)
+    except OSError as exc:
+        raise TraceUnreadable(f"cannot read {path}: {exc.strerror or exc}") from None
+    with file:
+        yield from _JsonArrayReader(file, path.name).elements()
+
+
+class _JsonArrayReader:
+    """Yields the elements of the JSON array in a binary file, reading it block by block.
+
+    Any valid JSON array is accepted (one line, one event a line, pretty-printed). Each element is
+    decoded by the C scanner of :mod:`json` straight from the text buffer, which also tells where
+    the element ends, so strings holding ``,``, ``]`` or escaped quotes need no scanning of ours.
+    Damage raises :class:`TraceUnreadable` naming the byte offset and the event.
+    """
+
+    def __init__(self, file: io.BufferedIOBase | Any, name: str) -> None:
+        self.file = file
+        self.name = name
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.scan = json.JSONDecoder(parse_constant=_reject_constant).scan_once
+        self.text = ""  # decoded text not yet consumed (from self.pos on)
+        self.pos = 0
+        self.bytes_read = 0
+        self.eof = False
+
+    def elements(self) -> Iterator[Any]:
+        first = self.next_char()
+        if first != "[":
+            if first in _OTHER_VALUE_START:
+                raise TraceUnreadable(f"{self.name} is not a JSON array")
+            found = "the file is empty" if not first else f"found {first!r}"
+            self.fail(f"expected '[' at byte {self.byte_offset(self.pos)}, {found}")
+        self.pos += 1
+        if self.next_char() == "]":
+            self.pos += 1
+            self.expect_end()
+            return
+        index = 0
+        while True:
+            yield self.element(index)
+            char = self.next_char()
+            if char == ",":
+                self.pos += 1
+                index += 1
+            elif char == "]":
+                self.pos += 1
+                self.expect_end()
+                return
+            elif not char:
+                self.fail(f"the file ends after event {index} without the closing ']' (truncated?)")
+            else:
+                self.fail(
+                    f"expected ',' or ']' after event {index}, found {char!r}"
+                    f" at byte {self.byte_offset(self.pos)}"
+                )
+
+    def element(self, index: int) -> Any:
+        """Decode the element at the current position, reading more of the file as needed."""
+        while True:
+            if not self.next_char():
+                self.fail(f"the file ends after a ',' where event {index} should be (truncated?)")
+            try:
+                value, end = self.scan(self.text, self.pos)
+            except StopIteration as exc:  # how the scanner says "Expecting value"
+                message, at = "expecting a value", exc.value
+            except json.JSONDecodeError as exc:
+                message, at = exc.msg, exc.pos
+            except ValueError as exc:  # NaN or Infinity, refused by _reject_constant
+                message, at = str(exc), self.pos
+            except RecursionError:
+                self.fail(f"event {index} is nested too deeply to decode")
+            else:
+                # An element that stops at the end of the buffer may go on (a number: 12|34).
+                if end < len(self.text) or not self.read_more():
+                    self.pos = end
+                    return value
+                continue
+            near_end = at >= len(self.text) - _NEAR_END or message.startswith("Unterminated")
+            if near_end and self.read_more():
+                continue  # the event goes on in the next block: decode it again, whole
+            if near_end:
+                start = self.byte_offset(self.pos)
+                self.fail(
+                    f"the file ends inside event {index}, which starts at byte {start}"
+                    " (truncated?)"
+                )
+            self.fail(f"{message} at byte {self.byte_offset(at)} (in event {index})")
+
+    def next_char(self) -> str:
+        """Skip whitespace; return the next character, or "" at the end of the file."""
+        while True:
+            self.pos = _WHITESPACE.match(self.text, self.pos).end()  # type: ignore[union-attr]
+            if self.pos < len(self.text):
+                return self.text[self.pos]
+            if not self.read_more():
+                return ""
+
+    def read_more(self) -> bool:
+        """Append the next block to the buffer (dropping what was consumed); False at the end.
+
+        The block is at least as large as the unfinished event, so that an event spanning many
+        blocks is decoded O(log size) times, not once per block.
+        """
+        if self.eof:
+            return False
+        self.text = self.text[self.pos :]
+        self.pos = 0
+        while True:
+            data = self.file.read(max(_BLOCK_SIZE, len(self.text)))
+            before = self.bytes_read - len(self.decoder.getstate()[0])
+            self.bytes_read += len(data)
+            try:
+                decoded = self.decoder.decode(data, final=not data)
+            except UnicodeDecodeError as exc:
+                raise TraceUnreadable(
+                    f"{self.name} is not valid UTF-8 (byte offset {before + exc.start})"
+                ) from None
+            if not data:
+                self.eof = True
+            if decoded or self.eof:
+                self.text += decoded
+                return bool(decoded)
+
+    def byte_offset(self, at: int) -> int:
+        """The offset in the file of the character at ``self.text[at]``."""
+        end_of_text = self.bytes_read - len(self.decoder.getstate()[0])
+        return end_of_text - len(self.text[at:].encode("utf-8", "surrogatepass"))
+
+    def expect_end(self) -> None:
+        if self.next_char():
+            self.fail(f"extra data after the closing ']' at byte {self.byte_offset(self.pos)}")
+
+    def fail(self, reason: str) -> NoReturn:
+        raise TraceUnreadable(f"{self.name} is not valid JSON: {reason}")
+
+
+def _iter_bin_stream(path: Path) -> Iterator[Any]:
+    """Decode ``trace.bin``: the magic, then CBOR items in a zstd seekable stream (section 5).
+
+    Frames are decompressed as the items are read, so memory stays bounded here too.
+    """
     try:
         import cbor2
         import pyzstd
@@ -394,39 +572,68 @@ def _load_bin_stream(path: Path) -> list[Any]:
             f"reading trace.bin needs the cbor2 and pyzstd packages ({exc.name} is not installed)"
         ) from None
     try:
-        data = path.read_bytes()
+        file = open(path, "rb")  # noqa: SIM115 (closed by the generator)
     except OSError as exc:
         raise TraceUnreadable(f"cannot read {path}: {exc.strerror or exc}") from None
-    header = data[:8]
-    if header[:5] != BIN_MAGIC[:5]:
-        raise TraceUnreadable("trace.bin does not start with the magic C0 DE 72 AC E2")
-    if header != BIN_MAGIC:
-        raise TraceUnreadable(
-            f"trace.bin header {header.hex(' ').upper()} is not the CBOR + seekable zstd"
-            f" encoding ({BIN_MAGIC.hex(' ').upper()})"
-        )
-    try:
-        with pyzstd.SeekableZstdFile(io.BytesIO(data[8:])) as stream:
-            raw = stream.read()
-    except Exception as exc:  # pyzstd raises several unrelated types for a bad stream
-        reason = _one_line(exc)
-        raise TraceUnreadable(f"trace.bin is not a zstd seekable stream: {reason}") from None
-    return _decode_cbor_items(cbor2, raw)
-
-
-def _decode_cbor_items(cbor2: Any, raw: bytes) -> list[Any]:
-    buffer = io.BytesIO(raw)
-    decoder = cbor2.CBORDecoder(buffer)
-    events = []
-    end = len(raw)
-    while buffer.tell() < end:
-        try:
-            events.append(decoder.decode())
-        except Exception as exc:  # CBORDecodeError, and ValueError-likes from malformed items
+    with file:
+        header = file.read(8)
+        if header[:5] != BIN_MAGIC[:5]:
+            raise TraceUnreadable("trace.bin does not start with the magic C0 DE 72 AC E2")
+        if header != BIN_MAGIC:
             raise TraceUnreadable(
-                f"trace.bin: CBOR item {len(events)} cannot be decoded: {_one_line(exc)}"
-            ) from None
-    return events
+                f"trace.bin header {header.hex(' ').upper()} is not the CBOR + seekable zstd"
+                f" encoding ({BIN_MAGIC.hex(' ').upper()})"
+            )
+        try:
+            stream = pyzstd.SeekableZstdFile(_FileFrom(file, 8))
+        except Exception as exc:  # pyzstd raises several unrelated types for a bad stream
+            raise _bad_zstd(exc) from None
+        with stream:
+            decoder = cbor2.CBORDecoder(stream)
+            index = 0
+            while True:
+                try:
+                    if not stream.peek(1):
+                        return
+                    event = decoder.decode()
+                except pyzstd.ZstdError as exc:
+                    raise _bad_zstd(exc) from None
+                except Exception as exc:  # CBORDecodeError, and ValueError-likes
+                    raise TraceUnreadable(
+                        f"trace.bin: CBOR item {index} cannot be decoded: {_one_line(exc)}"
+                    ) from None
+                yield event
+                index += 1
+
+
+def _bad_zstd(exc: BaseException) -> TraceUnreadable:
+    return TraceUnreadable(f"trace.bin is not a zstd seekable stream: {_one_line(exc)}")
+
+
+class _FileFrom(io.RawIOBase):
+    """A read-only view of a binary file from byte ``start`` on (the zstd stream after the magic):
+    ``SeekableZstdFile`` seeks to absolute offsets and to the end to find its seek table."""
+
+    def __init__(self, file: Any, start: int) -> None:
+        self.file = file
+        self.start = start
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self.file.readinto(buffer)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            offset += self.start
+        return self.file.seek(offset, whence) - self.start
+
+    def tell(self) -> int:
+        return self.file.tell() - self.start
 
 
 def _one_line(exc: BaseException) -> str:
