@@ -193,7 +193,8 @@ def test_a_mount_point_found_only_when_publishing_is_published_into(tmp_path, mo
 
 def _start_forever(tmp_path: Path, out: Path) -> subprocess.Popen:
     script = tmp_path / "forever.py"
-    script.write_text("print('ready', flush=True)\nn = 0\nwhile True:\n    n += 1\n")
+    script.write_text("import time\nprint('ready', flush=True)\nn = 0\nwhile True:\n    n += 1\n"
+                      "    time.sleep(0.001)\n")
     process = subprocess.Popen([str(CONSOLE_SCRIPT), "record", "-q", "-o", str(out), str(script)],
                                stdout=subprocess.PIPE, text=True)
     assert process.stdout.readline() == "ready\n"
