@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
 import sys
 import threading
 
@@ -17,11 +19,12 @@ class Registry:
     """A fake ``register_type``: one id per distinct type."""
 
     def __init__(self) -> None:
-        self.ids: dict[str, int] = {json.dumps([30, "None", None]): 0}
+        self.ids: dict[tuple, int] = {(30, "None", None): 0}
         self.types: list = [(30, "None", None)]
 
     def __call__(self, kind, lang_type, specific_info=None) -> int:
-        key = json.dumps([kind, lang_type, specific_info])
+        fields = specific_info and tuple((f["name"], f["type_id"]) for f in specific_info["fields"])
+        key = (kind, lang_type, fields)
         if key not in self.ids:
             self.ids[key] = len(self.types)
             self.types.append((kind, lang_type, specific_info))
@@ -180,3 +183,76 @@ def test_names_that_are_str_subclasses_are_read_as_their_text():
     assert registry.types[record["type_id"]][1] == f"{__name__}.Q"
     assert record["field_values"][0]["i"] == 1
     assert Calls.count == 0
+
+
+# -- item 22: every cache is bounded ----------------------------------------------------------------
+
+_NAMES = [f"field{i}" for i in range(40)]
+
+
+def _shaped(i: int, cls: type) -> object:
+    """An instance whose attribute set is (nearly) unique to ``i``: names from a small pool, so that
+    the names themselves cost nothing."""
+    x = cls()
+    for k in (i % 40, 40 + (i // 40) % 40, 80 + (i // 1600) % 40, 120 + i // 64000):
+        setattr(x, _NAMES[k % 40] + "_" * (k // 40), k)
+    return x
+
+
+def _cache_sizes(enc: ValueEncoder) -> dict[str, int]:
+    """Every cache the encoder keeps (all are dicts in its attributes), and how many entries each holds."""
+    sizes = {name: len(value) for name, value in vars(enc).items() if type(value) is dict}
+    return sizes
+
+
+_WORKLOAD = """
+import json, resource, sys
+sys.path.insert(0, sys.argv[1])
+from test_enc_h3 import _cache_sizes, _shaped
+from timelapse.encoder import ValueEncoder
+
+class Obj:
+    pass
+
+def registry(kind, lang_type, specific_info=None):
+    # Type ids that cost no memory (the writer's table is not the encoder's): a hash of the type.
+    fields = specific_info and tuple(f["name"] for f in specific_info["fields"])
+    return hash((kind, lang_type, fields)) & 0xFFFFFFF
+
+enc = ValueEncoder(registry)
+early = [_shaped(i, Obj) for i in range(3)]
+expected = [enc.encode_json(x) for x in early]
+largest = {}
+rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for i in range(400_000):
+    enc.encode_json(_shaped(i, Obj))
+    if i % 1000 == 0:
+        for name, size in _cache_sizes(enc).items():
+            largest[name] = max(largest.get(name, 0), size)
+for i in range(40_000):
+    enc.encode_json(_shaped(i, type(f"C{i}", (), {})))
+    enc.encode_json([i * 1.5, str(i), i << 40])
+    if i % 1000 == 0:
+        for name, size in _cache_sizes(enc).items():
+            largest[name] = max(largest.get(name, 0), size)
+growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
+# After evictions, values are what a fresh encoder makes (the registry gives the same ids).
+same_early = [enc.encode_json(x) for x in early] == expected
+fresh = ValueEncoder(registry)
+later = [_shaped(123_456, Obj), _shaped(7, type("Late", (), {})), [2.5, "x" * 70, 1 << 70]]
+same_later = [enc.encode_json(x) for x in later] == [fresh.encode_json(x) for x in later]
+print(json.dumps({"largest": largest, "growth_kib": growth, "same": [same_early, same_later]}))
+"""
+
+
+def test_caches_stay_bounded_over_400k_attribute_sets_and_40k_classes():
+    """Peak memory measured in a process of its own (ru_maxrss: KiB on Linux), without tracemalloc's
+    slowdown."""
+    tests = os.path.dirname(__file__)
+    result = subprocess.run([sys.executable, "-c", _WORKLOAD, tests], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert max(report["largest"].values()) <= 4096, report["largest"]
+    assert report["growth_kib"] < 45_000, report  # KiB; 61 MB when 10,000 classes were kept
+    assert report["same"] == [True, True]

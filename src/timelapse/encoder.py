@@ -87,8 +87,10 @@ _I64_MIN = -(2**63)
 _I64_MAX = 2**63 - 1
 _SCALAR_CACHE_SIZE = 4096   # records per scalar cache before it is emptied
 _SHORT_STRING = 64          # strings up to this length have cached records
-_TYPE_CACHE_SIZE = 10000    # classified types (and type ids) kept at most
-_SHAPE_CACHE_SIZE = 256     # struct shapes remembered per type
+# Every cache is bounded (a program may meet any number of classes and attribute sets) and is
+# emptied when full: refilling costs one classification or one register_type call per entry.
+_TYPE_CACHE_SIZE = 2048     # classified types kept at most (each keeps its class alive)
+_TYPE_ID_CACHE_SIZE = 4096  # type ids kept at most, struct shapes of all classes together
 _INT_TEXT_BITS = 3000       # ints bigger than this are described, not printed
 _ELLIPSIS = "\u2026"
 # How encode_json serializes a container: straight to bytes (the commonest kinds), or through records.
@@ -345,7 +347,7 @@ class _TypeInfo:
 
     __slots__ = (
         "type", "lang", "handler", "container", "tid", "size", "iterate",
-        "extra", "shapes", "slots", "get_dict", "python_class", "brief", "mro", "walk",
+        "extra", "slots", "get_dict", "python_class", "brief", "mro", "walk",
         "json_shape",
     )
 
@@ -358,7 +360,6 @@ class _TypeInfo:
         self.size: Callable[[Any], int] | None = None
         self.iterate: Callable[[Any], Any] | None = None
         self.extra: Any = None
-        self.shapes: dict | None = None
         self.slots: list = []       # [(field name, member descriptor getter)]
         self.get_dict: Callable[[Any], Any] | None = None
         self.python_class = False   # defined by a class statement
@@ -721,23 +722,17 @@ class ValueEncoder:
                     "fields": [{"name": sanitize_text(name), "type_id": any_tid} for name in fields],
                 }
             tid = self._register(kind, lang_type, info)
-            if len(self._type_ids) >= _TYPE_CACHE_SIZE:
+            if len(self._type_ids) >= _TYPE_ID_CACHE_SIZE:
                 self._type_ids.clear()
             self._type_ids[key] = tid
         return tid
 
     def _shape_tid(self, info: _TypeInfo, names: tuple) -> int:
         """The TypeId of a Struct with these field names."""
-        shapes = info.shapes
-        if shapes is None:
-            shapes = info.shapes = {}
-        tid = shapes.get(names)
-        if tid is None:
-            tid = self._type_id(_STRUCT, info.lang, names)
-            if len(shapes) >= _SHAPE_CACHE_SIZE:
-                shapes.clear()
-            shapes[names] = tid
-        return tid
+        # One cache for the shapes of all classes (_type_ids): a cache per class would hold
+        # classes x shapes entries.
+        tid = self._type_ids.get((_STRUCT, info.lang, names))
+        return tid if tid is not None else self._type_id(_STRUCT, info.lang, names)
 
     def _classify(self, t: type) -> _TypeInfo:
         """Decide, once per type, how its values are encoded."""
