@@ -302,18 +302,11 @@ def _finish_on_sigterm(session: Session, quiet: bool) -> None:
         return
 
     def on_sigterm(signum: int, frame: object) -> None:
+        # Never inside the recorder: a signal that lands in one of its sections waits until the
+        # section is done (timelapse.interrupts), so the trace can be finished right here.
         session.exit_status, session.exit_signal = 128 + signum, signum
         signal.signal(signum, signal.SIG_DFL)
-        recorder = session.recorder
-        if recorder is None or not recorder._lock._is_owned():
-            finish_and_die(signum)
-            return
-        # Signal handlers run between any two bytecodes, here in the middle of a monitoring
-        # callback: finish from another thread, which gets the recorder's lock once the callback is
-        # done. Nothing is recorded after the signal; if the program ends first, atexit kills it.
-        recorder.active = False
-        recorder.interrupted = True
-        threading.Thread(target=finish_and_die, args=(signum,), daemon=True).start()
+        finish_and_die(signum)
 
     def finish_and_die(signum: int) -> None:
         _finish(session, quiet)

@@ -36,12 +36,14 @@ import json
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable
 from types import BuiltinFunctionType, CodeType, FrameType, FunctionType, MethodType, ModuleType
 from typing import Any
 
 from timelapse.encoder import ValueEncoder
 from timelapse.errors import RecorderError
+from timelapse.interrupts import deferral
 from timelapse.jsonbytes import to_json
 from timelapse.scope import Scope
 from timelapse.writer import TraceWriter
@@ -93,6 +95,8 @@ _CODE_TYPE_IDS = frozenset(map(id, (
 )))
 #: How many frames of its own a callback may need on top of the program's deepest frame.
 RECURSION_HEADROOM = 100
+#: Python 3.12's frame.f_locals is a snapshot dict kept by the frame (PEP 667 replaced it in 3.13).
+_SNAPSHOT_LOCALS = sys.version_info < (3, 13)
 
 
 def _is_code(value: object) -> bool:
@@ -111,7 +115,7 @@ class _CodeInfo:
 
     __slots__ = (
         "code", "kind", "path_id", "function_id", "def_step", "steps", "arg_vars",
-        "var_ids", "global_vars", "quiet_lines", "async_generator",
+        "var_ids", "global_vars", "quiet_lines", "async_generator", "implicit_handler",
     )
 
     def __init__(self, code: CodeType, kind: int) -> None:
@@ -128,12 +132,14 @@ class _CodeInfo:
         self.global_vars: tuple[tuple[str, bytes], ...] = ()
         self.quiet_lines: frozenset[int] = frozenset()
         self.async_generator = bool(code.co_flags & _CO_ASYNC_GENERATOR)
+        #: Offsets of the handler CPython wraps around a generator's body (not the program's code).
+        self.implicit_handler: frozenset[int] = frozenset()
 
 
 class _ThreadState:
     __slots__ = (
-        "ident", "number", "stack", "started", "last_step", "base_depth", "exception_in_flight",
-        "last_exception_event",
+        "ident", "number", "stack", "started", "last_step", "base_depth", "in_flight", "thrown",
+        "recent", "refused_frame",
     )
 
     def __init__(self, ident: int, number: int, base_depth: int = 0) -> None:
@@ -148,9 +154,16 @@ class _ThreadState:
         self.last_step: bytes | None = None
         #: Frames below the program's first frame (timelapse's own, under the CLI).
         self.base_depth = base_depth
-        #: The exception propagating now (raised, not yet handled), and the last exception Event.
-        self.exception_in_flight: BaseException | None = None
-        self.last_exception_event: tuple[str, BaseException, int | None] | None = None
+        # Exceptions are never kept (they hold tracebacks, frames, locals): these hold an exception's
+        # id and where the stream was right after the event that noted it, (len(events), events[-1]).
+        #: The exception propagating now (raised, not yet handled): (id, position).
+        self.in_flight: tuple | None = None
+        #: A GeneratorExit thrown in by close() that CPython is about to report as raised.
+        self.thrown: tuple | None = None
+        #: The last exception Event: (what, id, line, position).
+        self.recent: tuple | None = None
+        #: id() of the frame whose call the recursion limit refused (it is unwinding, never opened).
+        self.refused_frame: int | None = None
 
 
 def claim_tool_id() -> int:
@@ -188,9 +201,19 @@ class Recorder:
         #: short, ``interrupted`` says so and the stream itself is counted instead.
         self.open_calls = 1
         self.calls = 0
-        self.interrupted = False
-        # Re-entrant: a signal handler may finish the trace while a callback holds the lock.
-        self._lock = threading.RLock()
+        self.interrupted = False  # kept for the session: a rolled-back stream is never torn
+        #: Thread switches written (ThreadSwitch / ThreadStart after the first thread).
+        self.switches = 0
+        #: True if the program freed our sys.monitoring tool id (recording stopped there).
+        self.tool_lost = False
+        #: Event groups left out because memory ran out while writing them.
+        self.lost_for_memory = 0
+        self._lost_return = b""
+        # Not re-entrant: program code (which could come back in) never runs inside a section.
+        self._lock = threading.Lock()
+        self._deferral = deferral
+        #: Python 3.12: id(frame) -> the dict its f_locals returns, for frames with a call open.
+        self._held_locals: dict[int, dict] = {}
         self._infos: dict[int, _CodeInfo] = {}
         self._code_paths: dict[int, str] = {}  # id(code) -> its source version's path
         self._code_refs: list[CodeType] = []
@@ -222,6 +245,9 @@ class Recorder:
         state.started = True
         self._current = state
         self.writer.emit({"ThreadStart": state.number})
+        lost = self.writer.type_id(16, "<out of memory>")
+        self._lost_return = to_json(
+            {"Return": {"return_value": {"kind": "Raw", "type_id": lost, "r": "<out of memory>"}}})
         _monitoring.restart_events()
         for event, callback in self._make_callbacks().items():
             _monitoring.register_callback(self.tool_id, event, callback)
@@ -232,26 +258,44 @@ class Recorder:
                 self._learn(frame.f_code, frame)
                 frame = frame.f_back
         self._keep_recursion_limit(base_depth)
+        self._deferral.install()
         _monitoring.set_events(self.tool_id, _GLOBAL_EVENTS)
 
-    def _switch_off(self) -> None:
-        """No more callbacks, on any thread, from now on. Safe to call twice."""
+    def _switch_off(self, locked: bool = True) -> None:
+        """No more callbacks, on any thread, from now on. Safe to call twice.
+
+        Under the lock (``locked``), so that no thread is learning a code object meanwhile; not after
+        fork(), where a thread that no longer exists may hold it.
+        """
+        if locked:
+            with self._lock:
+                self._switch_off_now()
+        else:
+            self._switch_off_now()
+        self._deferral.uninstall()
+
+    def _switch_off_now(self) -> None:
         self.active = False
         tool_id, self.tool_id = self.tool_id, None
         if tool_id is None:
             return
+        self._restore_recursion_limit()
+        if _monitoring.get_tool(tool_id) != TOOL_NAME:
+            # The program freed our tool id (and so our callbacks): recording had stopped there.
+            # The id may belong to another tool now: leave it alone.
+            self.tool_lost = True
+            return
         _monitoring.set_events(tool_id, 0)
-        for info in self._infos.values():
+        for info in list(self._infos.values()):
             if info.kind != _OUT_OF_SCOPE:
                 _monitoring.set_local_events(tool_id, info.code, 0)
         for event in _ALL_EVENTS:
             _monitoring.register_callback(tool_id, event, None)
         _monitoring.free_tool_id(tool_id)
-        self._restore_recursion_limit()
 
     def _fail(self, exc: Exception) -> object:
-        """The recorder itself failed inside a callback: stop everything at once, then report."""
-        self.interrupted = True  # the failing callback may have written half an event group
+        """The recorder itself failed inside a callback (whose events were taken back, its lock
+        released): stop everything at once, then report."""
         self._switch_off()
         self._on_failure(exc)
         return None
@@ -260,7 +304,7 @@ class Recorder:
         """After fork(), in the child: record nothing more and never touch the parent's trace."""
         self.active = False
         if self.tool_id is not None:
-            self._switch_off()
+            self._switch_off(locked=False)
 
     # -- the recursion limit -----------------------------------------------------------------------
 
@@ -306,22 +350,39 @@ class Recorder:
 
     # -- what we know about code objects -----------------------------------------------------------
 
-    def _learn(self, code: CodeType, frame: FrameType | None) -> _CodeInfo:
-        """Decide once whether ``code`` is recorded, and cache everything its events need."""
+    def _learn(self, code: CodeType, frame: FrameType | None, locked: bool = True) -> _CodeInfo | None:
+        """Decide once whether ``code`` is recorded, and cache everything its events need.
+
+        Code that is not recorded is decided without the lock (``locked=False``): the decision writes
+        nothing to the trace, and a thread that a program's ``__del__`` or signal handler starts must
+        be able to get through ``threading``'s own code while another thread holds the lock. Recorded
+        code defines ids in the trace, so it needs the lock: without it, None is returned.
+        """
         info = self._infos.get(id(code))
         if info is not None:
             return info
         path = self.scope.source_path(code.co_filename)
         if code is _THREAD_ROOT_CODE:
             info = _CodeInfo(code, _THREAD_ROOT)
-            _monitoring.set_local_events(self.tool_id, code, _events.PY_RETURN)
+            self._set_local_events(code, _events.PY_RETURN)
         elif path is None:
             info = _CodeInfo(code, _OUT_OF_SCOPE)
+        elif not locked:
+            return None
         else:
             info = self._describe(code, self._source_path(code, path), frame)
-            _monitoring.set_local_events(self.tool_id, code, _LOCAL_EVENTS)
+            self._set_local_events(code, _LOCAL_EVENTS)
         self._infos[id(code)] = info
         return info
+
+    def _set_local_events(self, code: CodeType, event_set: int) -> None:
+        tool_id = self.tool_id
+        if tool_id is None:
+            return
+        try:
+            _monitoring.set_local_events(tool_id, code, event_set)
+        except ValueError:  # the tool id was freed meanwhile (we stopped, or the program freed it)
+            pass
 
     def _source_path(self, code: CodeType, path: str) -> str:
         """The recorded path of ``code``'s source: a module's code, and all code nested in it, point
@@ -372,38 +433,68 @@ class Recorder:
                 and not _is_code(f_globals.get(name))  # the functions and classes it calls
             )
         info.quiet_lines = _quiet_lines(instructions)
+        info.implicit_handler = _implicit_handler(code, instructions)
         return info
 
     # -- the callbacks (hot path) ------------------------------------------------------------------
 
     def _make_callbacks(self) -> dict[int, Callable[..., Any]]:
-        """Build the callbacks as closures over locals: the hot path pays no attribute lookups."""
+        """Build the callbacks as closures over locals: the hot path pays no attribute lookups.
+
+        Every callback is a *section* (module docstring): it takes the lock without blocking when it
+        can (``acquire_slowly`` otherwise), notes ``mark = len(events)`` once its thread is the
+        stream's, appends its event group, changes the recorder's state only once nothing can fail
+        any more, lets go of the step memo and the lock, and last runs what waited (``pending``).
+        """
         recorder = self
-        lock = self._lock
-        # The lock is taken as `try: acquire() ... finally: release()`: a KeyboardInterrupt that
-        # lands right after acquire() still releases it, and one that interrupts a blocked acquire()
-        # does not release what it never got (hence lock_owned).
-        lock_acquire, lock_release, lock_owned = lock.acquire, lock.release, lock._is_owned
+        lock_acquire, lock_release = self._lock.acquire, self._lock.release
+        acquire_slowly = self._acquire_slowly
         infos = self._infos
         threads = self._threads
         writer = self.writer
         events = writer.events
         append = events.append
-        batch_size = writer.batch_size
-        flush = writer.flush
+        rollback = writer.rollback
         encode = self.encoder.encode_json
         memo = self.encoder.step_memo()  # valid only while the program does not run: cleared below
         forget = memo.clear
+        pending = self._deferral.pending
+        run_pending = self._deferral.run_pending
+        after_failure = self._after_failure
         learn = self._learn
-        fail = self._fail
         fault = self._fault
         get_ident = threading.get_ident
         getframe = sys._getframe
         get_referents = gc.get_referents
+        getrefcount = sys.getrefcount
         module_type = ModuleType
         code_type_ids = _CODE_TYPE_IDS
         missing = object()
         FUNCTION, THREAD_ROOT = _FUNCTION, _THREAD_ROOT
+        snapshot_locals = _SNAPSHOT_LOCALS
+        held = self._held_locals
+        batch_size = writer.batch_size
+
+        def flush_when_full() -> None:
+            nonlocal batch_size
+            writer.flush_if_full()
+            batch_size = writer.batch_size
+
+        def failed(exc: BaseException, mark: int, closing: _CodeInfo | None = None) -> object:
+            """An exception inside a section, the lock held: take back the torn event group, let go
+            of the lock, then the program's exceptions go on as the program's and ours stop us.
+            ``closing``: the call whose Return was being written (it is closed all the same when
+            memory ran out, so that the stream keeps following the program)."""
+            if mark >= 0:
+                rollback(mark)
+            if closing is not None and issubclass(type(exc), MemoryError):
+                recorder._close_without_memory(threads.get(get_ident()), closing)
+            state = threads.get(get_ident())
+            if state is not None:
+                state.last_step = None  # the Step it points at may have been taken back
+            forget()
+            lock_release()
+            return after_failure(exc)
 
         def thread_state() -> _ThreadState:
             """The calling thread's state, made current in the stream (caller holds the lock)."""
@@ -415,44 +506,79 @@ class Recorder:
                 recorder._switch_to(state)
             return state
 
+        def read_locals(frame: FrameType) -> tuple[dict, dict | None]:
+            """Python 3.12: ``frame.f_locals`` re-syncs the one dict a function frame keeps (the dict
+            ``locals()`` returns too) and leaves it holding the values. Returns it, and what it held for
+            the program before, if the program holds it (``l = locals()``): see ``let_go``."""
+            key = id(frame)
+            kept = held.get(key)
+            # References to a dict nobody else has: the frame's, ``held``'s, ``kept``, the argument.
+            saved = dict.copy(kept) if kept is not None and getrefcount(kept) > 4 else None
+            f_locals = frame.f_locals
+            if f_locals is not kept:  # the frame's first step
+                held[key] = f_locals
+                saved = None
+            return f_locals, saved
+
+        def let_go(f_locals: dict, saved: dict | None) -> None:
+            """Python 3.12: leave the frame's dict as the program last saw it — empty if it never
+            asked for it, so that no object lives longer for the recorder's sake."""
+            dict.clear(f_locals)
+            if saved is not None:
+                dict.update(f_locals, saved)
 
         def emit_values(info: _CodeInfo, frame: FrameType) -> None:
             """Every visible variable, after the Step just emitted (values do not carry forward)."""
-            f_locals = frame.f_locals
             var_ids = info.var_ids
             if info.kind == FUNCTION:
-                for name, value in f_locals.items():
+                if snapshot_locals:
+                    f_locals, saved = read_locals(frame)
                     try:
-                        prefix = var_ids[name]
-                    except KeyError:
-                        prefix = new_variable(var_ids, name)
-                    if prefix is not None:
-                        append(prefix + encode(value) + b"}}")
-            elif issubclass(type(f_locals), dict):  # not a class body's custom __prepare__ mapping
-                for name, value in dict.items(f_locals):
+                        for name, value in dict.items(f_locals):
+                            try:
+                                prefix = var_ids[name]
+                            except KeyError:
+                                prefix = new_variable(var_ids, name)
+                            if prefix is not None:
+                                append(prefix + encode(value) + b"}}")
+                    finally:
+                        let_go(f_locals, saved)
+                else:
+                    for name, value in frame.f_locals.items():
+                        try:
+                            prefix = var_ids[name]
+                        except KeyError:
+                            prefix = new_variable(var_ids, name)
+                        if prefix is not None:
+                            append(prefix + encode(value) + b"}}")
+                namespace = None
+            else:
+                namespace = frame.f_locals
+                if not issubclass(type(namespace), dict):  # a class body's custom __prepare__ mapping
+                    return
+                # One C call copies the items: another thread may add globals while we encode.
+                for name, value in list(dict.items(namespace)):
                     try:
                         prefix = var_ids[name]
                     except KeyError:
                         prefix = new_variable(var_ids, name)
                     if prefix is not None and type(value) is not module_type:
                         append(prefix + encode(value) + b"}}")
-            else:
-                return
             if info.global_vars:
                 f_globals = frame.f_globals
                 for name, prefix in info.global_vars:
-                    value = f_globals.get(name, missing)
+                    value = dict.get(f_globals, name, missing)
                     if (value is missing or id(type(value)) in code_type_ids
                             or issubclass(type(value), type)):  # as _is_code
                         continue  # global data only: not the functions, classes, modules it uses
-                    if info.kind != FUNCTION and name in f_locals:
+                    if namespace is not None and dict.__contains__(namespace, name):
                         continue
                     append(prefix + encode(value) + b"}}")
 
         def new_variable(var_ids: dict[str, bytes | None], name: str) -> bytes | None:
             """A local the code object did not declare (module and class namespaces, exec)."""
             prefix = var_ids[name] = (
-                None if _is_dunder(name) else _value_prefix(writer.variable_id(name))
+                None if type(name) is not str or _is_dunder(name) else _value_prefix(writer.variable_id(name))
             )
             return prefix
 
@@ -461,11 +587,11 @@ class Recorder:
             if step is None:
                 step = info.steps[line] = _step_event(info.path_id, line)
             append(step)
-            state.last_step = step
-            recorder.steps += 1
             if memo:
                 forget()
             emit_values(info, frame)
+            state.last_step = step
+            recorder.steps += 1
 
         def step_here(state: _ThreadState, frame: FrameType | None) -> tuple[int, int] | None:
             """Make sure the stream's last Step is the line ``frame`` (or its innermost recorded
@@ -478,87 +604,101 @@ class Recorder:
             else:
                 return None
             line = frame.f_lineno
-            if line is None:
+            if not line:
                 return None
             if state.last_step is None or state.last_step is not info.steps.get(line):
                 emit_step(state, info, frame, line)
             return info.path_id, line
 
-        def emit_call(info: _CodeInfo, frame: FrameType, args: list[bytes]) -> _ThreadState:
+        def emit_call(state: _ThreadState, info: _CodeInfo, frame: FrameType, args: list[bytes]) -> None:
             """Step at the definition line, Call with the arguments, and the arguments as the Values
             of that step. ``args``: serialized arguments already known (a thrown exception)."""
-            state = thread_state()
             stack = state.stack
             if memo:
                 forget()
             if len(stack) >= recorder._depth_check_from:
                 check_depth(state, frame)
             if info.arg_vars:
-                f_locals = frame.f_locals
-                for name, prefix in info.arg_vars:
-                    try:
-                        value = f_locals[name]
-                    except KeyError:
-                        continue
-                    args.append(prefix + encode(value) + b"}")
+                if snapshot_locals:
+                    f_locals, saved = read_locals(frame)
+                else:
+                    f_locals, saved = frame.f_locals, None
+                try:
+                    for name, prefix in info.arg_vars:
+                        try:
+                            value = f_locals[name]
+                        except KeyError:
+                            continue
+                        args.append(prefix + encode(value) + b"}")
+                finally:
+                    if snapshot_locals:
+                        let_go(f_locals, saved)
             append(info.def_step)
             append(b'{"Call":{"function_id":%d,"args":[%b]}}' % (info.function_id, b",".join(args)))
-            recorder.open_calls += 1
-            recorder.calls += 1
             for arg in args:
                 append(b'{"Value":' + arg + b"}")
+            # Nothing can fail from here on: the call is open.
             stack.append(info)
+            recorder.open_calls += 1
+            recorder.calls += 1
             state.last_step = None
-            return state
 
         def check_depth(state: _ThreadState, frame: FrameType) -> None:
             """RecursionError where the program, unrecorded, would have hit its limit."""
             depth = 0
-            while frame is not None:
+            probe: FrameType | None = frame
+            while probe is not None:
                 depth += 1
-                frame = frame.f_back
+                probe = probe.f_back
             if depth - state.base_depth > recorder._recursion_limit:
+                state.refused_frame = id(frame)  # its unwind is not a Return: no Call was written
                 raise _ProgramRecursionError("maximum recursion depth exceeded")
 
         def entered(code: CodeType, resumed: bool, thrown: BaseException | None) -> object:
             """A frame starts (PY_START) or goes on (PY_RESUME, PY_THROW): Step + Call; a resumed
             frame then gets a Step where it really goes on. Out of scope: DISABLE."""
+            info = infos.get(id(code))
+            if info is None:
+                info = learn(code, None, False)  # code we do not record: decided without the lock
+            if info is not None and info.kind >= THREAD_ROOT:
+                return DISABLE
+            frame = getframe(2)
+            if not lock_acquire(False) and not acquire_slowly():
+                return None
+            mark = -1
             try:
-                info = infos.get(id(code))
-                frame = getframe(2)
-                if info is None:
-                    try:  # not `with lock`, which costs twice as much; see _make_callbacks
-                        lock_acquire()
-                        if not recorder.active:
-                            return DISABLE
+                if recorder.active:
+                    if info is None:
                         info = learn(code, frame)
-                    finally:
-                        if lock_owned():
+                        if info.kind >= THREAD_ROOT:
                             lock_release()
-                if info.kind >= THREAD_ROOT:
-                    return DISABLE
-                try:  # not `with lock`, which costs twice as much; see _make_callbacks
-                    lock_acquire()
-                    if recorder.active:
-                        args = []
-                        if thrown is not None:
-                            if memo:
-                                forget()
-                            prefix = _arg_prefix(writer.variable_id("exception"))
-                            args.append(prefix + encode(thrown) + b"}")
-                        state = emit_call(info, frame, args)
-                        if resumed:
-                            emit_step(state, info, frame, frame.f_lineno)
-                finally:
-                    if lock_owned():
-                        lock_release()
-            except _ProgramRecursionError as exc:
-                raise RecursionError(*exc.args) from None
-            except Exception as exc:
-                return fail(exc)
-            except BaseException:  # Ctrl-C or a signal handler's exception, mid-callback
-                recorder.interrupted = True
-                raise
+                            return DISABLE
+                    state = thread_state()
+                    mark = len(events)
+                    args = []
+                    if thrown is not None:
+                        if memo:
+                            forget()
+                        prefix = _arg_prefix(writer.variable_id("exception"))
+                        args.append(prefix + encode(thrown) + b"}")
+                    emit_call(state, info, frame, args)
+                    mark = len(events)
+                    if resumed:
+                        line = frame.f_lineno
+                        if line:
+                            emit_step(state, info, frame, line)
+                    if len(events) >= batch_size:
+                        flush_when_full()
+                    if thrown is not None and type(thrown) is GeneratorExit:
+                        # close(): CPython reports RAISE where it lands, next; the program raised nothing.
+                        state.thrown = (id(thrown), len(events), events[-1] if events else None)
+            except BaseException as exc:
+                return failed(exc, mark)
+            if memo:
+                forget()
+            lock_release()
+            if pending:
+                run_pending()
             return None
 
         def on_start(code: CodeType, offset: int) -> object:
@@ -579,25 +719,41 @@ class Recorder:
             if info is None:  # LINE is only switched on for recorded code
                 return DISABLE
             frame = getframe(1)
+            if not lock_acquire(False) and not acquire_slowly():
+                return None
+            mark = -1
             try:
                 if fault is not None:
                     fault(code, line)
-                try:  # not `with lock`, which costs twice as much; see _make_callbacks
-                    lock_acquire()
-                    if recorder.active:
-                        state = threads.get(get_ident())
-                        if state is None or state is not recorder._current:
-                            state = thread_state()
-                        step = info.steps.get(line)
-                        if step is None:
-                            step = info.steps[line] = _step_event(info.path_id, line)
-                        append(step)
-                        state.last_step = step
-                        recorder.steps += 1
-                        if memo:
-                            forget()
-                        if info.kind == FUNCTION and not info.global_vars:
-                            var_ids = info.var_ids
+                if recorder.active:
+                    state = threads.get(get_ident())
+                    if state is None or state is not recorder._current:
+                        state = thread_state()
+                    mark = len(events)
+                    step = info.steps.get(line)
+                    if step is None:
+                        if line < 1:  # an empty module's body "runs" on line 0: there is no line
+                            lock_release()
+                            return None
+                        step = info.steps[line] = _step_event(info.path_id, line)
+                    append(step)
+                    if memo:
+                        forget()
+                    if info.kind == FUNCTION and not info.global_vars:
+                        var_ids = info.var_ids
+                        if snapshot_locals:
+                            f_locals, saved = read_locals(frame)
+                            try:
+                                for name, value in dict.items(f_locals):
+                                    try:
+                                        prefix = var_ids[name]
+                                    except KeyError:
+                                        prefix = new_variable(var_ids, name)
+                                    if prefix is not None:
+                                        append(prefix + encode(value) + b"}}")
+                            finally:
+                                let_go(f_locals, saved)
+                        else:
                             for name, value in frame.f_locals.items():
                                 try:
                                     prefix = var_ids[name]
@@ -605,61 +761,77 @@ class Recorder:
                                     prefix = new_variable(var_ids, name)
                                 if prefix is not None:
                                     append(prefix + encode(value) + b"}}")
-                        else:
-                            emit_values(info, frame)
-                        if len(events) >= batch_size:
-                            flush()
-                finally:
-                    if lock_owned():
-                        lock_release()
-            except Exception as exc:
-                return fail(exc)
-            except BaseException:  # Ctrl-C or a signal handler's exception, mid-callback
-                recorder.interrupted = True
-                raise
+                    else:
+                        emit_values(info, frame)
+                    state.last_step = step
+                    recorder.steps += 1
+                    if len(events) >= batch_size:
+                        flush_when_full()
+            except BaseException as exc:
+                return failed(exc, mark)
+            if memo:
+                forget()
+            lock_release()
+            if pending:
+                run_pending()
             return None
 
-        def on_return(code: CodeType, offset: int, value: object) -> object:
+        def returned(code: CodeType, frame: FrameType, value: object, unwound: bool) -> None:
             """PY_RETURN, PY_YIELD and PY_UNWIND: the frame's last values, then its Return."""
             info = infos.get(id(code))
             if info is None:
-                return None
+                return
+            if not lock_acquire(False) and not acquire_slowly():
+                return
+            mark = -1
             try:
-                try:  # not `with lock`, which costs twice as much; see _make_callbacks
-                    lock_acquire()
-                    if not recorder.active:
-                        return None
-                    state = threads.get(get_ident())
-                    if state is None:
-                        return None
-                    stack = state.stack
-                    if stack and stack[-1] is info:
-                        if state is not recorder._current:
-                            recorder._switch_to(state)
-                        if memo:
-                            forget()
-                        frame = getframe(1)
-                        line = frame.f_lineno
-                        if line is not None and line not in info.quiet_lines:
-                            emit_step(state, info, frame, line)
-                        if info.async_generator and type(value).__name__ == "async_generator_wrapped_value":
-                            wrapped = get_referents(value)  # C-level: the value the program yielded
-                            value = wrapped[0] if len(wrapped) == 1 else None
-                        append(b'{"Return":{"return_value":' + encode(value) + b"}}")
-                        recorder.open_calls -= 1
-                        stack.pop()
-                        state.last_step = None
-                    elif info.kind == THREAD_ROOT:
-                        recorder._thread_exit(state)
-                finally:
-                    if lock_owned():
-                        lock_release()
-            except Exception as exc:
-                return fail(exc)
-            except BaseException:  # Ctrl-C or a signal handler's exception, mid-callback
-                recorder.interrupted = True
-                raise
-            return None
+                state = threads.get(get_ident()) if recorder.active else None
+                if state is None:
+                    pass
+                elif state.refused_frame == id(frame):
+                    state.refused_frame = None  # the frame whose call was refused: it never opened
+                elif state.stack and state.stack[-1] is info:
+                    if state is not recorder._current:
+                        recorder._switch_to(state)
+                    mark = len(events)
+                    if memo:
+                        forget()
+                    line = frame.f_lineno
+                    if line and line not in info.quiet_lines:
+                        emit_step(state, info, frame, line)
+                    if info.async_generator and type(value).__name__ == "async_generator_wrapped_value":
+                        wrapped = get_referents(value)  # C-level: the value the program yielded
+                        value = wrapped[0] if len(wrapped) == 1 else None
+                    append(b'{"Return":{"return_value":' + encode(value) + b"}}")
+                    # Nothing can fail from here on: the call is closed.
+                    state.stack.pop()
+                    recorder.open_calls -= 1
+                    state.last_step = None
+                    if len(events) >= batch_size:
+                        flush_when_full()
+                    if unwound:  # CPython reports RAISE again in the caller, right after this
+                        state.in_flight = (id(value), len(events), events[-1] if events else None)
+                elif info.kind == THREAD_ROOT:
+                    mark = len(events)
+                    recorder._thread_exit(state)
+            except BaseException as exc:
+                if snapshot_locals:
+                    held.pop(id(frame), None)
+                failed(exc, mark, info if mark >= 0 else None)
+                return
+            if snapshot_locals:
+                held.pop(id(frame), None)  # the frame is done with (or leaves) its dict
+            if memo:
+                forget()
+            lock_release()
+            if pending:
+                run_pending()
+
+        def on_return(code: CodeType, offset: int, value: object) -> None:
+            returned(code, getframe(1), value, False)
+
+        def on_unwind(code: CodeType, offset: int, exception: BaseException) -> None:
+            returned(code, getframe(1), exception, True)
 
         def exception_event(what: str) -> Callable[[CodeType, int, BaseException], None]:
             """RAISE / RERAISE / EXCEPTION_HANDLED in recorded code → an Event on the step where it
@@ -669,36 +841,91 @@ class Recorder:
                 info = infos.get(id(code))
                 if info is None or info.kind >= THREAD_ROOT:
                     return
+                if what != "raise" and offset in info.implicit_handler:
+                    return  # the compiler's own handler around a generator's body: not the program's
+                frame = getframe(1)
+                if not lock_acquire(False) and not acquire_slowly():
+                    return
+                mark = -1
                 try:
-                    try:  # not `with lock`, which costs twice as much; see _make_callbacks
-                        lock_acquire()
-                        if recorder.active:
-                            recorder._exception_event(what, exception, thread_state(), getframe(1))
-                    finally:
-                        if lock_owned():
-                            lock_release()
-                except Exception as exc:
-                    fail(exc)
-                except BaseException:  # Ctrl-C or a signal handler's exception, mid-callback
-                    recorder.interrupted = True
-                    raise
+                    if recorder.active:
+                        state = thread_state()
+                        mark = len(events)
+                        recorder._exception_event(what, exception, state, frame, step_here)
+                except BaseException as exc:
+                    failed(exc, mark)
+                    return
+                if memo:
+                    forget()
+                lock_release()
+                if pending:
+                    run_pending()
 
             return on_exception
 
         self._thread_state = thread_state
         self._step_here = step_here
-        return {
+        self._flush_when_full = flush_when_full
+        callbacks = {
             _events.PY_START: on_start,
             _events.PY_RESUME: on_resume,
             _events.PY_THROW: on_throw,
             _events.LINE: on_line,
             _events.PY_RETURN: on_return,
             _events.PY_YIELD: on_return,
-            _events.PY_UNWIND: on_return,
+            _events.PY_UNWIND: on_unwind,
             _events.RAISE: exception_event("raise"),
             _events.RERAISE: exception_event("reraise"),
             _events.EXCEPTION_HANDLED: exception_event("handled"),
         }
+        self._deferral.add_section(entered, on_line, returned, *callbacks.values())
+        return callbacks
+
+    def _acquire_slowly(self) -> bool:
+        """The lock is busy: wait for it without queueing on it. False if this very thread holds it.
+
+        A thread that blocks in ``acquire()`` is handed the lock the moment its holder lets go, while
+        the holder still runs (it has the GIL): the holder's next event then has to wait for the
+        waiter, and so on — the threads take turns event by event, and every turn is a ThreadSwitch
+        in the trace. Polling leaves the lock to whoever runs, so threads change about as often as
+        the GIL makes them, as without recording.
+
+        This thread holds the lock already only when program code runs inside one of our sections
+        (the garbage collector calling a ``__del__`` that prints): then the caller must not wait.
+        """
+        if self._deferral.in_section_anywhere(sys._getframe(2)):
+            return False
+        acquire = self._lock.acquire
+        delay = 0.0
+        while not acquire(False):
+            time.sleep(delay)
+            delay = min(delay * 2 or 1e-6, 1e-3)
+        return True
+
+    def _after_failure(self, exc: BaseException) -> object:
+        """After a section let go of its lock (its events taken back): the recursion limit the
+        program reached, and exceptions that are not ours (a signal handler's, where handlers could
+        not be deferred) go on into the program; memory running out costs that one event group
+        (counted in ``lost_for_memory``: the program gets no MemoryError it would not get anyway);
+        any other exception is the recorder's failure and stops it."""
+        if type(exc) is _ProgramRecursionError:
+            raise RecursionError(*exc.args) from None
+        if issubclass(type(exc), MemoryError):
+            self.lost_for_memory += 1
+            return None
+        if not issubclass(type(exc), Exception):
+            raise exc
+        return self._fail(exc)  # type: ignore[arg-type]
+
+    def _close_without_memory(self, state: _ThreadState | None, info: _CodeInfo) -> None:
+        """A Return that could not be written for lack of memory: close the call with a ready-made
+        one (no allocation but the list's), so that the stream still follows the program."""
+        if state is None or not state.stack or state.stack[-1] is not info:
+            return
+        self.writer.events.append(self._lost_return)
+        state.stack.pop()
+        self.open_calls -= 1
+        state.last_step = None
 
     # -- events that are not steps (under the lock) ------------------------------------------------
 
@@ -708,58 +935,86 @@ class Recorder:
         Called by the stream proxies (``iocapture``) in the thread that wrote, during the write.
         Output captured at the file-descriptor level (``from_fd``) comes from a reader thread and
         goes on the step the stream is at when it arrives. Consecutive writes of one kind on one
-        step become one Event.
+        step become one Event. A section (see the module docstring).
         """
         if not self.active:
             return
+        if not self._lock.acquire(False) and not self._acquire_slowly():
+            # Program code inside our own section wrote (a __del__ run by the garbage collector):
+            # its output goes on once the section is done.
+            self._deferral.pending.append(lambda: self.io_event(kind, stream, content, from_fd))
+            return
+        writer = self.writer
+        mark = -1
         try:
-            with self._lock:
-                if not self.active:
-                    return
+            if self.active:
                 if from_fd:
                     state = self._current
                     if state is None:
+                        self._lock.release()
                         return
-                    where = _step_location(state.last_step)
-                    metadata = _event_metadata(stream, state, where, {"source": "fd"})
+                    mark = len(writer.events)
+                    metadata = _event_metadata(stream, state, _step_location(state.last_step), {"source": "fd"})
                 else:
                     state = self._thread_state()
+                    mark = len(writer.events)
                     where = self._step_here(state, sys._getframe(1))
                     metadata = _event_metadata(stream, state, where, None)
-                self.writer.emit_io(kind, metadata, content)
-        except Exception as exc:
-            self._fail(exc)
-        except BaseException:
-            self.interrupted = True
-            raise
+                writer.emit_io(kind, metadata, content)
+                if len(writer.events) >= writer.batch_size:
+                    self._flush_when_full()
+        except BaseException as exc:
+            writer.rollback(mark) if mark >= 0 else None
+            self.encoder.step_memo().clear()
+            self._lock.release()
+            self._after_failure(exc)
+            return
+        self.encoder.step_memo().clear()
+        self._lock.release()
+        if self._deferral.pending:
+            self._deferral.run_pending()
 
     def _exception_event(
-        self, what: str, exception: BaseException, state: _ThreadState, frame: FrameType
+        self, what: str, exception: BaseException, state: _ThreadState, frame: FrameType,
+        step_here: Callable[[_ThreadState, FrameType | None], tuple[int, int] | None],
     ) -> None:
         """Record where an exception is raised, handled and re-raised — once each.
 
         CPython reports RAISE again in every frame an exception propagates through, and the code the
         compiler adds around ``except`` and ``finally`` blocks handles and re-raises it again at the same
-        line; those repeats carry nothing new, so they are left out.
+        line; those repeats carry nothing new, so they are left out. The exception itself is never kept
+        (that would keep it, its traceback and their frames alive): a repeat is recognized by the
+        exception's id *and* by nothing having been written since the event it repeats.
         """
-        in_flight = state.exception_in_flight
+        events = self.writer.events
+        last = events[-1] if events else None
         line = frame.f_lineno
+        key = id(exception)
+        if state.refused_frame == id(frame):
+            frame = frame.f_back  # the refused call was never opened: its caller raised
+            line = frame.f_lineno if frame is not None else None
+        in_flight, recent = state.in_flight, state.recent
+        thrown, state.thrown = state.thrown, None
         if what == "handled":
-            last = state.last_exception_event
-            if last == ("reraise", exception, line):
+            if recent is not None and recent[:2] == ("reraise", key) and recent[2] == line \
+                    and _unchanged(recent[3:], events, last):
                 return  # the cleanup code of an `except` block, about to re-raise it again
-            state.exception_in_flight = None
-        elif exception is in_flight:
+            state.in_flight = None
+        elif in_flight is not None and in_flight[0] == key and _unchanged(in_flight[1:], events, last):
             return  # still the same exception, on its way out through another frame
-        else:
-            state.exception_in_flight = exception
-        state.last_exception_event = (what, exception, line)
-        where = self._step_here(state, frame)
+        elif what == "raise" and thrown is not None and thrown[0] == key and _unchanged(thrown[1:], events, last):
+            state.in_flight = (key, len(events), last)
+            return  # GeneratorExit thrown in by close(): the program raised nothing
+        where = step_here(state, frame)
         kind = LOG_EVENT if what == "handled" else ERROR_EVENT
         self._append_event(
             kind, what, describe_exception(exception), state, where,
             {"exception": _type_name(type(exception))},
         )
+        last = events[-1] if events else None
+        if what != "handled":
+            state.in_flight = (key, len(events), last)
+        state.recent = (what, key, line, len(events), last)
 
     def _append_event(
         self, kind: int, stream: str, content: str, state: _ThreadState,
@@ -771,25 +1026,32 @@ class Recorder:
     # -- threads (under the lock) ------------------------------------------------------------------
 
     def _switch_to(self, state: _ThreadState) -> None:
-        """Make ``state``'s thread the one the stream follows, keeping the stream balanced."""
+        """Make ``state``'s thread the one the stream follows, keeping the stream balanced. All or
+        nothing: a failure half-way takes its events back and changes no state."""
         writer = self.writer
         previous = self._current
-        if previous is not None and previous.stack:
-            if self._switch_return is None:
-                type_id = writer.type_id(16, "<thread switch>")
-                self._switch_return = to_json(
-                    {"Return": {"return_value": {"kind": "Raw", "type_id": type_id, "r": "<thread switch>"}}}
-                )
-            for _ in previous.stack:
-                writer.events.append(self._switch_return)
+        mark = len(writer.events)
+        try:
+            if previous is not None and previous.stack:
+                if self._switch_return is None:
+                    type_id = writer.type_id(16, "<thread switch>")
+                    self._switch_return = to_json(
+                        {"Return": {"return_value": {"kind": "Raw", "type_id": type_id, "r": "<thread switch>"}}}
+                    )
+                writer.events.extend([self._switch_return] * len(previous.stack))
+            writer.emit({"ThreadSwitch" if state.started else "ThreadStart": state.number})
+            for info in state.stack:
+                writer.events.append(info.def_step)
+                writer.emit({"Call": {"function_id": info.function_id, "args": []}})
+        except BaseException:
+            writer.rollback(mark)
+            raise
+        if previous is not None:
             self.open_calls -= len(previous.stack)
-        writer.emit({"ThreadSwitch" if state.started else "ThreadStart": state.number})
-        state.started = True
-        for info in state.stack:
-            writer.events.append(info.def_step)
-            writer.emit({"Call": {"function_id": info.function_id, "args": []}})
         self.open_calls += len(state.stack)
         self.calls += len(state.stack)
+        self.switches += 1
+        state.started = True
         state.last_step = None
         self._current = state
 
@@ -803,11 +1065,17 @@ class Recorder:
         if state is self._current:
             for _ in state.stack:
                 self.writer.emit({"Return": {"return_value": {"kind": "None", "type_id": 0}}})
+        self.writer.emit({"ThreadExit": state.number})
+        if state is self._current:
             self.open_calls -= len(state.stack)
             state.stack.clear()
             self._current = None  # the next event, from any thread, re-opens its own calls
-        self.writer.emit({"ThreadExit": state.number})
         del self._threads[state.ident]
+
+
+def _unchanged(position: tuple, events: list[bytes], last: bytes | None) -> bool:
+    """Nothing was written since ``position`` = (len(events), events[-1]) was taken."""
+    return position[0] == len(events) and position[1] is last
 
 
 def _step_event(path_id: int, line: int) -> bytes:
@@ -858,7 +1126,9 @@ def _type_name(cls: type) -> str:
     """``module.QualName`` of a class, read through C-level descriptors (a metaclass cannot run)."""
     module = _type_module(cls, type)
     qualname = _type_qualname(cls, type)
-    return qualname if module in ("builtins", None) or type(module) is not str else f"{module}.{qualname}"
+    if type(module) is not str or module == "builtins":   # compared only once known to be a str
+        return qualname
+    return f"{module}.{qualname}"
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -903,3 +1173,18 @@ def _quiet_lines(instructions: list[dis.Instruction]) -> frozenset[int]:
         if instruction.opname not in _QUIET_OPCODES:
             noisy.add(line)
     return frozenset(lines - noisy)
+
+
+def _implicit_handler(code: CodeType, instructions: list[dis.Instruction]) -> frozenset[int]:
+    """Offsets of the handler the compiler puts around a generator's or coroutine's whole body
+    (``CALL_INTRINSIC_1 INTRINSIC_STOPITERATION_ERROR`` then ``RERAISE``): the exceptions it handles and
+    re-raises were not handled by anything the program wrote."""
+    offsets: set[int] = set()
+    for i, instruction in enumerate(instructions):
+        if instruction.opname == "CALL_INTRINSIC_1" and "STOPITERATION" in str(instruction.argrepr):
+            offsets.add(instruction.offset)
+            for following in instructions[i + 1:i + 3]:
+                offsets.add(following.offset)
+                if following.opname == "RERAISE":
+                    break
+    return frozenset(offsets)

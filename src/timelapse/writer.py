@@ -11,13 +11,26 @@ prefix), is about twice as fast as building dicts and serializing them later, an
 collector out of the way (bytes are not tracked). ``flush()`` writes the batch (joined in buffers of a few
 hundred events, with ``os.writev``), so memory stays bounded however long the program runs. ``close()`` ends the JSON array and writes the side files:
 after it, the folder is a complete trace.
+
+Batches are bounded by bytes, not only by events: the recorder calls ``flush_if_full()`` whenever
+``len(events)`` reaches ``batch_size``, and the writer measures what came since the last check and either
+writes the batch (past ``_BATCH_BYTES``) or moves ``batch_size`` on by ``_CHECK_EVERY`` events. So the hot
+path only compares two ints, and a batch never holds much more than ``_BATCH_BYTES`` plus
+``_CHECK_EVERY`` events.
+
+Transactions: the recorder writes an event group (a Step and its Values, a Call and its arguments) with
+several appends; if it fails half-way, ``rollback(mark)`` takes back what was appended since
+``mark = len(events)`` — except the id-defining events (Path, Function, Type, VariableName), which the id
+tables already count on: they stay, in order, so "define before use" still holds.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -43,19 +56,34 @@ _BUFFER_BYTES = 64 * 1024
 #: Events this big on average (values of containers and objects) are written from their own buffers:
 #: measured on the benchmarks, joining them costs more than the kernel's per-buffer cost.
 _BIG_EVENT = 128
+#: A batch is written once it holds this many bytes (or _MAX_BATCH_EVENTS events).
+_BATCH_BYTES = 4 * 1024 * 1024
+_MAX_BATCH_EVENTS = 8192
+#: Events between two measurements of a growing batch.
+_CHECK_EVERY = 256
+#: Output merged into one IO Event at most (characters); longer output is split over several Events.
+_MAX_IO_EVENT = 64 * 1024
 
 
 class TraceWriter:
     """Owns the id tables and the open ``trace.json`` of one trace folder."""
 
-    def __init__(self, folder: Path, program: str, *, batch_size: int = 8192) -> None:
+    def __init__(self, folder: Path, program: str, *, batch_size: int = _CHECK_EVERY) -> None:
         self.folder = folder
+        #: The recorder calls ``flush_if_full()`` when ``len(events)`` reaches this.
         self.batch_size = batch_size
+        self._check_every = batch_size
         #: The batch of serialized events not yet written. Hot path: the recorder appends to it.
         self.events: list[bytes] = []
+        #: Bytes of ``events[:_measured]`` (measured by flush_if_full).
+        self._batch_bytes = 0
+        self._measured = 0
+        #: Indices in ``events`` of the id-defining events (kept by ``rollback``).
+        self._definitions: list[int] = []
         #: The IO Event at the end of the batch, still open to more output: [index, kind, metadata,
         #: chunks]. Consecutive writes of one step become one Event without re-serializing it each time.
         self._open_io: list[Any] | None = None
+        self._open_io_size = 0     # characters in the open IO Event
         self.bytes_written = 0  # = the size of trace.json
         #: The batch being written: its pieces (separators and events), and the file's size before it.
         self._unwritten: tuple[list[bytes], int] | None = None
@@ -84,7 +112,7 @@ class TraceWriter:
         path_id = self._paths.get(path)
         if path_id is None:
             path_id = self._paths[path] = len(self._paths)
-            self.emit({"Path": sanitize_text(path)})
+            self._define({"Path": sanitize_text(path)})
             self._copy_source(path)
         return path_id
 
@@ -93,7 +121,7 @@ class TraceWriter:
         function_id = self._functions.get(key)
         if function_id is None:
             function_id = self._functions[key] = len(self._functions)
-            self.emit({"Function": {"path_id": path_id, "line": line, "name": sanitize_text(name)}})
+            self._define({"Function": {"path_id": path_id, "line": line, "name": sanitize_text(name)}})
         return function_id
 
     def type_id(self, kind: int, lang_type: str, specific_info: dict | None = None) -> int:
@@ -103,7 +131,7 @@ class TraceWriter:
         type_id = self._types.get(key)
         if type_id is None:
             type_id = self._types[key] = len(self._types)
-            self.emit(
+            self._define(
                 {
                     "Type": {
                         "kind": kind,
@@ -118,7 +146,7 @@ class TraceWriter:
         variable_id = self._variables.get(name)
         if variable_id is None:
             variable_id = self._variables[name] = len(self._variables)
-            self.emit({"VariableName": sanitize_text(name)})
+            self._define({"VariableName": sanitize_text(name)})
         return variable_id
 
     @property
@@ -131,17 +159,45 @@ class TraceWriter:
         """Append one JSON-shaped event (the hot path appends ready bytes to ``events`` instead)."""
         self.events.append(to_json(event))
 
+    def _define(self, event: Any) -> None:
+        """Append an id-defining event: ``rollback`` keeps these."""
+        self._definitions.append(len(self.events))
+        self.events.append(to_json(event))
+
+    def rollback(self, mark: int) -> None:
+        """Take back the events appended since ``mark`` (``len(events)`` then), keeping the id-defining
+        ones in their order. A batch written since ``mark`` is not taken back (the recorder flushes
+        only once an event group is complete, so that does not happen)."""
+        events = self.events
+        if mark >= len(events):
+            return
+        definitions = self._definitions
+        kept = [events[i] for i in definitions if i >= mark]
+        if self._open_io is not None and self._open_io[0] >= mark:
+            self._open_io = None
+        del events[mark:]
+        del definitions[len(definitions) - len(kept):]
+        definitions.extend(range(mark, mark + len(kept)))
+        events.extend(kept)
+        self._measured = min(self._measured, mark)
+
     def emit_io(self, kind: int, metadata: str, content: str) -> None:
         """An IO Event; output right after an IO Event of the same kind (nothing in between, so the
         same step) is added to it instead of making a new one."""
+        while len(content) > _MAX_IO_EVENT:  # long output: several Events, none over the bound
+            self.emit_io(kind, metadata, content[:_MAX_IO_EVENT])
+            content = content[_MAX_IO_EVENT:]
         open_io = self._open_io
         events = self.events
-        if open_io is not None and open_io[0] == len(events) - 1 and open_io[1] == kind:
+        if (open_io is not None and open_io[0] == len(events) - 1 and open_io[1] == kind
+                and self._open_io_size + len(content) <= _MAX_IO_EVENT):
             open_io[3].append(content)
+            self._open_io_size += len(content)
             return
         self._close_io()
         events.append(b"")  # replaced by the Event when it is complete
         self._open_io = [len(events) - 1, kind, metadata, [content]]
+        self._open_io_size = len(content)
 
     def _close_io(self) -> None:
         open_io, self._open_io = self._open_io, None
@@ -151,6 +207,20 @@ class TraceWriter:
             self.events[index] = to_json(
                 {"Event": {"kind": kind, "metadata": metadata, "content": content}}
             )
+
+    def flush_if_full(self) -> None:
+        """Write the batch if it holds ``_BATCH_BYTES`` (or ``_MAX_BATCH_EVENTS`` events); otherwise
+        measure it and ask again ``_check_every`` events later. Called when ``len(events)`` reaches
+        ``batch_size``, by the recorder once an event group is complete."""
+        events = self.events
+        count = len(events)
+        self._batch_bytes += sum(map(len, islice(events, self._measured, None)))
+        self._measured = count
+        if (self._batch_bytes + self._open_io_size >= _BATCH_BYTES
+                or count >= _MAX_BATCH_EVENTS):
+            self.flush()
+        else:
+            self.batch_size = count + self._check_every
 
     def flush(self) -> None:
         """Write the pending batch as a run of array elements.
@@ -182,6 +252,9 @@ class TraceWriter:
         # handled after calls and backward jumps), then the batch is cleared.
         self._unwritten, self._separator = (pieces, self.bytes_written), b",\n"
         events.clear()  # the same list object: the recorder holds a reference to it
+        self._definitions.clear()
+        self._batch_bytes = self._measured = 0
+        self.batch_size = self._check_every
         self._settle()
 
     def _settle(self) -> None:
@@ -194,8 +267,12 @@ class TraceWriter:
             done = os.fstat(fd).st_size - start
             if done > 0:    # an interrupted flush wrote part of it
                 pieces = _skip_bytes(pieces, done)
-            for i in range(0, len(pieces), _IOV_MAX):
-                os.writev(fd, pieces[i:i + _IOV_MAX])
+            while pieces:
+                chunk = pieces[:_IOV_MAX]
+                written = os.writev(fd, chunk)
+                if written == 0:    # nothing written and no error: never loop on it
+                    raise OSError(errno.ENOSPC, "no space left on the device (a write wrote nothing)")
+                pieces = _skip_bytes(pieces, written)     # a short write: the rest again
             self.bytes_written = os.fstat(fd).st_size
         self._unwritten = None
 

@@ -1,0 +1,2 @@
+import sec_empty
+print("imported")

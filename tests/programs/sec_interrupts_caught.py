@@ -1,0 +1,32 @@
+"""A program that catches the BaseExceptions its handlers raise, and goes on (issue 9, item 3)."""
+import os
+import signal
+
+
+class Stop(BaseException):
+    pass
+
+
+def on_usr1(signum, frame):
+    raise Stop()
+
+
+def spin(values):
+    while True:
+        values.append(len(values))
+        if len(values) > 50:
+            values.clear()
+
+
+signal.signal(signal.SIGUSR1, on_usr1)
+got = {"Stop": 0, "KeyboardInterrupt": 0}
+for round_ in range(30):
+    signal.setitimer(signal.ITIMER_REAL, 0.002)
+    signal.signal(signal.SIGALRM, lambda s, f: os.kill(os.getpid(), signal.SIGUSR1 if round_ % 2 else signal.SIGINT))
+    try:
+        spin([])
+    except Stop:
+        got["Stop"] += 1
+    except KeyboardInterrupt:
+        got["KeyboardInterrupt"] += 1
+print(got)
