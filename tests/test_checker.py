@@ -614,10 +614,12 @@ def test_violation_str():
 
 
 def unreadable(folder) -> str:
-    out = io.StringIO()
-    assert run_check(folder, out=out) == 2
-    text = out.getvalue()
-    assert text.count("\n") == 1 and text.startswith("timelapse check: ")
+    """The one error line of a folder that cannot be read: on err, with exit status 2 (issue 9)."""
+    out, err = io.StringIO(), io.StringIO()
+    assert run_check(folder, out=out, err=err) == 2
+    text = err.getvalue()
+    assert text.count("\n") == 1 and text.startswith("timelapse: error: ")
+    assert out.getvalue() == ""
     with pytest.raises(TraceUnreadable):
         check_folder(folder)
     return text

@@ -10,20 +10,35 @@ stream with the same id rules as the consumer and reports each broken rule of
 Each violation belongs to a *rule* (a short name such as ``undefined-id``, listed in
 ``docs/checker.md``). At most :data:`LIMIT_PER_RULE` violations of one rule are kept; the rest are
 counted, so a huge broken trace yields a readable report.
+
+A trace can be gigabytes, so :func:`check_folder` streams it (``reader.iter_events``) and runs
+every rule in that one pass, keeping only what the rules need: the id tables, the open calls, a few
+recent steps and counters, never the list of events.
 """
 
 from __future__ import annotations
 
+import ast
 import base64
 import binascii
 import os
 import re
 import sys
+import warnings
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from timelapse.reader import Trace, TraceUnreadable, split_event
+from timelapse.reader import (
+    Trace,
+    TraceUnreadable,
+    iter_events,
+    read_side_files,
+    split_event,
+    stream_path,
+)
 
 Record = dict[str, Any]
 #: ValueRecords still to visit, each with its location (see ``_where``).
@@ -42,6 +57,10 @@ _U64_MAX = 2**64 - 1
 _TYPE_KIND_MAX = 33  # TypeKind numbers are 0 (Seq) .. 33 (Slice)
 _EVENT_KIND_MAX = 13  # EventLogKind numbers are 0 (Write) .. 13 (EvmEvent)
 _NONE_TYPE_KIND = 30
+#: How many of the latest steps since the last Call/Return are kept for rule 3, so that a run of
+#: DropLastStep can still find the step it leaves standing. Past this many drops in a row the rule
+#: is skipped for that Call rather than keep every step of a long loop.
+_RECENT_STEPS = 64
 
 #: What both Python's float() and Rust's f64::from_str accept (no "_", no surrounding spaces).
 _FLOAT_TEXT = re.compile(
@@ -90,17 +109,35 @@ class Violation:
 def check_folder(
     folder: str | os.PathLike[str], *, limit: int = LIMIT_PER_RULE
 ) -> list[Violation]:
-    """Validate the trace folder; an empty list means valid.
+    """Validate the trace folder, streaming its events; an empty list means valid.
 
-    Raises :class:`~timelapse.reader.TraceUnreadable` if the folder cannot be read at all.
+    Raises :class:`~timelapse.reader.TraceUnreadable` if the folder, a side file or the stream
+    cannot be read (a truncated or malformed stream included), whatever was found before that.
     """
-    return check_trace(Trace.load(folder), limit=limit)
+    return _check_folder(folder, limit)[0]
+
+
+def _check_folder(folder: str | os.PathLike[str], limit: int) -> tuple[list[Violation], int]:
+    """The violations of a trace folder and the number of events in its stream."""
+    stream_file = stream_path(folder)  # refuses a folder without a stream before anything else
+    metadata, paths = read_side_files(folder)  # small files: read them before the long part
+    report = _Report(limit)
+    stream = _StreamChecker(
+        report, binary=stream_file.name == "trace.bin", sources=_SourceExtents(Path(folder))
+    )
+    count = stream.check(iter_events(folder))
+    _check_paths_file(report, paths, stream.path_names)
+    _check_metadata_file(report, metadata)
+    _check_source_copies(report, Path(folder), stream.path_names)
+    return report.violations(), count
 
 
 def check_trace(trace: Trace, *, limit: int = LIMIT_PER_RULE) -> list[Violation]:
     """Validate an already loaded :class:`~timelapse.reader.Trace`."""
     report = _Report(limit)
-    stream = _StreamChecker(report, binary=trace.stream_file == "trace.bin")
+    stream = _StreamChecker(
+        report, binary=trace.stream_file == "trace.bin", sources=_SourceExtents(Path(trace.folder))
+    )
     stream.check(trace.events)
     _check_paths_file(report, trace.paths, stream.path_names)
     _check_metadata_file(report, trace.metadata)
@@ -108,20 +145,28 @@ def check_trace(trace: Trace, *, limit: int = LIMIT_PER_RULE) -> list[Violation]
     return report.violations()
 
 
-def run_check(folder: str | os.PathLike[str], out: TextIO | None = None) -> int:
-    """Print the violations and a summary line; return 0 valid, 1 invalid, 2 unreadable."""
-    if out is None:
-        out = sys.stdout
+def run_check(
+    folder: str | os.PathLike[str], out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    """Print the violations and a summary line on ``out``; return 0 valid, 1 invalid.
+
+    A folder that cannot be read gives one line ``timelapse: error: ...`` on ``err`` (default
+    stderr) and 2, as the command line's other bad input does.
+    """
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
     try:
-        trace = Trace.load(folder)
-        violations = check_trace(trace)
+        violations, count = _check_folder(folder, LIMIT_PER_RULE)
     except TraceUnreadable as exc:
-        print(f"timelapse check: {exc}", file=out)
+        print(f"timelapse: error: {exc}", file=err)
+        return 2
+    except MemoryError:  # one event larger than the memory left: nothing sensible can go on
+        print(f"timelapse: error: {folder}: out of memory while reading the trace", file=err)
         return 2
     for violation in violations:
         print(violation, file=out)
     total = sum(v.suppressed or 1 for v in violations)
-    size = f"{len(trace.events)} events"
+    size = f"{count} events"
     if not violations:
         print(f"{folder}: valid trace ({size})", file=out)
         return 0
@@ -269,8 +314,9 @@ _START: tuple[tuple[str, str, Callable[[Any], bool], str], ...] = (
 class _StreamChecker:
     """Replays the event stream once, tracking ids, steps and the call stack."""
 
-    def __init__(self, report: _Report, *, binary: bool) -> None:
+    def __init__(self, report: _Report, *, binary: bool, sources: _SourceExtents) -> None:
         self.report = report
+        self.sources = sources
         self.binary = binary  # CBOR may carry a BigInt magnitude as a byte string
         self.path_names: list[str] = []
         self.function_sites: list[tuple[Any, Any] | None] = []  # FunctionId -> (path_id, line)
@@ -279,13 +325,23 @@ class _StreamChecker:
         self.struct_fields: list[int | None] = []
         self.variable_names: list[str] = []
         self.steps = 0  # steps still standing after DropLastStep
-        #: (path_id, line) of the steps since the last Call/Return (None for a malformed Step)
-        self.steps_since_call: list[tuple[Any, Any] | None] = []
-        self.stack: list[tuple[int, Any, int | None]] = []  # (event index, function_id, thread)
+        #: How many steps stand since the last Call/Return, and the (path_id, line) of the latest
+        #: of them (None for a malformed Step): rule 3 looks at the last one standing.
+        self.steps_since_call = 0
+        self.recent_steps: deque[tuple[Any, Any] | None] = deque(maxlen=_RECENT_STEPS)
+        #: The open calls: (event index, function_id, thread, extent of the function's source)
+        self.stack: list[tuple[int, Any, int | None, _Extent | None]] = []
+        #: FunctionId -> where its steps may lie, None if that cannot be told (see _SourceExtents)
+        self.extents: dict[int, _Extent | None] = {}
+        #: The extent of the innermost open call's function, None if not known
+        self.extent: _Extent | None = None
+        #: A step outside the innermost call's function, reported unless a Call follows it (the
+        #: step before a Call belongs to that call): (index, (path_id, line), function_id, extent)
+        self.suspect: tuple[int, tuple[int, int], Any, _Extent] | None = None
         self.calls = 0
         self.ended_at: int | None = None  # index of the Return that closed <toplevel>
         self.thread: int | None = None
-        self.events: list[Any] = []
+        self.event: Any = None  # the event being checked
         self.index = 0
         self._handlers: dict[str, Callable[[Any], None]] = {
             "Path": self.on_path,
@@ -308,11 +364,15 @@ class _StreamChecker:
 
     # -- driver ----------------------------------------------------------------------------------
 
-    def check(self, events: list[Any]) -> None:
-        self.events = events
-        self.check_start(events)
+    def check(self, events: Iterable[Any]) -> int:
+        """Check the stream, in one pass; return the number of events."""
         handlers = self._handlers
+        count = 0
         for self.index, event in enumerate(events):
+            count += 1
+            if count <= len(_START):
+                self.check_start(event)
+            self.event = event
             if type(event) is dict and len(event) == 1:
                 ((variant, payload),) = event.items()
             else:
@@ -322,29 +382,26 @@ class _StreamChecker:
                 handler(payload)
             else:
                 self.on_other(variant, event)
-        self.check_end()
+        self.check_end(count)
+        return count
 
-    def check_start(self, events: list[Any]) -> None:
+    def check_start(self, event: Any) -> None:
         """Rule 2: Path of the program, Function <toplevel>, Call of it with no args."""
-        if not events:
-            self.report.add("toplevel", None, "the event stream is empty", "trace.json")
-            return
-        for index, (ordinal, variant, accept, described) in enumerate(_START):
-            if index >= len(events):
-                self.report.add(
-                    "toplevel", None, f"the stream ends before {described}", "trace.json"
-                )
-                return
-            kind, payload = split_event(events[index])
-            if kind != variant or not accept(payload):
-                self.report.add(
-                    "toplevel", index, f"the {ordinal} event must be {described} (rule 2)"
-                )
+        ordinal, variant, accept, described = _START[self.index]
+        kind, payload = split_event(event)
+        if kind != variant or not accept(payload):
+            self.add("toplevel", f"the {ordinal} event must be {described} (rule 2)")
 
-    def check_end(self) -> None:
-        """Rule 5: the stream ends with every call returned."""
+    def check_end(self, count: int) -> None:
+        """Rule 2 for a stream too short to start properly; rule 5: every call returned."""
+        if count == 0:
+            self.report.add("toplevel", None, "the event stream is empty", "trace.json")
+        elif count < len(_START):
+            described = _START[count][3]
+            self.report.add("toplevel", None, f"the stream ends before {described}", "trace.json")
+        self.report_suspect()
         if self.stack:
-            index, function_id, _ = self.stack[-1]
+            index, function_id, _, _ = self.stack[-1]
             self.report.add(
                 "unbalanced",
                 index,
@@ -512,7 +569,30 @@ class _StreamChecker:
         else:
             site = self.check_step_payload(payload)
         self.steps += 1
-        self.steps_since_call.append(site)
+        self.steps_since_call += 1
+        self.recent_steps.append(site)
+        if self.suspect is not None:
+            self.report_suspect()
+        extent = self.extent
+        if extent is not None and site is not None and type(site[1]) is int:
+            if site[0] != extent[0] or not extent[1] <= site[1] <= extent[2]:
+                self.suspect = (self.index, site, self.stack[-1][1], extent)
+
+    def report_suspect(self) -> None:
+        """The latest step lay outside its call's function and no Call took it: report it."""
+        if self.suspect is None:
+            return
+        index, site, function_id, (path_id, first, last) = self.suspect
+        self.suspect = None
+        source = self.path_names[path_id]
+        where = f"{source}:{first}-{last}" if last < _I64_MAX else f"the whole of {source}"
+        self.report.add(
+            "step-outside-function",
+            index,
+            f"Step at {self.site_label(site)} is shown in a call of"
+            f" {self.function_label(function_id)}, whose source is {where}: the step is"
+            " attributed to the wrong call",
+        )
 
     def check_step_payload(self, payload: Any) -> tuple[Any, Any] | None:
         """Report what is wrong with a Step payload; return its (path_id, line) if it has them."""
@@ -524,7 +604,8 @@ class _StreamChecker:
         return site
 
     def on_drop_last_step(self, payload: None) -> None:
-        if type(self.events[self.index]) is not str:
+        self.suspect = None  # a retracted step is nobody's
+        if type(self.event) is not str:
             self.add("event-shape", 'DropLastStep must be the bare string "DropLastStep"')
         self.check_after_end("DropLastStep")
         if self.steps < 2:
@@ -535,7 +616,9 @@ class _StreamChecker:
             return
         self.steps -= 1
         if self.steps_since_call:
-            self.steps_since_call.pop()
+            self.steps_since_call -= 1
+            if self.recent_steps:
+                self.recent_steps.pop()
 
     def on_value(self, payload: Any) -> None:
         if self.ended_at is not None:
@@ -556,6 +639,7 @@ class _StreamChecker:
 
     def on_call(self, payload: Any) -> None:
         self.check_after_end("Call")
+        self.suspect = None  # the step before a Call is the new call's (rule 3 checks it)
         first = self.calls == 0
         self.calls += 1
         function_id = None
@@ -565,8 +649,27 @@ class _StreamChecker:
                 if not first:
                     self.check_step_before_call(function_id)
             self.check_args(payload["args"])
-        self.steps_since_call.clear()
-        self.stack.append((self.index, function_id, self.thread))
+        self.steps_since_call = 0
+        self.recent_steps.clear()
+        self.extent = None if first else self.extent_of(function_id)
+        self.stack.append((self.index, function_id, self.thread, self.extent))
+
+    def extent_of(self, function_id: Any) -> _Extent | None:
+        """Where the steps of a call of ``function_id`` may lie, None if that cannot be told."""
+        if type(function_id) is not int or not 0 < function_id < len(self.function_sites):
+            return None  # <toplevel> (function 0) shows whatever runs outside any other call
+        if function_id not in self.extents:
+            extent = None
+            site = self.function_sites[function_id]
+            if site is not None and type(site[0]) is int and 0 <= site[0] < len(self.path_names):
+                path_id, line = site
+                lines = self.sources.extent(
+                    self.path_names[path_id], line, self.function_names[function_id]
+                )
+                if lines is not None:
+                    extent = (path_id, *lines)
+            self.extents[function_id] = extent
+        return self.extents[function_id]
 
     def check_step_before_call(self, function_id: int) -> None:
         """Rule 3: a Step at the callee's definition (its Function's path and line) is the last
@@ -579,7 +682,9 @@ class _StreamChecker:
                 " the step before a Call to the new call (rule 3)",
             )
             return
-        step = self.steps_since_call[-1]
+        if not self.recent_steps:
+            return  # more DropLastStep in a row than steps kept: the step left is not known
+        step = self.recent_steps[-1]
         definition = self.function_sites[function_id]
         if step is not None and definition is not None and step != definition:
             self.add(
@@ -607,11 +712,14 @@ class _StreamChecker:
     def on_return(self, payload: Any) -> None:
         if self.payload_object("Return", payload, ("return_value",)):
             self.check_value("return value", payload["return_value"])
-        self.steps_since_call.clear()
+        self.report_suspect()
+        self.steps_since_call = 0
+        self.recent_steps.clear()
         if not self.stack:
             self.add("unbalanced", "Return with no open Call (rule 5)")
             return
-        _, function_id, thread = self.stack.pop()
+        _, function_id, thread, _ = self.stack.pop()
+        self.extent = self.stack[-1][3] if self.stack else None
         if thread is not None and self.thread is not None and thread != self.thread:
             self.add(
                 "thread-mispair",
@@ -881,6 +989,72 @@ _VALUE_CHECKS: dict[str, ValueCheck] = {
     "None": _check_none,
     "BigInt": _check_bigint,
 }
+
+
+# -- where each function's steps may lie -----------------------------------------------------------
+
+#: (path_id, first line, last line) of a function's source; a module's spans its whole file.
+_Extent = tuple[int, int, int]
+
+#: The nodes that compile to a code object of their own, hence to a Function of the stream.
+_CODE_NODES = (
+    ast.FunctionDef,
+    ast.AsyncFunctionDef,
+    ast.ClassDef,
+    ast.Lambda,
+    ast.GeneratorExp,
+    ast.ListComp,
+    ast.SetComp,
+    ast.DictComp,
+)
+
+
+class _SourceExtents:
+    """Reads the source copies in ``files/`` to tell which lines a function's steps may be on.
+
+    A code object's lines are those of its definition, from its first line (``co_firstlineno``,
+    the first decorator's line if it has decorators: the Function's ``line``) to the definition's
+    last line. A step of a call elsewhere means the recorder attached it to the wrong call.
+    Functions whose copy is missing or does not parse, or whose line starts no definition there
+    (hand-made traces, code compiled from strings), are not checked.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.files = folder / "files"
+        #: path -> {first line of a definition: the last line of the longest one starting there}
+        self.definitions: dict[str, dict[int, int] | None] = {}
+
+    def extent(self, path: str, line: Any, name: str) -> tuple[int, int] | None:
+        """The (first, last) lines that the steps of function ``name`` defined at ``path:line``
+        may be on, or None if unknown. A module (``<__main__>``, ``<pkg.mod>``) may step anywhere
+        in its file."""
+        if path not in self.definitions:
+            self.definitions[path] = self.read(path)
+        definitions = self.definitions[path]
+        if definitions is None or type(line) is not int:
+            return None
+        if name.startswith("<") and name.endswith(">"):
+            return (_I64_MIN, _I64_MAX)
+        last = definitions.get(line)
+        return None if last is None else (line, last)
+
+    def read(self, path: str) -> dict[int, int] | None:
+        if not path.startswith("/") or not self.files.is_dir():
+            return None
+        try:
+            source = (self.files / path.lstrip("/")).read_bytes()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # SyntaxWarning for odd escapes: not our business
+                tree = ast.parse(source)
+        except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
+            return None
+        definitions: dict[int, int] = {}
+        for node in ast.walk(tree):
+            if isinstance(node, _CODE_NODES):
+                first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", ()))])
+                last = node.end_lineno or node.lineno
+                definitions[first] = max(definitions.get(first, first), last)
+        return definitions
 
 
 # -- side files ------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ __all__ = [
     "TraceUnreadable",
     "decode_value",
     "iter_events",
+    "read_side_files",
     "split_event",
     "stream_path",
 ]
@@ -144,8 +145,7 @@ class Trace:
         path = stream_path(folder)
         with _gc_paused():
             events = list(_iter_stream(path))
-        metadata = _load_json_file(folder / "trace_metadata.json", dict, "an object")
-        paths = _load_json_file(folder / "trace_paths.json", list, "an array")
+        metadata, paths = read_side_files(folder)
         return cls(folder, events, metadata, paths, path.name)
 
     def __repr__(self) -> str:
@@ -365,6 +365,15 @@ def _read_text(path: Path) -> str:
         ) from None
     except OSError as exc:
         raise TraceUnreadable(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def read_side_files(folder: str | os.PathLike[str]) -> tuple[dict[str, Any], list[Any]]:
+    """The parsed ``trace_metadata.json`` object and ``trace_paths.json`` array of a trace folder
+    (small files, read whole). Raises :class:`TraceUnreadable` if one is missing or malformed."""
+    folder = Path(folder)
+    metadata = _load_json_file(folder / "trace_metadata.json", dict, "an object")
+    paths = _load_json_file(folder / "trace_paths.json", list, "an array")
+    return metadata, paths
 
 
 def _load_json_file(path: Path, expected: type, described: str) -> Any:
