@@ -392,6 +392,9 @@ def _load_json_file(path: Path, expected: type, described: str) -> Any:
 #: How much of ``trace.json`` is read at a time (more when one event is larger than this).
 _BLOCK_SIZE = 1 << 20
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+_NUMBER_CHARS = re.compile(r"[0-9.eE+-]*")
+#: What a file cut inside a number or a literal ("tru", "-1.") leaves after the error position.
+_PARTIAL_TOKEN = re.compile(r"[0-9A-Za-z.+-]*")
 #: An error this close to the end of the text read so far may just mean the event continues in
 #: the next block (``tru`` of ``true``, ``-`` of ``-5``, ``\\u00`` of an escape): read on, retry.
 _NEAR_END = 16
@@ -504,15 +507,24 @@ class _JsonArrayReader:
             except RecursionError:
                 self.fail(f"event {index} is nested too deeply to decode")
             else:
-                # An element that stops at the end of the buffer may go on (a number: 12|34).
-                if end < len(self.text) or not self.read_more():
+                # A number is the one element that does not say where it ends: "12" or "0." at
+                # the end of the buffer may be the start of "1234" or "0.5". Read on and retry.
+                at_end = end == len(self.text) or (
+                    type(value) in (int, float)
+                    and _NUMBER_CHARS.match(self.text, end).end() == len(self.text)  # type: ignore[union-attr]
+                )
+                if not at_end or not self.read_more():
                     self.pos = end
                     return value
                 continue
-            near_end = at >= len(self.text) - _NEAR_END or message.startswith("Unterminated")
-            if near_end and self.read_more():
-                continue  # the event goes on in the next block: decode it again, whole
-            if near_end:
+            unterminated = message.startswith("Unterminated")
+            if unterminated or at >= len(self.text) - _NEAR_END:
+                start = self.pos
+                if self.read_more():
+                    continue  # the event may go on in the next block: decode it again, whole
+                at -= start - self.pos  # read_more dropped what was consumed
+            # The whole rest of the file is in the buffer now: did it end mid-event?
+            if unterminated or _PARTIAL_TOKEN.fullmatch(self.text[at:].strip()):
                 start = self.byte_offset(self.pos)
                 self.fail(
                     f"the file ends inside event {index}, which starts at byte {start}"
