@@ -398,8 +398,6 @@ _PARTIAL_TOKEN = re.compile(r"[0-9A-Za-z.+-]*")
 #: An error this close to the end of the text read so far may just mean the event continues in
 #: the next block (``tru`` of ``true``, ``-`` of ``-5``, ``\\u00`` of an escape): read on, retry.
 _NEAR_END = 16
-#: The first character of a JSON value that is not an array.
-_OTHER_VALUE_START = frozenset('{"-0123456789tfn')
 
 
 def stream_path(folder: str | os.PathLike[str]) -> Path:
@@ -463,7 +461,7 @@ class _JsonArrayReader:
     def elements(self) -> Iterator[Any]:
         first = self.next_char()
         if first != "[":
-            if first in _OTHER_VALUE_START:
+            if first in '{"' or (first and self.starts_a_value()):
                 raise TraceUnreadable(f"{self.name} is not a JSON array")
             found = "the file is empty" if not first else f"found {first!r}"
             self.fail(f"expected '[' at byte {self.byte_offset(self.pos)}, {found}")
@@ -490,6 +488,14 @@ class _JsonArrayReader:
                     f"expected ',' or ']' after event {index}, found {char!r}"
                     f" at byte {self.byte_offset(self.pos)}"
                 )
+
+    def starts_a_value(self) -> bool:
+        """Whether the text at the current position begins with a JSON value (a number, ...)."""
+        try:
+            self.scan(self.text, self.pos)
+        except (StopIteration, ValueError, RecursionError):
+            return False
+        return True
 
     def element(self, index: int) -> Any:
         """Decode the element at the current position, reading more of the file as needed."""
