@@ -51,7 +51,7 @@ ValueRecord = dict[str, Any]
 class TraceUnreadable(Exception):
     """The trace folder, or one of its files, is missing or cannot be parsed.
 
-    The message is one line, fit to be printed after ``timelapse check:``.
+    The message is one line, fit to be printed after ``timelapse: error:``.
     """
 
 
