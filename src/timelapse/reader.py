@@ -461,7 +461,7 @@ class _JsonArrayReader:
     def elements(self) -> Iterator[Any]:
         first = self.next_char()
         if first != "[":
-            if first in '{"' or (first and self.starts_a_value()):
+            if first and (first in '{"' or self.starts_a_value()):
                 raise TraceUnreadable(f"{self.name} is not a JSON array")
             found = "the file is empty" if not first else f"found {first!r}"
             self.fail(f"expected '[' at byte {self.byte_offset(self.pos)}, {found}")
