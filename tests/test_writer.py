@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 
@@ -58,15 +59,78 @@ def test_consecutive_io_is_merged_until_another_event(tmp_path):
     assert contents == ["ab\n", "err", "more"]
 
 
-def test_open_calls_are_counted_in_the_stream(tmp_path):
-    writer = TraceWriter(tmp_path, "/prog.py", batch_size=2)
-    for _ in range(5000):
-        writer.events.append(b'{"Call":{"function_id":0,"args":[]}}')
-        writer.events.append(b'{"Value":{"variable_id":0,"value":{"kind":"String","type_id":0,"text":"{\\"Call\\":"}}}')
-        writer.flush()
-    for _ in range(1200):
-        writer.events.append(b'{"Return":{"return_value":{"kind":"None","type_id":0}}}')
-    assert writer.count_open_calls() == 1 + 5000 - 1200
+def test_rollback_takes_back_a_torn_group_but_keeps_the_id_definitions(tmp_path):
+    writer = TraceWriter(tmp_path, "/prog.py")
+    writer.events.append(b'{"Step":{"path_id":0,"line":1}}')
+    mark = len(writer.events)
+    writer.events.append(b'{"Step":{"path_id":0,"line":2}}')
+    variable = writer.variable_id("x")          # defined inside the torn group
+    writer.emit_io(2, "{}", "lost output")
+    writer.events.append(b'{"Value":{"variable_id":%d,"value":' % variable)   # half an event
+    writer.rollback(mark)
+    writer.emit_io(2, "{}", "kept")     # the rolled-back IO event is not reopened
+    writer.close({})
+    events = written(tmp_path)
+    assert {"VariableName": "x"} in events
+    assert {"Step": {"path_id": 0, "line": 2}} not in events
+    assert [e["Event"]["content"] for e in events if "Event" in e] == ["kept"]
+    assert writer.variable_id("x") == variable
+
+
+def test_batches_are_bounded_by_bytes(tmp_path, monkeypatch):
+    import timelapse.writer as writer_module
+
+    monkeypatch.setattr(writer_module, "_BATCH_BYTES", 10_000)
+    writer = TraceWriter(tmp_path, "/prog.py", batch_size=16)     # measured every 16 events
+    big = b'{"Event":{"kind":12,"metadata":"","content":"%b"}}' % (b"x" * 1000)
+    most_pending = 0
+    for _ in range(200):
+        writer.events.append(big)
+        if len(writer.events) >= writer.batch_size:
+            writer.flush_if_full()
+        most_pending = max(most_pending, sum(map(len, writer.events)))
+    assert most_pending < 10_000 + 16 * len(big)
+    assert writer.bytes_written > 100_000     # written as it went, not at close
+    writer.close({})
+    assert len(written(tmp_path)) == 200 + 4
+
+
+def test_long_output_is_split_over_several_events(tmp_path, monkeypatch):
+    import timelapse.writer as writer_module
+
+    monkeypatch.setattr(writer_module, "_MAX_IO_EVENT", 100)
+    writer = TraceWriter(tmp_path, "/prog.py")
+    writer.emit_io(2, "{}", "a" * 250)
+    for _ in range(30):
+        writer.emit_io(2, "{}", "b" * 10)
+    writer.close({})
+    contents = [e["Event"]["content"] for e in written(tmp_path) if "Event" in e]
+    assert "".join(contents) == "a" * 250 + "b" * 300
+    assert max(map(len, contents)) <= 100
+
+
+def test_short_writes_are_completed_and_a_write_of_nothing_is_an_error(tmp_path, monkeypatch):
+    import timelapse.writer as writer_module
+
+    real_writev = os.writev
+
+    def short_writev(fd, buffers):   # writes at most 7 bytes, as a nearly full disk may
+        data = b"".join(buffers)[:7]
+        return real_writev(fd, [data])
+
+    monkeypatch.setattr(writer_module.os, "writev", short_writev)
+    writer = TraceWriter(tmp_path, "/prog.py")
+    writer.events.extend(b'{"Step":{"path_id":0,"line":%d}}' % i for i in range(1, 50))
+    writer.close({})
+    assert [e["Step"]["line"] for e in written(tmp_path) if "Step" in e] == list(range(1, 50))
+
+    monkeypatch.setattr(writer_module.os, "writev", lambda fd, buffers: 0)
+    (tmp_path / "full").mkdir()
+    full = TraceWriter(tmp_path / "full", "/prog.py")
+    full.events.append(b'{"Step":{"path_id":0,"line":1}}')
+    with pytest.raises(OSError) as raised:
+        full.flush()
+    assert raised.value.errno == errno.ENOSPC
 
 
 def test_a_rewritten_source_is_kept_as_a_new_version(tmp_path):

@@ -21,6 +21,7 @@ from types import FrameType, TracebackType
 from timelapse._version import __version__
 from timelapse.encoder import DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITEMS, DEFAULT_MAX_NODES, DEFAULT_MAX_STRING
 from timelapse.errors import RecorderError, UsageError
+from timelapse.interrupts import deferral
 from timelapse.monitor import describe_exception
 from timelapse.runner import Program, prepare_module, prepare_script, program_traceback, run, set_up_process
 from timelapse.session import MAX_DEPTH_LIMIT, Session
@@ -265,7 +266,12 @@ def _finish(session: Session, quiet: bool, flush_output: bool = True) -> None:
     """End of the process: publish the trace and say where it is (once), or why it is not saved."""
     with _summary_lock:
         try:
-            folder = session.stop()
+            try:
+                folder = session.stop()
+            except KeyboardInterrupt:
+                # A Ctrl-C while saving waited until the trace was saved (timelapse.interrupts);
+                # the process is ending anyway.
+                folder = session.stop()
         except RecorderError as exc:  # a full disk, ...: the message says what happened
             print(f"timelapse: error: {exc}", file=sys.stderr)
             return
@@ -289,9 +295,12 @@ _summary_printed: list[bool] = []
 
 
 def _finish_at_exit(session: Session, quiet: bool) -> None:
-    _finish(session, quiet)
-    if session.exit_signal == signal.SIGTERM:  # the program outran the SIGTERM handler's thread
-        os.kill(os.getpid(), signal.SIGTERM)
+    try:
+        _finish(session, quiet)
+        if session.exit_signal == signal.SIGTERM:  # the program ended before the handler ran
+            os.kill(os.getpid(), signal.SIGTERM)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C again while the process ends: the trace is saved, the process ends as it was
 
 
 def _finish_on_sigterm(session: Session, quiet: bool) -> None:
@@ -305,11 +314,13 @@ def _finish_on_sigterm(session: Session, quiet: bool) -> None:
         # Never inside the recorder: a signal that lands in one of its sections waits until the
         # section is done (timelapse.interrupts), so the trace can be finished right here.
         session.exit_status, session.exit_signal = 128 + signum, signum
-        signal.signal(signum, signal.SIG_DFL)
         finish_and_die(signum)
 
     def finish_and_die(signum: int) -> None:
+        # SIGTERM again while the trace is saved waits for it (this handler stays in place until
+        # then); only then the default action, and the process dies of SIGTERM as without us.
         _finish(session, quiet)
+        signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
 
     signal.signal(signal.SIGTERM, on_sigterm)
@@ -350,7 +361,7 @@ def _report_without_our_frames(session: Session) -> None:
             hook(exc_type, exc, trimmed)  # the program's own hook: the trace keeps our text
             return
         copying = _Copying(stderr)
-        sys.stderr = copying
+        sys.stderr = copying    # (a signal waits until the report is printed and kept: a section)
         try:
             hook(exc_type, exc, trimmed)
         finally:
@@ -358,4 +369,10 @@ def _report_without_our_frames(session: Session) -> None:
                 sys.stderr = stderr
         session.error_text = _ANSI_COLOUR.sub("", "".join(copying.parts))
 
+    deferral.add_section(report, holds_lock=False)
     sys.excepthook = report
+
+
+# After the program, the end of the process is timelapse's: a signal that lands here (a second
+# Ctrl-C, a SIGTERM) waits until the trace is saved (timelapse.interrupts).
+deferral.add_section(_note_uncaught, _finish, _finish_at_exit, holds_lock=False)

@@ -22,10 +22,11 @@ returns. The section, as its last act — its lock released, its events complete
 point where the program itself is about to go on, exactly as if the signal had arrived there; its
 exception, if any, goes to the program at that point, as the program's.
 
-How a section is recognized: the wrapper gets the interrupted frame. Walking outwards through
-timelapse's own frames, it looks for a frame of a registered section's code (``add_section``); the walk
-stops at the first frame that is not timelapse's, so it costs a few frames, and nothing at all on the
-hot path: a section's only extra work is ``if pending:`` on its way out.
+How a section is recognized: the wrapper gets the interrupted frame and walks the stack outwards,
+looking for a frame of a registered section's code (``add_section``). That costs a walk of the stack
+per signal, and nothing at all on the hot path: a section's only extra work is ``if pending:`` on its
+way out. Program code on top of a section (a ``__del__`` the garbage collector calls inside one) is
+inside it too: its signals wait as well.
 
 What it changes for the program, and what it cannot
 ---------------------------------------------------
@@ -60,6 +61,8 @@ class SignalDeferral:
         #: sections read it as a closure variable (``if pending:``): always the same list object.
         self.pending: list[Callable[[], Any]] = []
         self._sections: set[CodeType] = set()
+        #: The sections that hold the recorder's lock (the callbacks), for ``in_section_anywhere``.
+        self._lock_sections: set[CodeType] = set()
         self._real_signal: Callable[..., Any] | None = None
         self._real_getsignal: Callable[[int], Any] | None = None
         self._wrappers: dict[int, Handler] = {}   # signum -> the wrapper installed for it
@@ -69,20 +72,22 @@ class SignalDeferral:
 
     # -- sections ----------------------------------------------------------------------------------
 
-    def add_section(self, *functions: Callable[..., Any]) -> None:
-        """Mark functions as sections: signals that land inside them wait for ``run_pending``."""
+    def add_section(self, *functions: Callable[..., Any], holds_lock: bool = True) -> None:
+        """Mark functions as sections: signals that land inside them wait for ``run_pending``.
+        ``holds_lock``: the function holds the recorder's lock while it runs (the callbacks)."""
         for function in functions:
             self._sections.add(function.__code__)
+            if holds_lock:
+                self._lock_sections.add(function.__code__)
 
     def in_section(self, frame: FrameType | None) -> bool:
-        """True if ``frame`` (a thread's innermost frame) is inside a section."""
+        """True if ``frame`` (a thread's innermost frame) is inside a section: a section's frame is
+        anywhere on its stack. The whole stack, since sections call the standard library (json,
+        shutil, ...); a signal's cost only, never the hot path's."""
         sections = self._sections
         while frame is not None:
-            code = frame.f_code
-            if code in sections:
+            if frame.f_code in sections:
                 return True
-            if not code.co_filename.startswith(_PACKAGE_DIR):
-                return False
             frame = frame.f_back
         return False
 
@@ -90,7 +95,7 @@ class SignalDeferral:
         """True if any frame outwards from ``frame`` is a section's: program code that a section
         let run (the garbage collector calling a ``__del__``) is on top of it. Walks the whole stack:
         for slow paths only."""
-        sections = self._sections
+        sections = self._lock_sections
         while frame is not None:
             if frame.f_code in sections:
                 return True
@@ -157,7 +162,8 @@ class SignalDeferral:
 
         def deferring_handler(signum: int, frame: FrameType | None) -> Any:
             if in_section(frame):
-                pending.append(lambda: handler(signum, _program_frame(frame)))
+                program_frame = _program_frame(frame, self._sections)
+                pending.append(lambda: handler(signum, program_frame))
                 return None
             return handler(signum, frame)
 
@@ -174,8 +180,15 @@ class SignalDeferral:
         return entry[1] if entry is not None and entry[0] is handler else handler
 
 
-def _program_frame(frame: FrameType | None) -> FrameType | None:
-    """The innermost frame outside timelapse: what the handler would have been given."""
+def _program_frame(frame: FrameType | None, sections: set[CodeType]) -> FrameType | None:
+    """The frame the program was in when the recorder's section began: what the handler would have
+    been given (the one below the outermost section, past timelapse's own frames)."""
+    outermost = None
+    while frame is not None:
+        if frame.f_code in sections:
+            outermost = frame
+        frame = frame.f_back
+    frame = outermost.f_back if outermost is not None else None
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
         frame = frame.f_back
     return frame

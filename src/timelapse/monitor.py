@@ -41,7 +41,7 @@ from collections.abc import Callable
 from types import BuiltinFunctionType, CodeType, FrameType, FunctionType, MethodType, ModuleType
 from typing import Any
 
-from timelapse.encoder import ValueEncoder
+from timelapse.encoder import ValueEncoder, type_name
 from timelapse.errors import RecorderError
 from timelapse.interrupts import deferral
 from timelapse.jsonbytes import to_json
@@ -201,7 +201,6 @@ class Recorder:
         #: short, ``interrupted`` says so and the stream itself is counted instead.
         self.open_calls = 1
         self.calls = 0
-        self.interrupted = False  # kept for the session: a rolled-back stream is never torn
         #: Thread switches written (ThreadSwitch / ThreadStart after the first thread).
         self.switches = 0
         #: True if the program freed our sys.monitoring tool id (recording stopped there).
@@ -272,7 +271,13 @@ class Recorder:
                 self._switch_off_now()
         else:
             self._switch_off_now()
+
+    def release_signals(self) -> None:
+        """The recording is over (the trace saved, or given up): the program's signal handlers
+        are its own again, and those that waited for us run now. Signals wait until this, so a
+        Ctrl-C or SIGTERM while the trace is being saved does not lose it."""
         self._deferral.uninstall()
+        self._deferral.run_pending()
 
     def _switch_off_now(self) -> None:
         self.active = False
@@ -305,6 +310,8 @@ class Recorder:
         self.active = False
         if self.tool_id is not None:
             self._switch_off(locked=False)
+        self._deferral.pending.clear()  # the parent's
+        self._deferral.uninstall()
 
     # -- the recursion limit -----------------------------------------------------------------------
 
@@ -406,7 +413,8 @@ class Recorder:
         if code.co_flags & _CO_OPTIMIZED:
             kind, name = _FUNCTION, code.co_qualname
         elif code.co_name == "<module>":
-            module = frame.f_globals.get("__name__") if frame is not None else None
+            # dict.get, not .get: exec() accepts a dict subclass whose methods are Python code.
+            module = dict.get(frame.f_globals, "__name__") if frame is not None else None
             kind, name = _MODULE, f"<{module if type(module) is str else code.co_filename}>"
         else:
             kind, name = _NAMESPACE, code.co_qualname  # class bodies
@@ -430,7 +438,7 @@ class Recorder:
                 (name, _value_prefix(writer.variable_id(name)))
                 for name in _global_names_read(instructions)
                 if name not in local_names and not _is_dunder(name)
-                and not _is_code(f_globals.get(name))  # the functions and classes it calls
+                and not _is_code(dict.get(f_globals, name))  # the functions and classes it calls
             )
         info.quiet_lines = _quiet_lines(instructions)
         info.implicit_handler = _implicit_handler(code, instructions)
@@ -1009,7 +1017,7 @@ class Recorder:
         kind = LOG_EVENT if what == "handled" else ERROR_EVENT
         self._append_event(
             kind, what, describe_exception(exception), state, where,
-            {"exception": _type_name(type(exception))},
+            {"exception": type_name(type(exception))},
         )
         last = events[-1] if events else None
         if what != "handled":
@@ -1117,23 +1125,12 @@ class _ProgramRecursionError(Exception):
     """Internal: the program went past its recursion limit (re-raised as RecursionError)."""
 
 
-_type_module = type.__dict__["__module__"].__get__
-_type_qualname = type.__dict__["__qualname__"].__get__
 _exception_args = BaseException.__dict__["args"].__get__
-
-
-def _type_name(cls: type) -> str:
-    """``module.QualName`` of a class, read through C-level descriptors (a metaclass cannot run)."""
-    module = _type_module(cls, type)
-    qualname = _type_qualname(cls, type)
-    if type(module) is not str or module == "builtins":   # compared only once known to be a str
-        return qualname
-    return f"{module}.{qualname}"
 
 
 def describe_exception(exc: BaseException) -> str:
     """``Type: message`` without running the exception's own Python code (no ``__str__`` call)."""
-    name = _type_name(type(exc))
+    name = type_name(type(exc))
     args = _exception_args(exc)
     if not args:
         return name
@@ -1146,7 +1143,7 @@ def _safe_text(value: object) -> str:
     t = type(value)     # compared by identity: `in` could call a metaclass __eq__
     if t is str or t is int or t is float or t is bool or value is None:
         return repr(value)
-    return f"<{_type_name(type(value))}>"
+    return f"<{type_name(type(value))}>"
 
 
 def _global_names_read(instructions: list[dis.Instruction]) -> list[str]:
@@ -1188,3 +1185,7 @@ def _implicit_handler(code: CodeType, instructions: list[dis.Instruction]) -> fr
                 if following.opname == "RERAISE":
                     break
     return frozenset(offsets)
+
+
+# io_event holds the lock like the callbacks: a signal that lands in it waits for its end.
+deferral.add_section(Recorder.io_event)

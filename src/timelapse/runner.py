@@ -21,6 +21,8 @@ from types import CodeType, TracebackType
 
 from timelapse.errors import UsageError
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
 
 @dataclass
 class Program:
@@ -147,4 +149,24 @@ def program_traceback(tb: TracebackType | None) -> TracebackType | None:
         and entry.tb_frame.f_code.co_name != "_run_code"
     ):
         entry = entry.tb_next
-    return entry
+    return _without_recorder_frames(entry)
+
+
+def _without_recorder_frames(tb: TracebackType | None) -> TracebackType | None:
+    """``tb`` without the frames of timelapse's callbacks inside it (an exception of a signal
+    handler that waited for a callback to end passes through that callback): the same chain when
+    there are none, else a new chain of the program's entries."""
+    entries = []
+    has_ours = False
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+            has_ours = True
+        else:
+            entries.append(tb)
+        tb = tb.tb_next
+    if not has_ours:
+        return entries[0] if entries else None
+    chain = None
+    for entry in reversed(entries):
+        chain = TracebackType(chain, entry.tb_frame, entry.tb_lasti, entry.tb_lineno)
+    return chain

@@ -37,6 +37,7 @@ from timelapse.encoder import (
     ValueEncoder,
 )
 from timelapse.errors import RecorderError
+from timelapse.interrupts import deferral
 from timelapse.iocapture import IOCapture
 from timelapse.monitor import Recorder
 from timelapse.scope import Scope
@@ -294,6 +295,7 @@ class Session:
                 if self._io is not None:
                     self._io.uninstall()
                 self.recorder._switch_off()
+                self.recorder.release_signals()
                 self.writer.abandon()
                 self._remove_temp_dir()
                 raise
@@ -428,7 +430,20 @@ class Session:
     # -- ending ------------------------------------------------------------------------------------
 
     def _finish(self, stopped_by: str = "<recording stopped>") -> Path | None:
-        """Switch monitoring off, close every open call, write the side files, publish the folder."""
+        """Switch monitoring off, close every open call, write the side files, publish the folder.
+
+        A section (timelapse.interrupts): a signal's handler that lands in here waits until the trace
+        is saved (a second Ctrl-C, a SIGTERM), then runs. Lock order: this session's finish lock,
+        then the recorder's lock — never the other way round (a failing callback lets go of the
+        recorder's lock before it calls ``_recorder_failed``).
+        """
+        try:
+            return self._finish_now(stopped_by)
+        finally:
+            if self.recorder is not None and self._finished and not self._in_child:
+                self.recorder.release_signals()
+
+    def _finish_now(self, stopped_by: str) -> Path | None:
         global _active
         with self._finish_lock:
             if self._save_error is not None:
@@ -445,8 +460,7 @@ class Session:
             with recorder._lock:
                 stop_type = writer.type_id(16, "<recording stopped>")
                 still_open = {"Return": {"return_value": {"kind": "Raw", "type_id": stop_type, "r": stopped_by}}}
-                open_calls = writer.count_open_calls() if recorder.interrupted else recorder.open_calls
-                for _ in range(open_calls - 1):
+                for _ in range(recorder.open_calls - 1):
                     writer.emit(still_open)
                 if self.exit_status is None:
                     toplevel_value: dict[str, Any] = {"kind": "None", "type_id": 0}
@@ -528,6 +542,7 @@ class Session:
                 self._io.uninstall()
             if self.recorder is not None:
                 self.recorder._switch_off()
+                self.recorder.release_signals()
             self._restore_os_exit()
             if self.writer is not None:
                 self.writer.abandon()
@@ -578,6 +593,12 @@ class Session:
             metadata["exit_signal"] = self.exit_signal
         if self.failure is not None:
             metadata["recorder_error"] = f"{type(self.failure).__name__}: {self.failure}"
+        recorder = self.recorder
+        if recorder is not None and recorder.tool_lost:
+            metadata["recorder_error"] = (
+                "the program freed timelapse's sys.monitoring tool id: recording stopped there")
+        if recorder is not None and recorder.lost_for_memory:
+            metadata["events_lost_for_memory"] = recorder.lost_for_memory
         return metadata
 
     def summary(self) -> str:
@@ -648,3 +669,7 @@ def _human_size(size: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return f"{size} B"
+
+
+# Saving the trace is a section: a signal that lands in it waits until the trace is saved.
+deferral.add_section(Session._finish, holds_lock=False)

@@ -276,24 +276,6 @@ class TraceWriter:
             self.bytes_written = os.fstat(fd).st_size
         self._unwritten = None
 
-    def count_open_calls(self) -> int:
-        """Calls open in the stream, counted in the stream itself (written and pending).
-
-        The recorder keeps this count as it goes; this is for a run that was interrupted (Ctrl-C or a
-        signal inside a callback), where the bookkeeping may be one step behind what was written.
-        '{"Call":' can only be an event: inside JSON strings every quote is escaped.
-        """
-        self.flush()
-        opened = closed = 0
-        with open(self.folder / "trace.json", "rb") as f:
-            tail = b""  # the end of the previous block: a needle split between two reads
-            while chunk := f.read(1 << 24):
-                block = tail + chunk
-                opened += block.count(b'{"Call":') - tail.count(b'{"Call":')
-                closed += block.count(b'{"Return":') - tail.count(b'{"Return":')
-                tail = block[-9:]
-        return opened - closed
-
     def close(self, metadata: dict[str, Any]) -> None:
         """Write what is pending, end the array, and write the side files."""
         if self.closed:

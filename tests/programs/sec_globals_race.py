@@ -7,7 +7,8 @@ stop = False
 def add_globals():
     i = 0
     while not stop:
-        globals()[f"g{i % 50}"] = i
+        globals()[f"g{i}"] = i      # the module's namespace changes size all the time
+        globals().pop(f"g{i - 20}", None)
         i += 1
 
 

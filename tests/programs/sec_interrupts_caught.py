@@ -11,17 +11,22 @@ def on_usr1(signum, frame):
     raise Stop()
 
 
+def grow(values):
+    values.append(len(values))
+    return values
+
+
 def spin(values):
     while True:
-        values.append(len(values))
+        values = grow(values)
         if len(values) > 50:
             values.clear()
 
 
 signal.signal(signal.SIGUSR1, on_usr1)
 got = {"Stop": 0, "KeyboardInterrupt": 0}
-for round_ in range(30):
-    signal.setitimer(signal.ITIMER_REAL, 0.002)
+for round_ in range(200):
+    signal.setitimer(signal.ITIMER_REAL, 0.0005)
     signal.signal(signal.SIGALRM, lambda s, f: os.kill(os.getpid(), signal.SIGUSR1 if round_ % 2 else signal.SIGINT))
     try:
         spin([])

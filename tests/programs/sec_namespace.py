@@ -26,5 +26,9 @@ path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sec_namespace_b
 with open(path) as f:
     code = compile(f.read(), path, "exec")
 namespace = Namespace()
-exec(code, {"__builtins__": __builtins__, "base": 10}, namespace)
+exec(code, Namespace(__builtins__=__builtins__, __name__="body", base=10), namespace)
 print(sorted(namespace), calls)
+calls.clear()
+module_like = Namespace(__builtins__=__builtins__, __name__="body2", base=20)
+exec(code, module_like)
+print(module_like["twice"](), calls)
