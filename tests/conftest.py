@@ -100,3 +100,12 @@ def record(tmp_path):
         return Recorded(result.returncode, result.stdout, result.stderr, out, trace)
 
     return _record
+
+
+def same_as_python(record, program, *args, **kwargs):
+    """Record ``program`` and check it behaved exactly as under plain python; return the result."""
+    expected = run_python([str(PROGRAMS / program), *args])
+    result = record(PROGRAMS / program, *args, options=("-q",), **kwargs)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        expected.returncode, expected.stdout, expected.stderr)
+    return result

@@ -6,18 +6,9 @@ import json
 import sys
 
 import pytest
-from conftest import PROGRAMS, run_python
+from conftest import PROGRAMS, run_python, same_as_python
 
 from timelapse.reader import decode_value
-
-
-def same_as_python(record, program, *args, **kwargs):
-    """Record ``program`` and check it behaved exactly as under plain python; return the result."""
-    expected = run_python([str(PROGRAMS / program), *args])
-    result = record(PROGRAMS / program, *args, options=("-q",), **kwargs)
-    assert (result.returncode, result.stdout, result.stderr) == (
-        expected.returncode, expected.stdout, expected.stderr)
-    return result
 
 
 def calls_named(trace, name):

@@ -78,7 +78,6 @@ def test_fd_reads_decode_characters_split_between_reads(tmp_path):
     assert '"source": "fd"' in events[0]["metadata"]
 
 
-@pytest.mark.xfail(strict=False, reason="needs writer byte bounds: fd output is merged into one Event")
 def test_a_child_flooding_fd_1_keeps_the_recorder_small(tmp_path):
     megabytes = 48
     baseline_code, baseline = _peak_rss_kib(

@@ -61,7 +61,7 @@ class SignalDeferral:
         #: sections read it as a closure variable (``if pending:``): always the same list object.
         self.pending: list[Callable[[], Any]] = []
         self._sections: set[CodeType] = set()
-        #: The sections that hold the recorder's lock (the callbacks), for ``in_section_anywhere``.
+        #: The sections that hold the recorder's lock (the callbacks), for ``holds_lock``.
         self._lock_sections: set[CodeType] = set()
         self._real_signal: Callable[..., Any] | None = None
         self._real_getsignal: Callable[[int], Any] | None = None
@@ -84,23 +84,13 @@ class SignalDeferral:
         """True if ``frame`` (a thread's innermost frame) is inside a section: a section's frame is
         anywhere on its stack. The whole stack, since sections call the standard library (json,
         shutil, ...); a signal's cost only, never the hot path's."""
-        sections = self._sections
-        while frame is not None:
-            if frame.f_code in sections:
-                return True
-            frame = frame.f_back
-        return False
+        return _on_stack(frame, self._sections)
 
-    def in_section_anywhere(self, frame: FrameType | None) -> bool:
-        """True if any frame outwards from ``frame`` is a section's: program code that a section
-        let run (the garbage collector calling a ``__del__``) is on top of it. Walks the whole stack:
-        for slow paths only."""
-        sections = self._lock_sections
-        while frame is not None:
-            if frame.f_code in sections:
-                return True
-            frame = frame.f_back
-        return False
+    def holds_lock(self, frame: FrameType | None) -> bool:
+        """True if ``frame``'s thread is inside a section that holds the recorder's lock: program
+        code that section let run (the garbage collector calling a ``__del__``) is on top of it.
+        For slow paths only."""
+        return _on_stack(frame, self._lock_sections)
 
     def run_pending(self) -> None:
         """Run what waited for the section to end (called by a section, last, outside its lock)."""
@@ -178,6 +168,14 @@ class SignalDeferral:
         """The program's handler behind ``handler`` if it is one of our wrappers, else ``handler``."""
         entry = self._inner.get(id(handler))
         return entry[1] if entry is not None and entry[0] is handler else handler
+
+
+def _on_stack(frame: FrameType | None, codes: set[CodeType]) -> bool:
+    while frame is not None:
+        if frame.f_code in codes:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _program_frame(frame: FrameType | None, sections: set[CodeType]) -> FrameType | None:

@@ -139,7 +139,7 @@ class _CodeInfo:
 class _ThreadState:
     __slots__ = (
         "ident", "number", "stack", "started", "last_step", "base_depth", "in_flight", "thrown",
-        "recent", "refused_frame",
+        "recent", "unopened_frame",
     )
 
     def __init__(self, ident: int, number: int, base_depth: int = 0) -> None:
@@ -162,8 +162,9 @@ class _ThreadState:
         self.thrown: tuple | None = None
         #: The last exception Event: (what, id, line, position).
         self.recent: tuple | None = None
-        #: id() of the frame whose call the recursion limit refused (it is unwinding, never opened).
-        self.refused_frame: int | None = None
+        #: id() of a frame running that is not open in the stream: one whose call the recursion limit
+        #: refused, or one already closed when a signal handler's exception is raised in it.
+        self.unopened_frame: int | None = None
 
 
 def claim_tool_id() -> int:
@@ -502,7 +503,16 @@ class Recorder:
                 state.last_step = None  # the Step it points at may have been taken back
             forget()
             lock_release()
-            return after_failure(exc)
+            result = after_failure(exc)
+            if pending:
+                run_pending()
+            return result
+
+        def ran_pending(result: object) -> object:
+            """An early way out of a callback: what waited for it runs first (a signal may have
+            landed at its very start)."""
+            run_pending()
+            return result
 
         def thread_state() -> _ThreadState:
             """The calling thread's state, made current in the stream (caller holds the lock)."""
@@ -659,7 +669,7 @@ class Recorder:
                 depth += 1
                 probe = probe.f_back
             if depth - state.base_depth > recorder._recursion_limit:
-                state.refused_frame = id(frame)  # its unwind is not a Return: no Call was written
+                state.unopened_frame = id(frame)  # its unwind is not a Return: no Call was written
                 raise _ProgramRecursionError("maximum recursion depth exceeded")
 
         def entered(code: CodeType, resumed: bool, thrown: BaseException | None) -> object:
@@ -669,10 +679,10 @@ class Recorder:
             if info is None:
                 info = learn(code, None, False)  # code we do not record: decided without the lock
             if info is not None and info.kind >= THREAD_ROOT:
-                return DISABLE
+                return DISABLE if not pending else ran_pending(DISABLE)
             frame = getframe(2)
             if not lock_acquire(False) and not acquire_slowly():
-                return None
+                return None if not pending else ran_pending(None)
             mark = -1
             try:
                 if recorder.active:
@@ -680,7 +690,7 @@ class Recorder:
                         info = learn(code, frame)
                         if info.kind >= THREAD_ROOT:
                             lock_release()
-                            return DISABLE
+                            return DISABLE if not pending else ran_pending(DISABLE)
                     state = thread_state()
                     mark = len(events)
                     args = []
@@ -725,10 +735,10 @@ class Recorder:
             # The hottest callback: emit_step and the common case of emit_values are inlined.
             info = infos.get(id(code))
             if info is None:  # LINE is only switched on for recorded code
-                return DISABLE
+                return DISABLE if not pending else ran_pending(DISABLE)
             frame = getframe(1)
             if not lock_acquire(False) and not acquire_slowly():
-                return None
+                return None if not pending else ran_pending(None)
             mark = -1
             try:
                 if fault is not None:
@@ -742,7 +752,7 @@ class Recorder:
                     if step is None:
                         if line < 1:  # an empty module's body "runs" on line 0: there is no line
                             lock_release()
-                            return None
+                            return None if not pending else ran_pending(None)
                         step = info.steps[line] = _step_event(info.path_id, line)
                     append(step)
                     if memo:
@@ -788,16 +798,16 @@ class Recorder:
             """PY_RETURN, PY_YIELD and PY_UNWIND: the frame's last values, then its Return."""
             info = infos.get(id(code))
             if info is None:
-                return
+                return None if not pending else ran_pending(None)
             if not lock_acquire(False) and not acquire_slowly():
-                return
+                return None if not pending else ran_pending(None)
             mark = -1
             try:
                 state = threads.get(get_ident()) if recorder.active else None
                 if state is None:
                     pass
-                elif state.refused_frame == id(frame):
-                    state.refused_frame = None  # the frame whose call was refused: it never opened
+                elif state.unopened_frame == id(frame):
+                    state.unopened_frame = None  # a refused call, or one closed already: no Return
                 elif state.stack and state.stack[-1] is info:
                     if state is not recorder._current:
                         recorder._switch_to(state)
@@ -833,7 +843,14 @@ class Recorder:
                 forget()
             lock_release()
             if pending:
+                # A handler's exception would be raised in this frame, which the stream has closed
+                # already: its raise and unwind are then the caller's (see _exception_event).
+                state = threads.get(get_ident())
+                if state is not None:
+                    state.unopened_frame = id(frame)
                 run_pending()
+                if state is not None:
+                    state.unopened_frame = None
 
         def on_return(code: CodeType, offset: int, value: object) -> None:
             returned(code, getframe(1), value, False)
@@ -848,12 +865,13 @@ class Recorder:
             def on_exception(code: CodeType, offset: int, exception: BaseException) -> None:
                 info = infos.get(id(code))
                 if info is None or info.kind >= THREAD_ROOT:
-                    return
+                    return None if not pending else ran_pending(None)
                 if what != "raise" and offset in info.implicit_handler:
-                    return  # the compiler's own handler around a generator's body: not the program's
+                    # The compiler's own handler around a generator's body: not the program's.
+                    return None if not pending else ran_pending(None)
                 frame = getframe(1)
                 if not lock_acquire(False) and not acquire_slowly():
-                    return
+                    return None if not pending else ran_pending(None)
                 mark = -1
                 try:
                     if recorder.active:
@@ -901,7 +919,7 @@ class Recorder:
         This thread holds the lock already only when program code runs inside one of our sections
         (the garbage collector calling a ``__del__`` that prints): then the caller must not wait.
         """
-        if self._deferral.in_section_anywhere(sys._getframe(2)):
+        if self._deferral.holds_lock(sys._getframe(2)):
             return False
         acquire = self._lock.acquire
         delay = 0.0
@@ -998,8 +1016,8 @@ class Recorder:
         last = events[-1] if events else None
         line = frame.f_lineno
         key = id(exception)
-        if state.refused_frame == id(frame):
-            frame = frame.f_back  # the refused call was never opened: its caller raised
+        if state.unopened_frame == id(frame):
+            frame = frame.f_back  # a call not open in the stream: for the trace, its caller raised
             line = frame.f_lineno if frame is not None else None
         in_flight, recent = state.in_flight, state.recent
         thrown, state.thrown = state.thrown, None

@@ -25,10 +25,12 @@ def spin(values):
 
 signal.signal(signal.SIGUSR1, on_usr1)
 got = {"Stop": 0, "KeyboardInterrupt": 0}
+which = [signal.SIGINT]
+signal.signal(signal.SIGALRM, lambda s, f: os.kill(os.getpid(), which[0]))
 for round_ in range(200):
-    signal.setitimer(signal.ITIMER_REAL, 0.0005)
-    signal.signal(signal.SIGALRM, lambda s, f: os.kill(os.getpid(), signal.SIGUSR1 if round_ % 2 else signal.SIGINT))
+    which[0] = signal.SIGUSR1 if round_ % 2 else signal.SIGINT
     try:
+        signal.setitimer(signal.ITIMER_REAL, 0.0005)
         spin([])
     except Stop:
         got["Stop"] += 1
