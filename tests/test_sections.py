@@ -14,7 +14,7 @@ import sys
 import time
 
 import pytest
-from conftest import CONSOLE_SCRIPT, PROGRAMS, checked_trace, same_as_python
+from conftest import CONSOLE_SCRIPT, PROGRAMS, checked_trace, run_python, same_as_python
 
 from timelapse.reader import decode_value
 
@@ -184,3 +184,13 @@ def test_signals_while_the_trace_is_saved_do_not_lose_it(tmp_path, second):
     assert "src/timelapse" not in stderr and "timelapse: error" not in stderr, stderr   # none of ours
     trace = checked_trace(out)     # complete and valid, whichever signal ended the run
     assert trace.metadata["process_exit_status"] in (130, 143)
+
+
+def test_a_failing_callback_and_stop_at_once_do_not_deadlock(tmp_path):
+    """Item 13: one lock order (the session's finish lock, then the recorder's)."""
+    for attempt in range(5):
+        out = tmp_path / f"trace{attempt}"
+        result = run_python([str(PROGRAMS / "sec_stop_race.py"), str(out)], timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert "alive: False" in result.stdout
+        checked_trace(out)
