@@ -19,8 +19,8 @@ def spin():
 signal.signal(signal.SIGALRM, on_alarm)
 caught = 0
 for attempt in range(20):
-    signal.setitimer(signal.ITIMER_REAL, 0.003)
     try:
+        signal.setitimer(signal.ITIMER_REAL, 0.003)
         spin()
     except Timeout:
         caught += 1
