@@ -181,7 +181,9 @@ def test_signals_while_the_trace_is_saved_do_not_lose_it(tmp_path, second):
             break
     _, stderr = process.communicate(timeout=60)
     assert process.returncode in (-signal.SIGINT, -signal.SIGTERM, 130, 143), (process.returncode, stderr)
-    assert "src/timelapse" not in stderr and "timelapse: error" not in stderr, stderr   # none of ours
+    # (Python's own report of the KeyboardInterrupt may itself be cut short by the burst, as without
+    # recording: only our own complaint would be wrong here.)
+    assert "timelapse: error" not in stderr, stderr
     trace = checked_trace(out)     # complete and valid, whichever signal ended the run
     assert trace.metadata["process_exit_status"] in (130, 143)
 
