@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from types import CodeType, FrameType
@@ -61,6 +62,8 @@ class SignalDeferral:
         #: sections read it as a closure variable (``if pending:``): always the same list object.
         self.pending: list[Callable[[], Any]] = []
         self._sections: set[CodeType] = set()
+        #: Signals whose handler waits in ``pending`` (a signal is queued once until it runs).
+        self._queued: set[int] = set()
         #: The sections that hold the recorder's lock (the callbacks), for ``holds_lock``.
         self._lock_sections: set[CodeType] = set()
         self._real_signal: Callable[..., Any] | None = None
@@ -93,7 +96,13 @@ class SignalDeferral:
         return _on_stack(frame, self._lock_sections)
 
     def run_pending(self) -> None:
-        """Run what waited for the section to end (called by a section, last, outside its lock)."""
+        """Run what waited for the section to end (called by a section, last, outside its lock).
+
+        Only in the main thread, where the signal would have run its handler, and only once no
+        other section encloses the caller (a callback fired inside ``io_event`` or the excepthook's
+        report): the outermost section runs it on its way out."""
+        if threading.get_ident() != threading.main_thread().ident or _on_stack(sys._getframe(2), self._sections):
+            return
         pending = self.pending
         while pending:
             pending.pop(0)()
@@ -148,12 +157,21 @@ class SignalDeferral:
         if self._unwrap(signum, handler) is not handler:
             return handler  # already one of ours
         pending = self.pending
+        queued = self._queued
         in_section = self.in_section
 
         def deferring_handler(signum: int, frame: FrameType | None) -> Any:
             if in_section(frame):
+                if signum in queued:
+                    return None  # the same signal again before its handler ran: one, as the OS does
+                queued.add(signum)
                 program_frame = _program_frame(frame, self._sections)
-                pending.append(lambda: handler(signum, program_frame))
+
+                def run_handler() -> Any:
+                    queued.discard(signum)
+                    return handler(signum, program_frame)
+
+                pending.append(run_handler)
                 return None
             return handler(signum, frame)
 

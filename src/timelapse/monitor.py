@@ -97,6 +97,8 @@ _CODE_TYPE_IDS = frozenset(map(id, (
 RECURSION_HEADROOM = 100
 #: Python 3.12's frame.f_locals is a snapshot dict kept by the frame (PEP 667 replaced it in 3.13).
 _SNAPSHOT_LOCALS = sys.version_info < (3, 13)
+#: Names through which a function hands its own frame's locals dict to the program.
+_LOCALS_NAMES = frozenset({"locals", "vars", "exec", "eval", "_getframe", "currentframe", "f_locals"})
 
 
 def _is_code(value: object) -> bool:
@@ -116,6 +118,7 @@ class _CodeInfo:
     __slots__ = (
         "code", "kind", "path_id", "function_id", "def_step", "steps", "arg_vars",
         "var_ids", "global_vars", "quiet_lines", "async_generator", "implicit_handler",
+        "shares_locals",
     )
 
     def __init__(self, code: CodeType, kind: int) -> None:
@@ -134,6 +137,9 @@ class _CodeInfo:
         self.async_generator = bool(code.co_flags & _CO_ASYNC_GENERATOR)
         #: Offsets of the handler CPython wraps around a generator's body (not the program's code).
         self.implicit_handler: frozenset[int] = frozenset()
+        #: Python 3.12: the code may hand its frame's f_locals dict to the program (locals(), vars(),
+        #: exec/eval, its own frame): then ``read_locals`` keeps the program's view of that dict.
+        self.shares_locals = False
 
 
 class _ThreadState:
@@ -312,6 +318,7 @@ class Recorder:
         if self.tool_id is not None:
             self._switch_off(locked=False)
         self._deferral.pending.clear()  # the parent's
+        self._deferral._queued.clear()
         self._deferral.uninstall()
 
     # -- the recursion limit -----------------------------------------------------------------------
@@ -443,6 +450,7 @@ class Recorder:
             )
         info.quiet_lines = _quiet_lines(instructions)
         info.implicit_handler = _implicit_handler(code, instructions)
+        info.shares_locals = _SNAPSHOT_LOCALS and kind == _FUNCTION and not _LOCALS_NAMES.isdisjoint(code.co_names)
         return info
 
     # -- the callbacks (hot path) ------------------------------------------------------------------
@@ -479,7 +487,7 @@ class Recorder:
         module_type = ModuleType
         code_type_ids = _CODE_TYPE_IDS
         missing = object()
-        FUNCTION, THREAD_ROOT = _FUNCTION, _THREAD_ROOT
+        FUNCTION, THREAD_ROOT, OUT_OF_SCOPE = _FUNCTION, _THREAD_ROOT, _OUT_OF_SCOPE
         snapshot_locals = _SNAPSHOT_LOCALS
         held = self._held_locals
         batch_size = writer.batch_size
@@ -503,10 +511,11 @@ class Recorder:
                 state.last_step = None  # the Step it points at may have been taken back
             forget()
             lock_release()
-            result = after_failure(exc)
-            if pending:
-                run_pending()
-            return result
+            try:
+                return after_failure(exc)
+            finally:
+                if pending:
+                    run_pending()
 
         def ran_pending(result: object) -> object:
             """An early way out of a callback: what waited for it runs first (a signal may have
@@ -550,9 +559,12 @@ class Recorder:
             var_ids = info.var_ids
             if info.kind == FUNCTION:
                 if snapshot_locals:
-                    f_locals, saved = read_locals(frame)
+                    if info.shares_locals:
+                        f_locals, saved = read_locals(frame)
+                    else:
+                        f_locals, saved = frame.f_locals, None
                     try:
-                        for name, value in dict.items(f_locals):
+                        for name, value in f_locals.items():
                             try:
                                 prefix = var_ids[name]
                             except KeyError:
@@ -637,7 +649,7 @@ class Recorder:
             if len(stack) >= recorder._depth_check_from:
                 check_depth(state, frame)
             if info.arg_vars:
-                if snapshot_locals:
+                if snapshot_locals and info.shares_locals:
                     f_locals, saved = read_locals(frame)
                 else:
                     f_locals, saved = frame.f_locals, None
@@ -688,9 +700,7 @@ class Recorder:
                 if recorder.active:
                     if info is None:
                         info = learn(code, frame)
-                        if info.kind >= THREAD_ROOT:
-                            lock_release()
-                            return DISABLE if not pending else ran_pending(DISABLE)
+                if recorder.active and info.kind < THREAD_ROOT:
                     state = thread_state()
                     mark = len(events)
                     args = []
@@ -705,6 +715,7 @@ class Recorder:
                         line = frame.f_lineno
                         if line:
                             emit_step(state, info, frame, line)
+                    mark = -1  # committed: a failing flush takes nothing back
                     if len(events) >= batch_size:
                         flush_when_full()
                     if thrown is not None and type(thrown) is GeneratorExit:
@@ -717,7 +728,7 @@ class Recorder:
             lock_release()
             if pending:
                 run_pending()
-            return None
+            return DISABLE if info is not None and info.kind >= THREAD_ROOT else None
 
         def on_start(code: CodeType, offset: int) -> object:
             return entered(code, False, None)
@@ -751,8 +762,7 @@ class Recorder:
                     step = info.steps.get(line)
                     if step is None:
                         if line < 1:  # an empty module's body "runs" on line 0: there is no line
-                            lock_release()
-                            return None if not pending else ran_pending(None)
+                            raise _NoLine
                         step = info.steps[line] = _step_event(info.path_id, line)
                     append(step)
                     if memo:
@@ -760,9 +770,12 @@ class Recorder:
                     if info.kind == FUNCTION and not info.global_vars:
                         var_ids = info.var_ids
                         if snapshot_locals:
-                            f_locals, saved = read_locals(frame)
+                            if info.shares_locals:
+                                f_locals, saved = read_locals(frame)
+                            else:
+                                f_locals, saved = frame.f_locals, None
                             try:
-                                for name, value in dict.items(f_locals):
+                                for name, value in f_locals.items():
                                     try:
                                         prefix = var_ids[name]
                                     except KeyError:
@@ -770,7 +783,9 @@ class Recorder:
                                     if prefix is not None:
                                         append(prefix + encode(value) + b"}}")
                             finally:
-                                let_go(f_locals, saved)
+                                f_locals.clear()  # 3.12: see let_go
+                                if saved is not None:
+                                    f_locals.update(saved)
                         else:
                             for name, value in frame.f_locals.items():
                                 try:
@@ -783,8 +798,14 @@ class Recorder:
                         emit_values(info, frame)
                     state.last_step = step
                     recorder.steps += 1
+                    mark = -1  # committed: a failing flush takes nothing back
                     if len(events) >= batch_size:
                         flush_when_full()
+            except _NoLine:
+                lock_release()
+                if pending:
+                    run_pending()
+                return None
             except BaseException as exc:
                 return failed(exc, mark)
             if memo:
@@ -794,11 +815,14 @@ class Recorder:
                 run_pending()
             return None
 
-        def returned(code: CodeType, frame: FrameType, value: object, unwound: bool) -> None:
-            """PY_RETURN, PY_YIELD and PY_UNWIND: the frame's last values, then its Return."""
+        def returned(code: CodeType, offset: int, value: object, unwound: bool = False,
+                     depth: int = 1, yielded: bool = False) -> None:
+            """PY_RETURN and PY_YIELD (directly), PY_UNWIND (through on_unwind, ``depth`` 2): the
+            frame's last values, then its Return."""
             info = infos.get(id(code))
-            if info is None:
+            if info is None or info.kind == OUT_OF_SCOPE:
                 return None if not pending else ran_pending(None)
+            frame = getframe(depth)
             if not lock_acquire(False) and not acquire_slowly():
                 return None if not pending else ran_pending(None)
             mark = -1
@@ -806,7 +830,7 @@ class Recorder:
                 state = threads.get(get_ident()) if recorder.active else None
                 if state is None:
                     pass
-                elif state.unopened_frame == id(frame):
+                elif state.unopened_frame is not None and state.unopened_frame == id(frame):
                     state.unopened_frame = None  # a refused call, or one closed already: no Return
                 elif state.stack and state.stack[-1] is info:
                     if state is not recorder._current:
@@ -825,6 +849,7 @@ class Recorder:
                     state.stack.pop()
                     recorder.open_calls -= 1
                     state.last_step = None
+                    mark = -1  # committed: a failing flush takes nothing back
                     if len(events) >= batch_size:
                         flush_when_full()
                     if unwound:  # CPython reports RAISE again in the caller, right after this
@@ -833,12 +858,12 @@ class Recorder:
                     mark = len(events)
                     recorder._thread_exit(state)
             except BaseException as exc:
-                if snapshot_locals:
+                if info.shares_locals:
                     held.pop(id(frame), None)
                 failed(exc, mark, info if mark >= 0 else None)
                 return
-            if snapshot_locals:
-                held.pop(id(frame), None)  # the frame is done with (or leaves) its dict
+            if info.shares_locals and not yielded:
+                held.pop(id(frame), None)  # the frame is done with its dict (a yield keeps it)
             if memo:
                 forget()
             lock_release()
@@ -852,11 +877,12 @@ class Recorder:
                 if state is not None:
                     state.unopened_frame = None
 
-        def on_return(code: CodeType, offset: int, value: object) -> None:
-            returned(code, getframe(1), value, False)
-
         def on_unwind(code: CodeType, offset: int, exception: BaseException) -> None:
-            returned(code, getframe(1), exception, True)
+            returned(code, offset, exception, True, 2)
+
+        def on_yield(code: CodeType, offset: int, value: object) -> None:
+            # Python 3.12: a yield keeps the frame, and the locals dict the program may hold.
+            returned(code, offset, value, False, 2, True)
 
         def exception_event(what: str) -> Callable[[CodeType, int, BaseException], None]:
             """RAISE / RERAISE / EXCEPTION_HANDLED in recorded code → an Event on the step where it
@@ -897,14 +923,14 @@ class Recorder:
             _events.PY_RESUME: on_resume,
             _events.PY_THROW: on_throw,
             _events.LINE: on_line,
-            _events.PY_RETURN: on_return,
-            _events.PY_YIELD: on_return,
+            _events.PY_RETURN: returned,
+            _events.PY_YIELD: on_yield if _SNAPSHOT_LOCALS else returned,
             _events.PY_UNWIND: on_unwind,
             _events.RAISE: exception_event("raise"),
             _events.RERAISE: exception_event("reraise"),
             _events.EXCEPTION_HANDLED: exception_event("handled"),
         }
-        self._deferral.add_section(entered, on_line, returned, *callbacks.values())
+        self._deferral.add_section(entered, on_line, *callbacks.values())
         return callbacks
 
     def _acquire_slowly(self) -> bool:
@@ -987,6 +1013,7 @@ class Recorder:
                     where = self._step_here(state, sys._getframe(1))
                     metadata = _event_metadata(stream, state, where, None)
                 writer.emit_io(kind, metadata, content)
+                mark = -1
                 if len(writer.events) >= writer.batch_size:
                     self._flush_when_full()
         except BaseException as exc:
@@ -1137,6 +1164,10 @@ def _event_metadata(
     if extra:
         metadata.update(extra)
     return json.dumps(metadata)
+
+
+class _NoLine(Exception):
+    """Internal: a LINE event for line 0, which has no source line (never leaves on_line)."""
 
 
 class _ProgramRecursionError(Exception):

@@ -30,7 +30,6 @@ import errno
 import json
 import os
 import shutil
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -200,13 +199,15 @@ class TraceWriter:
         self._open_io_size = len(content)
 
     def _close_io(self) -> None:
-        open_io, self._open_io = self._open_io, None
+        open_io = self._open_io
         if open_io is not None:
             index, kind, metadata, chunks = open_io
             content = sanitize_text("".join(chunks))
+            # Serialized first, cleared after: a failure leaves no b"" placeholder in the stream.
             self.events[index] = to_json(
                 {"Event": {"kind": kind, "metadata": metadata, "content": content}}
             )
+            self._open_io = None
 
     def flush_if_full(self) -> None:
         """Write the batch if it holds ``_BATCH_BYTES`` (or ``_MAX_BATCH_EVENTS`` events); otherwise
@@ -214,7 +215,7 @@ class TraceWriter:
         ``batch_size``, by the recorder once an event group is complete."""
         events = self.events
         count = len(events)
-        self._batch_bytes += sum(map(len, islice(events, self._measured, None)))
+        self._batch_bytes += sum(map(len, events[self._measured:]))
         self._measured = count
         if (self._batch_bytes + self._open_io_size >= _BATCH_BYTES
                 or count >= _MAX_BATCH_EVENTS):
