@@ -196,3 +196,13 @@ def test_a_failing_callback_and_stop_at_once_do_not_deadlock(tmp_path):
         assert result.returncode == 0, result.stderr
         assert "alive: False" in result.stdout
         checked_trace(out)
+
+
+def test_deferred_handlers_run_in_the_main_thread(record):
+    result = same_as_python(record, "sec_handler_thread.py")
+    assert result.stdout == "all in the main thread: True True\n"
+
+
+def test_a_generators_locals_dict_survives_a_yield(record):
+    result = same_as_python(record, "sec_gen_locals.py")
+    assert result.stdout == "['x']\n"
