@@ -161,7 +161,7 @@ class _ThreadState:
         #: Frames below the program's first frame (timelapse's own, under the CLI).
         self.base_depth = base_depth
         # Exceptions are never kept (they hold tracebacks, frames, locals): these hold an exception's
-        # id and where the stream was right after the event that noted it, (len(events), events[-1]).
+        # id and the stream's position (TraceWriter.position()) right after the event that noted it.
         #: The exception propagating now (raised, not yet handled): (id, position).
         self.in_flight: tuple | None = None
         #: A GeneratorExit thrown in by close() that CPython is about to report as raised.
@@ -720,7 +720,7 @@ class Recorder:
                         flush_when_full()
                     if thrown is not None and type(thrown) is GeneratorExit:
                         # close(): CPython reports RAISE where it lands, next; the program raised nothing.
-                        state.thrown = (id(thrown), len(events), events[-1] if events else None)
+                        state.thrown = (id(thrown), writer.position())
             except BaseException as exc:
                 return failed(exc, mark)
             if memo:
@@ -853,7 +853,7 @@ class Recorder:
                     if len(events) >= batch_size:
                         flush_when_full()
                     if unwound:  # CPython reports RAISE again in the caller, right after this
-                        state.in_flight = (id(value), len(events), events[-1] if events else None)
+                        state.in_flight = (id(value), writer.position())
                 elif info.kind == THREAD_ROOT:
                     mark = len(events)
                     recorder._thread_exit(state)
@@ -1039,8 +1039,7 @@ class Recorder:
         (that would keep it, its traceback and their frames alive): a repeat is recognized by the
         exception's id *and* by nothing having been written since the event it repeats.
         """
-        events = self.writer.events
-        last = events[-1] if events else None
+        writer = self.writer
         line = frame.f_lineno
         key = id(exception)
         if state.unopened_frame == id(frame):
@@ -1050,13 +1049,13 @@ class Recorder:
         thrown, state.thrown = state.thrown, None
         if what == "handled":
             if recent is not None and recent[:2] == ("reraise", key) and recent[2] == line \
-                    and _unchanged(recent[3:], events, last):
+                    and recent[3] == writer.position():
                 return  # the cleanup code of an `except` block, about to re-raise it again
             state.in_flight = None
-        elif in_flight is not None and in_flight[0] == key and _unchanged(in_flight[1:], events, last):
+        elif in_flight is not None and in_flight[0] == key and in_flight[1] == writer.position():
             return  # still the same exception, on its way out through another frame
-        elif what == "raise" and thrown is not None and thrown[0] == key and _unchanged(thrown[1:], events, last):
-            state.in_flight = (key, len(events), last)
+        elif what == "raise" and thrown is not None and thrown[0] == key and thrown[1] == writer.position():
+            state.in_flight = (key, writer.position())
             return  # GeneratorExit thrown in by close(): the program raised nothing
         where = step_here(state, frame)
         kind = LOG_EVENT if what == "handled" else ERROR_EVENT
@@ -1064,10 +1063,9 @@ class Recorder:
             kind, what, describe_exception(exception), state, where,
             {"exception": type_name(type(exception))},
         )
-        last = events[-1] if events else None
         if what != "handled":
-            state.in_flight = (key, len(events), last)
-        state.recent = (what, key, line, len(events), last)
+            state.in_flight = (key, writer.position())
+        state.recent = (what, key, line, writer.position())
 
     def _append_event(
         self, kind: int, stream: str, content: str, state: _ThreadState,
@@ -1124,11 +1122,6 @@ class Recorder:
             state.stack.clear()
             self._current = None  # the next event, from any thread, re-opens its own calls
         del self._threads[state.ident]
-
-
-def _unchanged(position: tuple, events: list[bytes], last: bytes | None) -> bool:
-    """Nothing was written since ``position`` = (len(events), events[-1]) was taken."""
-    return position[0] == len(events) and position[1] is last
 
 
 def _step_event(path_id: int, line: int) -> bytes:

@@ -74,6 +74,8 @@ class TraceWriter:
         self._check_every = batch_size
         #: The batch of serialized events not yet written. Hot path: the recorder appends to it.
         self.events: list[bytes] = []
+        #: Events written out by earlier flushes: ``position()`` counts every event ever appended.
+        self.events_flushed = 0
         #: Bytes of ``events[:_measured]`` (measured by flush_if_full).
         self._batch_bytes = 0
         self._measured = 0
@@ -157,6 +159,10 @@ class TraceWriter:
     def emit(self, event: Any) -> None:
         """Append one JSON-shaped event (the hot path appends ready bytes to ``events`` instead)."""
         self.events.append(to_json(event))
+
+    def position(self) -> int:
+        """How many events the stream holds so far, written or pending (a rollback takes back)."""
+        return self.events_flushed + len(self.events)
 
     def _define(self, event: Any) -> None:
         """Append an id-defining event: ``rollback`` keeps these."""
@@ -252,6 +258,7 @@ class TraceWriter:
         # One statement: no signal handler runs between the two assignments (pending signals are
         # handled after calls and backward jumps), then the batch is cleared.
         self._unwritten, self._separator = (pieces, self.bytes_written), b",\n"
+        self.events_flushed += len(events)
         events.clear()  # the same list object: the recorder holds a reference to it
         self._definitions.clear()
         self._batch_bytes = self._measured = 0
