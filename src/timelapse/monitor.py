@@ -203,9 +203,8 @@ class Recorder:
         self.tool_id: int | None = None
         self.active = False
         self.steps = 0
-        #: Calls open in the stream (<toplevel> included), kept as events are written, and all Call
-        #: events written. If an exception from outside (Ctrl-C, a signal handler) cut a callback
-        #: short, ``interrupted`` says so and the stream itself is counted instead.
+        #: Calls open in the stream (<toplevel> included), and all Call events written. Exact: a
+        #: callback cut short takes its events back before it changes them (see _make_callbacks).
         self.open_calls = 1
         self.calls = 0
         #: Thread switches written (ThreadSwitch / ThreadStart after the first thread).
