@@ -1,0 +1,129 @@
+"""The CodeTracer trace vocabulary, apart from how any one format spells it.
+
+``shared/trace-format.md`` is the format as its real consumer reads it. This module names its numbers
+(type kinds, event-log kinds) and states, as protocols, what a format must be able to spell: the
+events of the stream (``EventSpelling``) and the value records inside them (``ValueSpelling``). The
+JSON format (``json_format.py``) is the one implemented; a binary one (CBOR, ``trace.bin``) plugs in
+beside it by implementing the same two protocols. No module but a format's writes syntax: the
+recorder (``monitor.py``), the value walk (``encoder.py``) and the writer only call these methods and
+join their results.
+
+Every method returns ``bytes`` (a whole event, or a piece of one): the hot path caches them per code
+object, per variable and per type, and concatenates.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Protocol, Sequence
+
+
+class TypeKind(IntEnum):
+    """``TypeKind`` numbers of a ``Type`` event (trace-format.md, section 3)."""
+
+    SEQ = 0
+    SET = 1
+    HASH_SET = 2
+    ORDERED_SET = 3
+    ARRAY = 4
+    VARARGS = 5
+    STRUCT = 6
+    INT = 7
+    FLOAT = 8
+    STRING = 9
+    CSTRING = 10
+    CHAR = 11
+    BOOL = 12
+    LITERAL = 13
+    REF = 14
+    RECURSION = 15
+    RAW = 16
+    ENUM = 17
+    ENUM16 = 18
+    ENUM32 = 19
+    C = 20
+    TABLE_KIND = 21
+    UNION = 22
+    POINTER = 23
+    ERROR = 24
+    FUNCTION_KIND = 25
+    TYPE_VALUE = 26
+    TUPLE = 27
+    VARIANT = 28
+    HTML = 29
+    NONE = 30
+    NON_EXPANDED = 31
+    ANY = 32
+    SLICE = 33
+
+
+class EventKind(IntEnum):
+    """``EventLogKind`` numbers of an ``Event`` (trace-format.md, section 3)."""
+
+    WRITE = 0           # stdout
+    WRITE_FILE = 1
+    WRITE_OTHER = 2     # stderr
+    READ = 3            # stdin
+    READ_FILE = 4
+    READ_OTHER = 5
+    READ_DIR = 6
+    OPEN_DIR = 7
+    CLOSE_DIR = 8
+    SOCKET = 9
+    OPEN = 10
+    ERROR = 11          # the last Event, on the last step, of kind ERROR: "the program ended in error"
+    TRACE_LOG_EVENT = 12
+    EVM_EVENT = 13
+
+
+#: The TypeId of None in every trace: the writer defines it right after the top-level call.
+NONE_TYPE_ID = 0
+
+
+class ValueSpelling(Protocol):
+    """How a format spells ValueRecords. The value walk (``encoder.py``) decides *what* is shown and
+    calls these; a container is spelled as ``<kind>_head(type_id) + separator.join(parts) +
+    <KIND>_TAIL``, so that the walk can cache heads and join parts itself."""
+
+    separator: bytes
+    sequence_tail: bytes
+    tuple_tail: bytes
+    struct_tail: bytes
+    none: bytes
+
+    def int(self, type_id: int, value: int) -> bytes: ...
+    def int_head(self, type_id: int) -> bytes: ...      # int_head(t) + b"%d" % i + int_tail
+    int_tail: bytes
+    def float(self, type_id: int, text: str) -> bytes: ...
+    def bool(self, type_id: int, value: bool) -> bytes: ...
+    def string(self, type_id: int, text: str) -> bytes: ...
+    def raw(self, type_id: int, text: str) -> bytes: ...
+    def error(self, type_id: int, message: str) -> bytes: ...
+    def big_int(self, type_id: int, base64: str, negative: bool) -> bytes: ...
+    def sequence_head(self, type_id: int) -> bytes: ...
+    def tuple_head(self, type_id: int) -> bytes: ...
+    def struct_head(self, type_id: int) -> bytes: ...
+    def variant(self, type_id: int, discriminator: str, contents: bytes) -> bytes: ...
+    def decode(self, data: bytes) -> dict: ...          # for tests and tools, never the hot path
+
+
+class EventSpelling(Protocol):
+    """How a format spells the events of the stream and frames them in the trace file."""
+
+    file_name: str                      # "trace.json"
+
+    def begin(self) -> bytes: ...
+    def end(self) -> bytes: ...
+    def path(self, path: str) -> bytes: ...
+    def function(self, path_id: int, line: int, name: str) -> bytes: ...
+    def type(self, kind: int, lang_type: str, fields: Sequence[tuple[str, int]] | None) -> bytes: ...
+    def variable_name(self, name: str) -> bytes: ...
+    def step(self, path_id: int, line: int) -> bytes: ...
+
+
+class TraceFormat(Protocol):
+    """A trace format: its event spelling and its value spelling."""
+
+    name: str                           # "json"
+    events: EventSpelling
+    values: ValueSpelling
