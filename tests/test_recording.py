@@ -162,3 +162,45 @@ def test_side_files(record):
     assert metadata["start_time"] <= metadata["end_time"]
     copy = result.out / "files" / str(PROGRAMS / "args_kinds.py").lstrip("/")
     assert copy.read_text() == (PROGRAMS / "args_kinds.py").read_text()
+
+
+def _recorder_in(folder):
+    """A Recorder over a fresh writer, never started: for its stream-ending methods."""
+    from timelapse.encoder import ValueEncoder
+    from timelapse.monitor import Recorder
+    from timelapse.scope import Scope
+    from timelapse.writer import TraceWriter
+
+    writer = TraceWriter(folder, "/nonexistent/prog/main.py")
+    recorder = Recorder(writer, ValueEncoder(writer.type_id), Scope(()), on_failure=lambda exc: None)
+    return recorder, writer
+
+
+def test_end_stream_closes_open_calls_then_the_error_then_the_toplevel(tmp_path):
+    import json
+
+    recorder, writer = _recorder_in(tmp_path)
+    recorder.open_calls = 3  # <toplevel> and two more
+    recorder.end_stream("<os._exit>", 4, "Traceback: boom")
+    writer.close({})
+    events = json.loads((tmp_path / "trace.json").read_text())
+    stop_type = next(i for i, e in enumerate(e for e in events if "Type" in e)
+                     if e["Type"]["lang_type"] == "<recording stopped>")
+    int_type = next(i for i, e in enumerate(e for e in events if "Type" in e)
+                    if e["Type"]["lang_type"] == "int")
+    returns = [e for e in events if "Return" in e]
+    assert returns[:2] == [{"Return": {"return_value": {"kind": "Raw", "type_id": stop_type,
+                                                        "r": "<os._exit>"}}}] * 2
+    assert events[-2] == {"Event": {"kind": 11, "metadata": "", "content": "Traceback: boom"}}
+    assert events[-1] == {"Return": {"return_value": {"kind": "Int", "type_id": int_type, "i": 4}}}
+
+
+def test_end_stream_without_status_or_error_returns_none(tmp_path):
+    import json
+
+    recorder, writer = _recorder_in(tmp_path)
+    recorder.end_stream("<recording stopped>", None, None)
+    writer.close({})
+    events = json.loads((tmp_path / "trace.json").read_text())
+    assert not any("Event" in e for e in events)
+    assert [e for e in events if "Return" in e] == [{"Return": {"return_value": {"kind": "None", "type_id": 0}}}]

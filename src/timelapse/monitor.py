@@ -266,7 +266,7 @@ class Recorder:
         self._deferral.install()
         _monitoring.set_events(self.tool_id, _GLOBAL_EVENTS)
 
-    def _switch_off(self, locked: bool = True) -> None:
+    def stop(self, locked: bool = True) -> None:
         """No more callbacks, on any thread, from now on. Safe to call twice.
 
         Under the lock (``locked``), so that no thread is learning a code object meanwhile; not after
@@ -277,6 +277,29 @@ class Recorder:
                 self._switch_off_now()
         else:
             self._switch_off_now()
+
+    _switch_off = stop  # the old name, until session.py calls stop()
+
+    def end_stream(self, stopped_by: str, exit_status: int | None, error_text: str | None) -> None:
+        """End the event stream (after ``stop()``, before ``writer.close()``): a Return of
+        ``stopped_by`` for every call still open but ``<toplevel>``, the Error Event of
+        ``error_text`` if any (last, on the last step: "the program ended in error"), and the
+        ``<toplevel>`` Return, carrying ``exit_status`` (an Int) or None. Under the recorder's lock:
+        a callback still running in another thread finishes its event group first."""
+        writer = self.writer
+        with self._lock:
+            stop_type = writer.type_id(16, "<recording stopped>")
+            still_open = {"Return": {"return_value": {"kind": "Raw", "type_id": stop_type, "r": stopped_by}}}
+            for _ in range(self.open_calls - 1):
+                writer.emit(still_open)
+            if exit_status is None:
+                toplevel_value: dict[str, Any] = {"kind": "None", "type_id": 0}
+            else:
+                int_type = writer.type_id(7, "int")
+                toplevel_value = {"kind": "Int", "type_id": int_type, "i": exit_status}
+            if error_text is not None:
+                writer.emit({"Event": {"kind": ERROR_EVENT, "metadata": "", "content": error_text}})
+            writer.emit({"Return": {"return_value": toplevel_value}})
 
     def release_signals(self) -> None:
         """The recording is over (the trace saved, or given up): the program's signal handlers
@@ -307,7 +330,7 @@ class Recorder:
     def _fail(self, exc: Exception) -> object:
         """The recorder itself failed inside a callback (whose events were taken back, its lock
         released): stop everything at once, then report."""
-        self._switch_off()
+        self.stop()
         self._on_failure(exc)
         return None
 
@@ -315,7 +338,7 @@ class Recorder:
         """After fork(), in the child: record nothing more and never touch the parent's trace."""
         self.active = False
         if self.tool_id is not None:
-            self._switch_off(locked=False)
+            self.stop(locked=False)
         self._deferral.pending.clear()  # the parent's
         self._deferral._queued.clear()
         self._deferral.uninstall()
