@@ -9,62 +9,55 @@ and everything a program may ask of ``sys.stdout`` (``fileno()``, ``isatty()``, 
 
 Two levels (see ``docs/io.md``):
 
-**Python level** (always on, unless the session says ``capture_io=False``). ``sys.stdin``,
-``sys.stdout``, ``sys.stderr`` and their ``sys.__std*__`` twins are replaced by thin proxies. A proxy
-performs the operation on the real stream object *first*, then reports what was written or read (so a
-write that fails — an encoding error, a closed stream — is reported as nothing and its exception
-reaches the program unchanged). Everything it does not intercept is delegated to the real stream, and
-``isinstance(sys.stdout, io.TextIOWrapper)`` stays true. The proxies hold no buffer of their own: the
-real stream's buffering is the only buffering there is, exactly as without recording. Writes that never
-reach the real stream (``redirect_stdout`` into a ``StringIO``, a logging handler on a file, a test
-runner's capture) never pass through a proxy, so they are not output and are not reported.
+**Python level** (this module; always on, unless the session says ``capture_io=False``).
+``sys.stdin``, ``sys.stdout``, ``sys.stderr`` and their ``sys.__std*__`` twins are replaced by thin
+proxies. A proxy performs the operation on the real stream object *first*, then reports what was
+written or read (so a write that fails — an encoding error, a closed stream — is reported as nothing
+and its exception reaches the program unchanged). Everything it does not intercept is delegated to
+the real stream, and ``isinstance(sys.stdout, io.TextIOWrapper)`` stays true. The proxies hold no
+buffer of their own: the real stream's buffering is the only buffering there is, exactly as without
+recording. Writes that never reach the real stream (``redirect_stdout`` into a ``StringIO``, a logging
+handler on a file, a test runner's capture) never pass through a proxy, so they are not output and are
+not reported.
 
-**File-descriptor level** (``capture_fd=True``, off by default). ``os.write(1, ...)``, C extensions and
-child processes write to fds 1 and 2 without going through ``sys.stdout``. To see them, fd 1 (and 2) is
-pointed at a pipe (``dup2``) and a reader thread copies the pipe to the saved original fd — so the
-output still reaches the terminal at once — and reports it. The Python-level streams are re-pointed at
-the saved fds directly (a private ``TextIOWrapper`` that mirrors the real one), so the pipe only ever
-carries writes that did *not* go through the proxies, and nothing is reported twice. ``fileno()`` still
-says 1 and 2, ``isatty()`` still tells the truth about the terminal. Before any Python-level write
-reaches the terminal, whatever is waiting in the pipe is forwarded first, so the terminal shows output
-in the order it was written.
+**File-descriptor level** (``capture_fd=True``, off by default; ``fdcapture.py``). ``os.write(1, ...)``,
+C extensions and child processes write to fds 1 and 2 without going through ``sys.stdout``. To see
+them, fd 1 (and 2) is pointed at a pipe and a reader thread copies the pipe to the saved original fd
+and reports it. This module's part: the proxies of ``sys.stdout``/``sys.stderr`` are re-pointed at
+fdcapture's private streams on the saved fds (so the pipe only ever carries writes that did *not* go
+through the proxies, and nothing is reported twice), and before a Python-level write the pipes are
+drained (``_Reporter.before_write``), so that the terminal and the trace show output in the order it
+was written. The fd lock, its place in the lock order and what happens at fork are written down in
+``fdcapture.py``.
 """
 
 from __future__ import annotations
 
-import _thread
 import builtins
 import codecs
 import functools
-import io
 import os
-import select
 import sys
 import threading
-import weakref
 from collections.abc import Callable
 from typing import Any
 
 from timelapse.errors import RecorderError
+from timelapse.fdcapture import FdCapture, flush_quietly
+from timelapse.format import EventKind
 
 __all__ = ["READ", "WRITE", "WRITE_OTHER", "IOCapture", "StreamProxy"]
 
-#: EventLogKind numbers (trace-format.md §3).
-WRITE = 0  #: stdout
-WRITE_OTHER = 2  #: stderr
-READ = 3  #: stdin
+#: The kinds of the Events this module reports (trace-format.md §3), by their old names.
+WRITE = EventKind.WRITE  #: stdout
+WRITE_OTHER = EventKind.WRITE_OTHER  #: stderr
+READ = EventKind.READ  #: stdin
 
 #: ``on_event(kind, stream, content)``; fd-level output adds ``from_fd=True``.
 OnEvent = Callable[..., None]
 
 #: (sys attribute, event kind of what is written to it).
 _STANDARD_STREAMS = (("stdin", READ), ("stdout", WRITE), ("stderr", WRITE_OTHER))
-#: The file descriptors fd-level capture takes over: (fd, stream name, kind).
-_CAPTURED_FDS = ((1, "stdout", WRITE), (2, "stderr", WRITE_OTHER))
-
-_PIPE_SIZE = 1 << 20  # ask for a 1 MiB pipe: writers block later (see docs/io.md, "limits")
-_READ_SIZE = 1 << 16
-_LOCK_TIMEOUT = 5.0  # seconds uninstall waits for the reader thread before giving up on the drain
 
 
 # -- the Python level ------------------------------------------------------------------------------
@@ -393,7 +386,6 @@ def _new_proxy(base: type, target: Any, original: Any, *args: Any) -> Any:
     return _proxy_class(base, type(original))(target, original, *args)
 
 
-
 def _make_input(original: Callable[..., str], capture: IOCapture) -> Callable[..., str]:
     """``input()`` for a terminal: there CPython reads and prompts through the C-level stdin/stdout
     (GNU readline), around ``sys.stdin``/``sys.stdout``, so the proxies see neither the prompt nor the
@@ -428,425 +420,6 @@ def _report_prompt(reporter: _Reporter, args: tuple[Any, ...]) -> None:
             reporter.report(WRITE, "stdout", prompt)
 
 
-# -- the file-descriptor level ---------------------------------------------------------------------
-
-
-def _file_identity(fd: int) -> tuple[int, int] | None:
-    try:
-        st = os.fstat(fd)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def _write_all(fd: int, data: Any) -> None:
-    """os.write until everything is written (a pipe or terminal may take part of it)."""
-    view = memoryview(data).cast("B")
-    while view:
-        try:
-            n = os.write(fd, view)
-        except BlockingIOError:  # the destination is non-blocking and full: wait, as a blocking fd would
-            select.select([], [fd], [])
-            continue
-        view = view[n:]
-
-
-class _Channel:
-    """One captured fd (1 or 2): the pipe now behind it, and a dup of what was there (``saved``).
-
-    The reader thread owns the pipe's read end: whoever pumps only marks it finished (``open``
-    False), the reader thread unregisters and closes it.
-    """
-
-    def __init__(self, fd: int, stream: str, kind: int, encoding: str) -> None:
-        self.fd = fd
-        self.stream = stream
-        self.kind = kind
-        self.saved = os.dup(fd)  # close-on-exec: child processes never see it
-        try:
-            read_end, write_end = os.pipe()
-        except OSError:
-            os.close(self.saved)
-            raise
-        try:
-            import fcntl
-
-            fcntl.fcntl(write_end, getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_SIZE)
-        except (ImportError, OSError):
-            pass  # the default size (64 KiB on Linux) works too
-        self.pipe = _file_identity(write_end)
-        self.read_end = read_end
-        os.set_blocking(read_end, False)
-        self.was_tty = os.isatty(self.saved)
-        try:
-            self.decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
-        except LookupError:
-            self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        try:
-            os.dup2(write_end, fd)  # inheritable, as fd 1 was: child processes write into the pipe
-        except OSError:
-            for end in (read_end, write_end, self.saved):
-                os.close(end)
-            raise
-        os.close(write_end)
-        #: False once uninstalled: the fd is restored (if still ours) and Python writes go to ``fd``.
-        self.capturing = True
-        #: False at EOF (no writer left) or when the destination is gone.
-        self.open = True
-        self.saved_closed = False
-
-    def is_ours(self) -> bool:
-        """Is ``fd`` still our pipe? (The program may have pointed it elsewhere, or closed it.)"""
-        return _file_identity(self.fd) == self.pipe
-
-    def destination(self) -> int:
-        """Where Python-level writes go now: the saved fd while capturing, else the fd itself."""
-        return self.saved if self.capturing and self.is_ours() else self.fd
-
-    def pump(self, report: Callable[[int, str, str], None] | None) -> None:
-        """Forward everything waiting in the pipe to the saved fd, reporting it. Caller holds the lock."""
-        while self.open:
-            try:
-                data = os.read(self.read_end, _READ_SIZE)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
-                self.open = False  # EOF: no writer is left
-                return
-            try:
-                _write_all(self.saved, data)
-            except OSError:
-                # The destination is gone (EPIPE: whoever read our output exited). Stop reading, so
-                # that writers get EPIPE / SIGPIPE as they would without recording.
-                self.open = False
-            if report is not None:
-                content = self.decoder.decode(data)
-                if content:
-                    report(self.kind, self.stream, content)
-
-    def restore(self) -> None:
-        """Point ``fd`` back at the saved original, unless the program has pointed it elsewhere."""
-        if self.capturing:
-            self.capturing = False
-            if self.is_ours():
-                os.dup2(self.saved, self.fd)
-
-    def close_saved(self) -> None:
-        if not self.saved_closed:
-            self.saved_closed = True
-            os.close(self.saved)
-
-
-class _DirectRaw(io.RawIOBase):
-    """The raw file under the private stream that replaces the real ``sys.stdout`` under fd capture:
-    writes go to the saved fd (the terminal), not into the pipe, after the pipe's pending data.
-
-    It says it is fd 1 (``fileno()``), and answers ``isatty()`` for the terminal."""
-
-    def __init__(self, channel: _Channel, fd_capture: _FdCapture, name: Any, mode: str) -> None:
-        super().__init__()
-        self._channel = channel
-        self._fd_capture = fd_capture
-        self.name = name
-        self.mode = mode
-
-    def writable(self) -> bool:
-        return True
-
-    def fileno(self) -> int:
-        return self._channel.fd
-
-    def isatty(self) -> bool:
-        channel = self._channel
-        return channel.was_tty if channel.capturing else os.isatty(channel.fd)
-
-    def seekable(self) -> bool:
-        try:
-            self.tell()
-        except OSError:
-            return False
-        return True
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        fd_capture = self._fd_capture
-        if fd_capture.lock_abandoned:
-            return os.lseek(self._channel.destination(), pos, whence)
-        with fd_capture.lock:
-            return os.lseek(self._channel.destination(), pos, whence)
-
-    def tell(self) -> int:
-        return self.seek(0, os.SEEK_CUR)
-
-    def write(self, b: Any) -> int:
-        # Called when the buffered layer above flushes: each line on a terminal, each block otherwise.
-        size = memoryview(b).nbytes
-        fd_capture = self._fd_capture
-        channel = self._channel
-        if fd_capture.lock_abandoned:  # uninstall could not get the lock: never wait for it again
-            _write_all(channel.destination(), b)
-            return size
-        with fd_capture.lock:
-            destination = channel.destination()
-            if destination != channel.fd and not fd_capture.in_child:
-                channel.pump(fd_capture.report_fd)  # what C code wrote before us goes out first
-            _write_all(destination, b)
-        return size
-
-
-class _FdCapture:
-    """Fds 1 and 2 behind pipes, a reader thread, and the private streams for Python-level writes."""
-
-    def __init__(self, reporter: _Reporter, encodings: dict[int, str]) -> None:
-        self.reporter = reporter
-        #: Held to pump a pipe, to write to a saved fd, and to change the channels: keeps the order of
-        #: output on the terminal, and keeps fds from being closed while in use.
-        #:
-        #: Lock order. iocapture has two locks: ``IOCapture._lock`` (install / uninstall only) and this
-        #: one. The recorder's lock (``Recorder._lock`` in monitor.py) is taken *inside* this one: a
-        #: pump reports through ``on_event`` -> ``Recorder.io_event`` while holding it (the reader
-        #: thread, and a writing thread draining the pipes before its own write). Python-level
-        #: reports (``_TextProxy.write``) hold neither iocapture lock. The one path that takes this
-        #: lock the other way round is ``uninstall`` called by a thread that already holds the
-        #: recorder's lock (or the session's, or ``IOCapture._lock`` while the reader thread is
-        #: failing into the session's ``_finish``): a recorder failure inside a monitoring callback,
-        #: a signal handler. So uninstall waits at most ``_LOCK_TIMEOUT`` for this lock; if it does
-        #: not get it, it sets ``lock_abandoned`` and finishes without the lock (no final drain), and
-        #: from then on nothing of ours waits for this lock again (``_DirectRaw.write``).
-        self.lock = threading.RLock()
-        self.lock_abandoned = False
-        self.channels: list[_Channel] = []
-        self.reporting = True  # fd-level output is reported until uninstall's final drain
-        self.in_child = False
-        self.reader_done = False
-        self._encodings = encodings
-        self._wake: tuple[int, int] | None = None
-        #: (proxy, original stream, private stream) for each proxy re-pointed at a saved fd.
-        self.redirected: list[tuple[_TextProxy, Any, io.TextIOWrapper]] = []
-        self._libc = _libc()
-
-    # -- install ---------------------------------------------------------------------------------
-
-    def install(self) -> None:
-        _c_flush(self._libc)
-        try:
-            for fd, stream, kind in _CAPTURED_FDS:
-                if _file_identity(fd) is None:
-                    continue  # not open: nothing to capture (and nothing to restore)
-                self.channels.append(_Channel(fd, stream, kind, self._encodings.get(fd, "utf-8")))
-            self._wake = os.pipe()
-        except OSError as exc:
-            for channel in self.channels:
-                channel.restore()
-                os.close(channel.read_end)
-                channel.close_saved()
-            self.channels.clear()
-            raise RecorderError(f"cannot capture file descriptors 1 and 2: {exc}") from None
-        for channel in self.channels:
-            if channel.fd == 1 and channel.was_tty:
-                _c_line_buffered_stdout(self._libc)  # as C stdio would be on the terminal
-        _thread.start_new_thread(self._read_loop, ())  # not a threading.Thread: invisible to the program
-        _fd_captures.add(self)
-
-    def channel_for(self, stream: Any) -> _Channel | None:
-        """The channel a Python stream object writes to (its ``fileno()``), if captured."""
-        try:
-            fd = stream.fileno()
-        except (AttributeError, OSError, ValueError):
-            return None
-        for channel in self.channels:
-            if channel.fd == fd:
-                return channel
-        return None
-
-    def private_stream(self, original: Any, channel: _Channel) -> io.TextIOWrapper:
-        """A text stream like ``original`` (encoding, errors, buffering), writing to the saved fd."""
-        encoding, errors = original.encoding, original.errors
-        line_buffering, write_through = original.line_buffering, original.write_through
-        original_buffer = original.buffer
-        original.flush()
-        raw = _DirectRaw(channel, self, getattr(original, "name", channel.fd), "wb")
-        buffer: Any = raw
-        if not isinstance(original_buffer, io.RawIOBase):
-            size = getattr(getattr(original_buffer, "raw", None), "_blksize", 0)
-            buffer = io.BufferedWriter(raw, size if size > 1 else io.DEFAULT_BUFFER_SIZE)
-        stream = io.TextIOWrapper(
-            buffer, encoding=encoding, errors=errors, newline="\n",
-            line_buffering=line_buffering, write_through=write_through,
-        )
-        stream.mode = getattr(original, "mode", "w")  # type: ignore[misc]
-        return stream
-
-    # -- report ----------------------------------------------------------------------------------
-
-    def drain(self) -> None:
-        """Forward and report what is waiting in the pipes now (``_Reporter.before_write``)."""
-        if self.in_child or not self.reporting:
-            return
-        with self.lock:
-            for channel in self.channels:
-                if channel.capturing and channel.open:
-                    channel.pump(self.report_fd)
-
-    def report_fd(self, kind: int, stream: str, content: str) -> None:
-        """Report fd-level output: ``on_event(..., from_fd=True)``. Caller holds the lock.
-
-        A failure here is the recorder's (it has already handled it: switched itself off, saved the
-        trace); it must not reach a write half done, so fd reporting just stops."""
-        if not self.reporting:
-            return
-        try:
-            self.reporter.report_from_fd(kind, stream, content)
-        except Exception:  # noqa: BLE001
-            self.reporting = False
-
-    def _read_loop(self) -> None:
-        """The reader thread: forward (and report) pipe data as it arrives, until every pipe is at EOF.
-
-        After uninstall it only forwards: a child process that outlives the recording still reaches
-        the terminal."""
-        assert self._wake is not None
-        wake_read = self._wake[0]
-        poller = select.poll()
-        registered = {}
-        for channel in self.channels:
-            poller.register(channel.read_end, select.POLLIN)
-            registered[channel.read_end] = channel
-        poller.register(wake_read, select.POLLIN)
-        try:
-            while registered:
-                ready = poller.poll()
-                with self.lock:
-                    for fd, _mask in ready:
-                        if fd == wake_read:
-                            try:
-                                os.read(wake_read, 64)
-                            except OSError:
-                                pass
-                            continue
-                        channel = registered.get(fd)
-                        if channel is not None:
-                            channel.pump(self.report_fd if self.reporting else None)
-                    for fd, channel in list(registered.items()):
-                        if not channel.open:  # at EOF, or closed by whoever pumped last
-                            poller.unregister(fd)
-                            del registered[fd]
-                            os.close(fd)
-        finally:
-            with self.lock:
-                self.reader_done = True
-                for fd in registered:
-                    os.close(fd)
-                for channel in self.channels:
-                    if not channel.capturing:
-                        channel.close_saved()
-                os.close(self._wake[0])
-                os.close(self._wake[1])
-
-    # -- uninstall -------------------------------------------------------------------------------
-
-    def uninstall(self) -> None:
-        """Flush, give fds 1 and 2 back, forward and report what is left in the pipes."""
-        # A timeout, not a deadlock, if the reader thread is stuck reporting to a recorder whose lock
-        # this thread holds (a signal handler that stops the recording in the middle of an event).
-        acquired = self.lock.acquire(timeout=_LOCK_TIMEOUT)
-        if not acquired:
-            self.lock_abandoned = True  # the flushes below must not wait for the lock (see __init__)
-        try:
-            for _proxy, _original, private in self.redirected:
-                _flush_quietly(private)
-            _c_flush(self._libc)  # C stdio's buffered output goes into the pipe, to be reported
-            for proxy, original, private in self.redirected:
-                _carry_over(private, original)
-                proxy._retarget(original)
-            for channel in self.channels:
-                channel.restore()
-            if acquired and not self.in_child:
-                for channel in self.channels:
-                    channel.pump(self.report_fd)
-            self.reporting = False
-            if acquired and not self.reader_done and self._wake is not None and not self.in_child:
-                os.write(self._wake[1], b"x")  # the reader re-checks its pipes: it ends at EOF
-            elif acquired and self.reader_done:
-                for channel in self.channels:
-                    channel.close_saved()
-        finally:
-            if acquired:
-                self.lock.release()
-
-    def after_fork_in_child(self) -> None:
-        """In a forked child: the pipes are the parent's to read; just write to the saved fds."""
-        self.lock = threading.RLock()
-        self.in_child = True
-        self.reporting = False
-
-
-def _carry_over(private: io.TextIOWrapper, original: Any) -> None:
-    """What the program changed on the private stream (reconfigure, close) now applies to the original."""
-    try:
-        if private.closed:
-            original.close()
-            return
-        changes = {
-            name: getattr(private, name)
-            for name in ("encoding", "errors", "line_buffering", "write_through")
-            if getattr(private, name) != getattr(original, name, None)
-        }
-        if changes:
-            original.reconfigure(**changes)
-    except Exception:  # noqa: BLE001 - the original stays as it was
-        pass
-
-
-def _libc() -> Any:
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None)
-    except (ImportError, OSError):
-        return None
-
-
-def _c_flush(libc: Any) -> None:
-    """``fflush(NULL)``: C stdio's buffered output (printf from C extensions) goes to the fds now."""
-    if libc is not None:
-        try:
-            libc.fflush(None)
-        except Exception:  # noqa: BLE001
-            pass
-
-
-def _c_line_buffered_stdout(libc: Any) -> None:
-    """C stdio line-buffers stdout on a terminal; fd 1 is now a pipe, so say so explicitly."""
-    if libc is None:
-        return
-    try:
-        import ctypes
-
-        for symbol in ("stdout", "__stdoutp"):  # glibc / musl, macOS
-            try:
-                file_pointer = ctypes.c_void_p.in_dll(libc, symbol)
-            except ValueError:
-                continue
-            libc.setvbuf(file_pointer, None, 1, 0)  # _IOLBF
-            return
-    except Exception:  # noqa: BLE001
-        pass
-
-
-_fd_captures: weakref.WeakSet[_FdCapture] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for fd_capture in list(_fd_captures):
-        fd_capture.after_fork_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
 # -- the public object -----------------------------------------------------------------------------
 
 
@@ -854,10 +427,12 @@ class IOCapture:
     """Reports the program's stdout, stderr and stdin to ``on_event`` while installed.
 
     ``on_event(kind, stream, content)`` is called in the thread that wrote or read, during the call:
-    kind 0 / "stdout", 2 / "stderr", 3 / "stdin". With ``capture_fd=True``, output that reaches fds 1
-    and 2 without going through ``sys.stdout``/``sys.stderr`` is reported as
+    ``EventKind.WRITE`` / "stdout", ``EventKind.WRITE_OTHER`` / "stderr", ``EventKind.READ`` /
+    "stdin". With ``capture_fd=True`` (``fdcapture.FdCapture``), output that reaches fds 1 and 2
+    without going through ``sys.stdout``/``sys.stderr`` is reported as
     ``on_event(kind, "stdout" | "stderr", content, from_fd=True)``, from whichever thread forwarded it
-    (usually the reader thread): attribute it to the step during which it arrived.
+    (usually the reader thread), with the fd lock held: attribute it to the step during which it
+    arrived.
     """
 
     def __init__(self, on_event: OnEvent, capture_fd: bool = False) -> None:
@@ -869,25 +444,18 @@ class IOCapture:
         #: sys attribute name -> (our proxy, the object it replaced).
         self._replaced: dict[str, tuple[_TextProxy, Any]] = {}
         self._proxies: list[_TextProxy] = []
-        self._fd: _FdCapture | None = None
+        self._fd: FdCapture | None = None
         self._input: tuple[Callable[..., str], Callable[..., str]] | None = None
 
     def install(self) -> None:
         """Put the proxies (and, with ``capture_fd``, the pipes) in place. Raises RecorderError if the
         file descriptors cannot be captured; nothing is left changed then."""
-        with self._lock:
+        with self._lock:  # install and uninstall only (lock order: see fdcapture.py)
             if self._installed:
                 return
             self._installed = True
             if self.capture_fd and os.name == "posix":
-                encodings = {
-                    fd: getattr(getattr(sys, f"__{name}__", None), "encoding", None) or "utf-8"
-                    for fd, name, _kind in _CAPTURED_FDS
-                }
-                for name in ("stdout", "stderr"):
-                    _flush_quietly(getattr(sys, name, None))
-                    _flush_quietly(getattr(sys, f"__{name}__", None))
-                fd_capture = _FdCapture(self._reporter, encodings)
+                fd_capture = FdCapture(self._reporter.report_from_fd)
                 fd_capture.install()
                 self._fd = fd_capture
                 self._reporter.before_write = fd_capture.drain
@@ -919,7 +487,7 @@ class IOCapture:
                 except (AttributeError, OSError, ValueError):
                     return None  # not a standard text stream: its writes reach the pipe, reported there
                 proxy = _new_proxy(_TextProxy, private, stream, self._reporter, name, kind)
-                fd_capture.redirected.append((proxy, stream, private))
+                fd_capture.add_redirect(private, stream, proxy._retarget)
                 return proxy
         return _new_proxy(_TextProxy, stream, stream, self._reporter, name, kind)
 
@@ -958,16 +526,9 @@ class IOCapture:
                     builtins.input = original_input
             for proxy in self._proxies:
                 if proxy._stream != "stdin":
-                    _flush_quietly(proxy._target)  # the output is out before the process ends
+                    flush_quietly(proxy._target)  # the output is out before the process ends
 
     @property
     def installed(self) -> bool:
         return self._installed and not self._uninstalled
 
-
-def _flush_quietly(stream: Any) -> None:
-    try:
-        if stream is not None and not stream.closed:
-            stream.flush()
-    except Exception:  # noqa: BLE001 - a closed or broken stream: nothing to flush
-        pass

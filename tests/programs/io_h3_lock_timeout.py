@@ -5,10 +5,10 @@ import os
 import sys
 import threading
 
-from timelapse import iocapture
+from timelapse import fdcapture
 from timelapse.iocapture import IOCapture
 
-iocapture._LOCK_TIMEOUT = 0.5
+fdcapture._LOCK_TIMEOUT = 0.5
 recorder_lock = threading.Lock()
 reader_waiting = threading.Event()
 events = []
