@@ -1,10 +1,11 @@
-"""IO capture: the stream proxies in isolation, then end to end through ``timelapse record``."""
+"""IO capture at the Python level: the stream proxies in isolation, then end to end through
+``timelapse record``. The file-descriptor level (``--capture-fd``) is tests/test_fdcapture.py; the
+tests here that take ``--capture-fd`` as a parameter are about the proxies under it."""
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import signal
@@ -12,12 +13,13 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from conftest import PROGRAMS, checked_trace, run_python
+from io_trace import assert_on_their_steps, content_of, io_events, line_of, record_bytes, step_before
 
 from timelapse.iocapture import READ, WRITE, WRITE_OTHER, IOCapture
+from timelapse.reader import decode_value
 
 # -- the proxies in isolation (a fake on_event, fake real streams) --------------------------------
 
@@ -275,68 +277,35 @@ def test_writes_from_threads_are_reported_in_their_thread():
         )
 
 
-def test_capture_fd_in_a_process_of_its_own():
-    """The fd-level machinery driven directly, no recorder (tests/programs/io_capture_driver.py)."""
-    result = run_python([str(PROGRAMS / "io_capture_driver.py")])
+# -- the proxies look like the streams they stand for ---------------------------------------------
+
+
+@pytest.mark.parametrize("options", [(), ("--capture-fd",)], ids=["proxies", "capture-fd"])
+def test_the_program_sees_its_streams_as_without_recording(record, options):
+    program = PROGRAMS / "io_proxy_visible.py"
+    expected = run_python([str(program)])
+    result = record(program, options=("-q", *options))
     assert result.returncode == 0, result.stderr
-    assert result.stdout == (
-        "python 1\nos.write 1\nchild 1\npython 2\nafter uninstall\nhandler after\nfd after\n"
-    )
-    assert result.stderr.startswith("os.write 2\n")
-    report = json.loads(result.stderr.strip().splitlines()[-1])
-    assert report["fileno"] == [1, 2]
-    assert report["isinstance"] and report["replaced"] and report["restored"]
-    assert report["isatty"] == [False, False]  # stdout is a pipe to the test, both before and now
-    events = [tuple(e) for e in report["events"]]
-    python = [e[2] for e in events if not e[3]]
-    assert "python 1" in python and "python 2" in python  # the Python-level writes, not from fd
-    # one read of the pipe may bring several writes: compare what each stream carried
-    assert "".join(e[2] for e in events if e[3] and e[1] == "stdout") == "os.write 1\nchild 1\n"
-    assert "".join(e[2] for e in events if e[3] and e[1] == "stderr") == "os.write 2\n"
-    # fd-level output written before a Python-level write is reported before it
-    assert events.index((0, "stdout", "python 2", False)) > max(
-        i for i, e in enumerate(events) if e[3]
-    )
-    assert events[0] == (0, "stdout", "python 1", False)
+    assert result.stdout == expected.stdout
+    assert result.stdout.startswith("TextIOWrapper TextIOWrapper _io\n")
+
+
+@pytest.mark.parametrize("options", [(), ("--capture-fd",)], ids=["proxies", "capture-fd"])
+def test_objects_holding_the_streams_record_the_streams(record, options):
+    result = record(PROGRAMS / "io_proxy_visible.py", options=("-q", *options))
+    trace = result.trace
+    steps = [s for s in trace.steps() if s.call.function == "<__main__>"]
+    values = steps[-1].values
+    assert values["out"]["r"] == "<file '<stdout>' mode='w'>"
+    assert trace.types[values["out"]["type_id"]]["lang_type"] == "_io.TextIOWrapper"
+    assert decode_value(values["holder"], trace) == {
+        "out": "<file '<stdout>' mode='w'>",
+        "err": "<file '<stderr>' mode='w'>",
+        "buf": "<file '<stdout>' mode='wb'>",
+    }
 
 
 # -- end to end through the CLI -----------------------------------------------------------------
-
-
-def io_events(trace) -> list[tuple[int, int, dict, str]]:
-    """(index in the stream, kind, metadata, content) of every IO Event."""
-    found = []
-    for index, event in enumerate(trace.events):
-        if isinstance(event, dict) and "Event" in event and event["Event"]["kind"] in (0, 2, 3):
-            payload = event["Event"]
-            found.append((index, payload["kind"], json.loads(payload["metadata"]), payload["content"]))
-    return found
-
-
-def step_before(trace, index: int) -> tuple[int, int]:
-    """(path_id, line) of the last Step before stream position ``index``."""
-    for event in reversed(trace.events[:index]):
-        if isinstance(event, dict) and "Step" in event:
-            return event["Step"]["path_id"], event["Step"]["line"]
-    raise AssertionError("no step before the event")
-
-
-def content_of(trace, kind: int) -> str:
-    return "".join(content for _i, k, _m, content in io_events(trace) if k == kind)
-
-
-def line_of(program: Path, text: str) -> int:
-    for number, line in enumerate(program.read_text().splitlines(), 1):
-        if text in line:
-            return number
-    raise AssertionError(f"{text!r} not in {program}")
-
-
-def assert_on_their_steps(trace) -> None:
-    """Every IO event sits right after a Step of the line its metadata names."""
-    for index, _kind, metadata, _content in io_events(trace):
-        if "line" in metadata:
-            assert step_before(trace, index) == (metadata["path_id"], metadata["line"]), metadata
 
 
 def test_stdout_and_stderr_events_on_their_lines(record):
@@ -416,16 +385,6 @@ def test_input_prompts_with_piped_stdin(record):
     assert_on_their_steps(trace)
 
 
-def record_bytes(tmp_path, program: Path, *options: str) -> tuple[subprocess.CompletedProcess, object]:
-    """Like the ``record`` fixture, but the output is kept as bytes (it need not be UTF-8)."""
-    out = tmp_path / "trace"
-    result = subprocess.run(
-        [sys.executable, "-m", "timelapse", "record", "-q", "-o", str(out), *options, str(program)],
-        capture_output=True, timeout=120,
-    )
-    return result, checked_trace(out)
-
-
 @pytest.mark.parametrize("options", [(), ("--capture-fd",)], ids=["python", "fd"])
 def test_binary_writes(tmp_path, options):
     program = PROGRAMS / "io_binary.py"
@@ -472,51 +431,6 @@ def test_no_capture_io(record):
     assert result.returncode == 0, result.stderr
     assert io_events(result.trace) == []
     assert result.stdout == "before\ncaught UnicodeEncodeError\nutf-8 strict False 1\n"
-
-
-def test_capture_fd(record):
-    program = PROGRAMS / "io_fd.py"
-    result = record(program, options=("--capture-fd",))
-    assert result.returncode == 0, result.stderr
-    unrecorded = run_python([str(program)])
-    assert result.stdout == unrecorded.stdout
-    assert result.stdout == "python before\nfd one write\nfrom a child\nfrom C printf\npython after\n"
-    assert result.stderr.startswith("fd two write\npython stderr\n")
-    trace = result.trace
-    stdout = content_of(trace, WRITE)
-    for text in ("python before\n", "fd one write\n", "from a child\n", "from C printf\n",
-                 "python after\n"):
-        assert stdout.count(text) == 1, (text, stdout)  # once: never duplicated
-    assert sorted(stdout.splitlines()) == sorted(result.stdout.splitlines())
-    assert content_of(trace, WRITE_OTHER) == "fd two write\npython stderr\n"
-    # what arrived while a line ran is on that line (or, at the latest, the next one)
-    events = {content: metadata for _i, _k, metadata, content in io_events(trace)}
-    child_line = line_of(program, "subprocess.run")
-    assert events["from a child\n"]["line"] in (child_line, child_line + 1)
-    os_write_line = line_of(program, "os.write(1")
-    assert os_write_line <= events["fd one write\n"]["line"] <= os_write_line + 2
-
-
-def test_capture_fd_output_order_on_the_terminal(record):
-    """Python-level and fd-level output reach the (saved) stdout in the order they were written."""
-    result = record(PROGRAMS / "io_fd.py", options=("--capture-fd",))
-    assert result.stdout == "python before\nfd one write\nfrom a child\nfrom C printf\npython after\n"
-
-
-def test_capture_fd_stays_faithful(record):
-    result = record(PROGRAMS / "io_encoding.py", options=("--capture-fd",))
-    assert result.returncode == 0, result.stderr
-    assert result.stdout == "before\ncaught UnicodeEncodeError\nutf-8 strict False 1\n"
-    assert content_of(result.trace, WRITE) == result.stdout
-
-
-def test_capture_fd_ten_megabytes(record):
-    program = PROGRAMS / "io_big.py"
-    result = record(program, options=("--capture-fd", "--max-items", "1"))
-    assert result.returncode == 0, result.stderr
-    expected = run_python([str(program)]).stdout
-    assert result.stdout == expected
-    assert content_of(result.trace, WRITE) == expected
 
 
 ENDINGS = {

@@ -1,4 +1,4 @@
-"""A child process writes MB megabytes through fd 1 (tests/test_io_h3.py): with --capture-fd, all of it
+"""A child process writes MB megabytes through fd 1 (tests/test_fdcapture.py): with --capture-fd, all of it
 goes through the recorder's pipe. 'é' is two bytes in UTF-8 and the writes have odd sizes, so pipe
 reads split characters."""
 import subprocess

@@ -1,4 +1,4 @@
-"""What a program can see of sys.stdout: the same with and without recording (tests/test_io_h3.py)."""
+"""What a program can see of sys.stdout: the same with and without recording (tests/test_iocapture.py)."""
 import io
 import sys
 

@@ -1,5 +1,5 @@
 """Drives IOCapture(capture_fd=True) directly, with a fake on_event (no recorder): prints a JSON report
-of what it saw on stderr's last line (tests/test_iocapture.py)."""
+of what it saw on stderr's last line (tests/test_fdcapture.py)."""
 import io
 import json
 import logging
