@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+from timelapse.format import NONE_TYPE_ID, EventKind, TypeKind
 from timelapse.reader import (
     Trace,
     TraceUnreadable,
@@ -54,9 +55,10 @@ LIMIT_PER_RULE = 100
 _I64_MIN = -(2**63)
 _I64_MAX = 2**63 - 1
 _U64_MAX = 2**64 - 1
-_TYPE_KIND_MAX = 33  # TypeKind numbers are 0 (Seq) .. 33 (Slice)
-_EVENT_KIND_MAX = 13  # EventLogKind numbers are 0 (Write) .. 13 (EvmEvent)
-_NONE_TYPE_KIND = 30
+_TYPE_KIND_MAX = int(max(TypeKind))  # TypeKind numbers are 0 (Seq) .. 33 (Slice)
+_EVENT_KIND_MAX = int(max(EventKind))  # EventLogKind numbers are 0 (Write) .. 13 (EvmEvent)
+_NONE_TYPE_KIND = int(TypeKind.NONE)
+_STRUCT_TYPE_KIND = int(TypeKind.STRUCT)
 #: How many of the latest steps since the last Call/Return are kept for rule 3, so that a run of
 #: DropLastStep can still find the step it leaves standing. Past this many drops in a row the rule
 #: is skipped for that Call rather than keep every step of a long loop.
@@ -121,28 +123,33 @@ def _check_folder(folder: str | os.PathLike[str], limit: int) -> tuple[list[Viol
     """The violations of a trace folder and the number of events in its stream."""
     stream_file = stream_path(folder)  # refuses a folder without a stream before anything else
     metadata, paths = read_side_files(folder)  # small files: read them before the long part
-    report = _Report(limit)
-    stream = _StreamChecker(
-        report, binary=stream_file.name == "trace.bin", sources=_SourceExtents(Path(folder))
-    )
-    count = stream.check(iter_events(folder))
-    _check_paths_file(report, paths, stream.path_names)
-    _check_metadata_file(report, metadata)
-    _check_source_copies(report, Path(folder), stream.path_names)
-    return report.violations(), count
+    return _check(Path(folder), stream_file.name, iter_events(folder), metadata, paths, limit)
 
 
 def check_trace(trace: Trace, *, limit: int = LIMIT_PER_RULE) -> list[Violation]:
     """Validate an already loaded :class:`~timelapse.reader.Trace`."""
+    folder = Path(trace.folder)
+    return _check(folder, trace.stream_file, trace.events, trace.metadata, trace.paths, limit)[0]
+
+
+def _check(
+    folder: Path,
+    stream_file: str,
+    events: Iterable[Any],
+    metadata: dict[str, Any],
+    paths: list[Any],
+    limit: int,
+) -> tuple[list[Violation], int]:
+    """Every rule, over the stream (one pass) and then the side files: (violations, event count)."""
     report = _Report(limit)
     stream = _StreamChecker(
-        report, binary=trace.stream_file == "trace.bin", sources=_SourceExtents(Path(trace.folder))
+        report, binary=stream_file == "trace.bin", sources=_SourceExtents(folder)
     )
-    stream.check(trace.events)
-    _check_paths_file(report, trace.paths, stream.path_names)
-    _check_metadata_file(report, trace.metadata)
-    _check_source_copies(report, Path(trace.folder), stream.path_names)
-    return report.violations()
+    count = stream.check(events)
+    _check_paths_file(report, paths, stream.path_names)
+    _check_metadata_file(report, metadata)
+    _check_source_copies(report, folder, stream.path_names)
+    return report.violations(), count
 
 
 def run_check(
@@ -321,7 +328,8 @@ class _StreamChecker:
         self.path_names: list[str] = []
         self.function_sites: list[tuple[Any, Any] | None] = []  # FunctionId -> (path_id, line)
         self.function_names: list[str] = []
-        #: TypeId -> number of fields if the type is a kind-6 Struct with Struct info, else None.
+        #: TypeId -> number of fields if the type is a Struct (TypeKind.STRUCT) with Struct info,
+        #: else None.
         self.struct_fields: list[int | None] = []
         self.variable_names: list[str] = []
         self.steps = 0  # steps still standing after DropLastStep
@@ -373,8 +381,8 @@ class _StreamChecker:
             if count <= len(_START):
                 self.check_start(event)
             self.event = event
-            if type(event) is dict and len(event) == 1:
-                ((variant, payload),) = event.items()
+            if type(event) is dict and len(event) == 1:  # split_event for the usual event,
+                ((variant, payload),) = event.items()  # inlined: one call less per event
             else:
                 variant, payload = split_event(event)
             handler = handlers.get(variant)  # type: ignore[arg-type]
@@ -498,12 +506,15 @@ class _StreamChecker:
                 )
             self.check_string("Type lang_type", payload["lang_type"])
             fields = self.check_specific_info(payload["specific_info"])
-            if kind != 6:
+            if kind != _STRUCT_TYPE_KIND:
                 fields = None
-            if type_id == 0 and (kind != _NONE_TYPE_KIND or payload["lang_type"] != "None"):
+            if type_id == NONE_TYPE_ID and (
+                kind != _NONE_TYPE_KIND or payload["lang_type"] != "None"
+            ):
                 self.add(
                     "toplevel",
-                    f'TypeId 0 must be the None type {{"kind": 30, "lang_type": "None"}}, '
+                    f"TypeId {NONE_TYPE_ID} must be the None type"
+                    f' {{"kind": {_NONE_TYPE_KIND}, "lang_type": "None"}}, '
                     f"not kind {kind!r} {payload['lang_type']!r} (rule 2)",
                 )
         self.struct_fields.append(fields)
@@ -841,7 +852,10 @@ class _StreamChecker:
     def check_struct_type(self, where: Any, record: dict[str, Any], type_id: int) -> None:
         fields = self.struct_fields[type_id]
         if fields is None:
-            message = f"Struct type_id {type_id} is not a kind 6 Type with Struct specific_info"
+            message = (
+                f"Struct type_id {type_id} is not a kind {_STRUCT_TYPE_KIND} Type with Struct"
+                " specific_info"
+            )
             self.add_value("struct-type", where, message)
         elif fields != len(record["field_values"]):
             message = (
@@ -924,16 +938,21 @@ def _check_struct(
     return _push_elements(checker, record, "field_values", where, pending)
 
 
+def _push_contained(record: Record, key: str, where: Any, pending: Pending) -> str | None:
+    """Queue the one ValueRecord ``record[key]`` (a Variant's contents, a Reference's target)."""
+    if key not in record:
+        return f"lacks {key!r}"
+    pending.append((record[key], (where, "." + key)))
+    return None
+
+
 def _check_variant(
     checker: _StreamChecker, record: Record, where: Any, pending: Pending
 ) -> str | None:
     problem = _bad_string(record.get("discriminator"))
     if problem is not None:
         return f"discriminator {problem}"
-    if "contents" not in record:
-        return "lacks 'contents'"
-    pending.append((record["contents"], (where, ".contents")))
-    return None
+    return _push_contained(record, "contents", where, pending)
 
 
 def _check_reference(
@@ -943,10 +962,7 @@ def _check_reference(
         return f"address must be an unsigned 64-bit integer, not {record.get('address')!r}"
     if type(record.get("mutable")) is not bool:
         return f"mutable must be a boolean, not {_json_type(record.get('mutable'))}"
-    if "dereferenced" not in record:
-        return "lacks 'dereferenced'"
-    pending.append((record["dereferenced"], (where, ".dereferenced")))
-    return None
+    return _push_contained(record, "dereferenced", where, pending)
 
 
 def _check_bigint(
