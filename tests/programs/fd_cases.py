@@ -31,6 +31,16 @@ def open_fds():
     return sorted(os.listdir("/proc/self/fd"), key=int)
 
 
+def take_every_free_fd():
+    """Open /dev/null until no fd is left: the fds taken."""
+    taken = []
+    try:
+        while True:
+            taken.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        return taken
+
+
 def wait_for_reader(capture):
     deadline = time.monotonic() + 10
     while not capture._fd.reader_done and time.monotonic() < deadline:
@@ -80,12 +90,7 @@ elif case == "install_fails":
     free = int(sys.argv[3])
     before = {"stdout": identity(1), "stderr": identity(2)}
     original = sys.stdout
-    fillers = []
-    try:
-        while True:
-            fillers.append(os.open(os.devnull, os.O_RDONLY))
-    except OSError:
-        pass
+    fillers = take_every_free_fd()
     for _ in range(free):
         os.close(fillers.pop())
     capture = IOCapture(on_event, capture_fd=True)
@@ -93,12 +98,7 @@ elif case == "install_fails":
         capture.install()
     except RecorderError as exc:
         report["error"] = str(exc)
-    reopened = []
-    try:
-        while True:
-            reopened.append(os.open(os.devnull, os.O_RDONLY))
-    except OSError:
-        pass
+    reopened = take_every_free_fd()
     report["free_after"] = len(reopened)
     for fd in fillers + reopened:
         os.close(fd)
