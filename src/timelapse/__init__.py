@@ -7,37 +7,59 @@ Command line: ``timelapse record script.py [args ...]``. From Python::
     with timelapse.record("trace-out"):
         ...                      # only what runs in here is recorded
 
-    session = timelapse.start("trace-out")
+    session = timelapse.start("trace-out", max_items=50)
     ...
     session.stop()
+
+The options (``on_error``, ``max_depth``, ``max_items``, ``max_string``, ``max_nodes``,
+``capture_io``, ``capture_fd``, ``exclude_files``) are those of ``timelapse.config.Options``, checked
+there: a bad value is a ValueError (``timelapse.config.OptionError``) before anything is recorded.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Unpack
 
 from timelapse._version import __version__
+from timelapse.config import Options, OptionValues
 from timelapse.errors import RecorderError
 from timelapse.session import Session, is_recording
 
 __all__ = ["RecorderError", "Session", "__version__", "is_recording", "record", "start"]
 
 
-def start(out_dir: str | os.PathLike[str] = "trace-out", **options: Any) -> Session:
+def start(
+    out_dir: str | os.PathLike[str] = "trace-out",
+    *,
+    program: str | None = None,
+    args: list[str] | None = None,
+    options: Options | None = None,
+    **option_values: Unpack[OptionValues],
+) -> Session:
     """Start recording into ``out_dir`` now; call ``stop()`` on the returned session to finish.
 
-    The lines of the calling function that run before ``stop()`` are recorded too. Options:
-    ``on_error`` ("raise" or "continue"), ``max_depth``, ``max_items``, ``max_string``,
-    ``program`` and ``args`` (for the trace's metadata). Raises RecorderError if already recording.
+    The lines of the calling function that run before ``stop()`` are recorded too. ``program`` and
+    ``args`` go into the trace's metadata; the recording options are keyword arguments, or an
+    ``Options`` that they override. Raises RecorderError if already recording, or if ``out_dir``
+    holds something that is not a trace.
     """
-    return Session(out_dir, **options).start(sys._getframe(1))
+    session = Session(out_dir, program=program, args=args, options=options, **option_values)
+    return session.start(sys._getframe(1))
 
 
-def record(out_dir: str | os.PathLike[str] = "trace-out", **options: Any) -> Session:
+def record(
+    out_dir: str | os.PathLike[str] = "trace-out",
+    *,
+    program: str | None = None,
+    args: list[str] | None = None,
+    options: Options | None = None,
+    **option_values: Unpack[OptionValues],
+) -> Session:
     """A session to use as a context manager: ``with timelapse.record("out"): ...``.
 
     Recording starts when the ``with`` block is entered and the trace is saved when it is left.
+    Arguments as for ``start``.
     """
-    return Session(out_dir, **options)
+    return Session(out_dir, program=program, args=args, options=options, **option_values)

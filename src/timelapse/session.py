@@ -19,27 +19,22 @@ import json
 import os
 import platform
 import shutil
-import signal
 import sys
 import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import CodeType, FrameType, ModuleType
-from typing import Any, Literal
+from typing import Any, Unpack
 
 from timelapse._version import __version__
-from timelapse.encoder import (
-    DEFAULT_MAX_DEPTH,
-    DEFAULT_MAX_ITEMS,
-    DEFAULT_MAX_NODES,
-    DEFAULT_MAX_STRING,
-    ValueEncoder,
-)
+from timelapse.config import Options, OptionValues
+from timelapse.encoder import ValueEncoder
 from timelapse.errors import RecorderError
 from timelapse.interrupts import deferral
 from timelapse.iocapture import IOCapture
 from timelapse.monitor import Recorder
+from timelapse.process import ProcessHooks
 from timelapse.scope import Scope
 from timelapse.writer import TraceWriter
 
@@ -48,41 +43,8 @@ try:
 except ImportError:  # not on Windows: no locks, and leftovers of killed runs are never cleaned
     fcntl = None  # type: ignore[assignment]
 
-_ERROR_EVENT = 11
-#: The deepest max_depth: each level is two levels of JSON nesting, and readers stop at a few hundred.
-MAX_DEPTH_LIMIT = 100
 _active: Session | None = None
 _active_lock = threading.Lock()
-
-
-def _sigterm_is_ours() -> bool:
-    handler = _active.sigterm_handler if _active is not None else None
-    return handler is not None and signal.getsignal(signal.SIGTERM) is handler
-
-
-def _before_fork() -> None:
-    # A SIGTERM that reached the child before its SIGTERM is reset (in _forget_in_child) would be
-    # caught by the CLI's handler and then dropped: held back over fork(), it is delivered after.
-    if _active is not None and _sigterm_is_ours() and hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-        _active._sigterm_held = True
-
-
-def _let_sigterm_through(session: Session | None) -> None:
-    if session is not None and session._sigterm_held:
-        session._sigterm_held = False
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-
-
-def _after_fork_in_parent() -> None:
-    _let_sigterm_through(_active)
-
-
-def _after_fork_in_child() -> None:
-    session = _active
-    if session is not None:
-        session._forget_in_child()
-    _let_sigterm_through(session)
 
 
 class _SessionWriter(TraceWriter):
@@ -97,10 +59,6 @@ class _SessionWriter(TraceWriter):
         except OSError as exc:
             self.write_error = exc
             raise
-
-
-os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
-                    after_in_child=_after_fork_in_child)
 
 
 def is_recording() -> bool:
@@ -190,7 +148,14 @@ def _remove_leftovers(folder: Path, name: str) -> None:
 
 
 class Session:
-    """One recording into one trace folder. Use ``timelapse.start()`` or ``timelapse.record()``."""
+    """One recording into one trace folder. Use ``timelapse.start()`` or ``timelapse.record()``.
+
+    ``out_dir``: the trace folder to write (checked now: a folder that is not a trace is refused with
+    RecorderError). ``program``, ``args``: the trace's metadata (default: ``__main__``'s file and
+    ``sys.argv[1:]``). The recording options are keyword arguments (``max_depth=3``, ...), or an
+    ``Options`` (``options=``) that keyword arguments override; see ``timelapse.config.Options``.
+    A bad option is an ``OptionError`` (a ValueError), an unknown one a TypeError.
+    """
 
     def __init__(
         self,
@@ -198,24 +163,11 @@ class Session:
         *,
         program: str | None = None,
         args: list[str] | None = None,
-        on_error: Literal["raise", "continue"] = "raise",
-        max_depth: int = DEFAULT_MAX_DEPTH,
-        max_items: int = DEFAULT_MAX_ITEMS,
-        max_string: int = DEFAULT_MAX_STRING,
-        max_nodes: int = DEFAULT_MAX_NODES,
-        capture_io: bool = True,
-        capture_fd: bool = False,
-        exclude_files: tuple[str, ...] = (),
+        options: Options | None = None,
         _fault: Callable[[CodeType, int], None] | None = None,
+        **option_values: Unpack[OptionValues],
     ) -> None:
-        if on_error not in ("raise", "continue"):
-            raise ValueError(f"on_error must be 'raise' or 'continue', not {on_error!r}")
-        for name, limit, highest in (("max_depth", max_depth, MAX_DEPTH_LIMIT),
-                                     ("max_items", max_items, None), ("max_string", max_string, None),
-                                     ("max_nodes", max_nodes, None)):
-            if type(limit) is not int or limit < 1 or (highest is not None and limit > highest):
-                bound = f"from 1 to {highest}" if highest else "of at least 1"
-                raise ValueError(f"{name} must be a whole number {bound}, not {limit!r}")
+        self.options = Options.from_mapping(option_values, base=options)
         self.out_dir = check_out_dir(out_dir)
         # Read now: the program may change or delete its working directory before the end.
         self.workdir = os.getcwd()
@@ -223,29 +175,18 @@ class Session:
         self._shown_out = str(self.out_dir) if relative.startswith("..") else relative
         self.program = os.path.abspath(program if program is not None else _guess_program())
         self.args = list(args) if args is not None else sys.argv[1:]
-        self.on_error = on_error
-        self.limits = {"max_depth": max_depth, "max_items": max_items, "max_string": max_string,
-                       "max_nodes": max_nodes}
-        self.exclude_files = exclude_files
-        self.capture_io = capture_io
-        self.capture_fd = capture_fd and capture_io
         self._io: IOCapture | None = None
-        self._real_os_exit: Callable[[int], Any] | None = None
-        self._exit_wrapper: Callable[[int], Any] | None = None
-        #: os.execv / os.execve as they were, and our wrappers (see _finish_before_exec).
-        self._real_execs: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {}
-        #: Set by the CLI: called before the process image is replaced (finish, print the summary).
+        #: os._exit, os.exec* and fork() while recording (timelapse.process).
+        self._hooks: ProcessHooks | None = None
+        #: Set by the CLI (process.ProgramEnd): called instead of finishing before os.exec*.
         self.before_exec: Callable[[], None] | None = None
-        #: Set by the CLI: its SIGTERM handler, which a forked child must not keep.
-        self.sigterm_handler: object | None = None
-        self._sigterm_held = False  # SIGTERM blocked while fork() runs
         self._fault = _fault
         #: Set by the CLI: the exit status and, for an uncaught exception, its traceback text.
         self.exit_status: int | None = None
         self.exit_signal: int | None = None
         self.error_text: str | None = None
         self.recorder: Recorder | None = None
-        self.writer: TraceWriter | None = None
+        self.writer: _SessionWriter | None = None
         self.failure: BaseException | None = None
         self._temp_dir: Path | None = None
         self._temp_lock: int | None = None  # a descriptor of _temp_dir, holding its lock
@@ -257,6 +198,8 @@ class Session:
         self._save_error: str | None = None
         self._started_at = ""
         self._finished = False
+        # Re-entrant: a failure while saving (a write error draining the IO capture) reports into
+        # this thread's own finish. The outermost lock of a recording (timelapse.process).
         self._finish_lock = threading.RLock()
 
     # -- life cycle --------------------------------------------------------------------------------
@@ -277,30 +220,33 @@ class Session:
                     f"cannot write output folder {str(self.out_dir)!r}: {exc.strerror or exc}"
                 ) from None
             self._started_at = _now()
+            options = self.options
             self.writer = _SessionWriter(self._temp_dir, self.program)
-            encoder = ValueEncoder(self.writer.type_id, **self.limits)
+            encoder = ValueEncoder(self.writer.type_id, max_depth=options.max_depth,
+                                   max_items=options.max_items, max_string=options.max_string,
+                                   max_nodes=options.max_nodes)
             self.recorder = Recorder(
                 self.writer,
                 encoder,
-                Scope(self.exclude_files),
+                Scope(options.exclude_files),
                 on_failure=self._recorder_failed,
                 fault=self._fault,
             )
             try:
                 self.recorder.start(caller, base_depth)
-                if self.capture_io:
-                    self._io = IOCapture(self.recorder.io_event, capture_fd=self.capture_fd)
+                if options.capture_io:
+                    self._io = IOCapture(self.recorder.io_event, capture_fd=options.records_fd)
                     self._io.install()
             except BaseException:
                 if self._io is not None:
                     self._io.uninstall()
-                self.recorder._switch_off()
+                self.recorder.stop()
                 self.recorder.release_signals()
                 self.writer.abandon()
                 self._remove_temp_dir()
                 raise
-            self._finish_before_os_exit()
-            self._finish_before_exec()
+            self._hooks = ProcessHooks(self)
+            self._hooks.install()
             _active = self
         return self
 
@@ -332,64 +278,18 @@ class Session:
         if fd is not None:
             os.close(fd)
 
-    def _finish_before_os_exit(self) -> None:
-        """``os._exit`` skips atexit: save the trace first (then exit exactly as asked)."""
-        real_exit = self._real_os_exit = os._exit
-        session = self
-
-        def _exit(status: int) -> None:
-            if session._real_os_exit is real_exit and not session._finished:
-                is_int = issubclass(type(status), int)     # bool, IntEnum: read in C, no user code
-                session.exit_status = int.__index__(status) & 0xFF if is_int else None
-                try:
-                    session._finish(stopped_by="<os._exit>")
-                except Exception:  # noqa: BLE001 - exiting anyway; never block the exit
-                    pass
-            real_exit(status)
-
-        _exit.__doc__ = real_exit.__doc__
-        os._exit = self._exit_wrapper = _exit
-
-    def _restore_os_exit(self) -> None:
-        if self._real_os_exit is not None and os._exit is self._exit_wrapper:
-            os._exit = self._real_os_exit
-        self._real_os_exit = None
-        for name, (real, wrapper) in self._real_execs.items():
-            if getattr(os, name) is wrapper:
-                setattr(os, name, real)
-        self._real_execs = {}
-
-    def _finish_before_exec(self) -> None:
-        """``os.exec*`` replaces the process: atexit never runs. Save the trace first, then exec.
-
-        Only ``os.execv`` and ``os.execve`` are wrapped: the other six (``execl``, ``execvp``, ...)
-        call them. If the exec then fails, the program gets its OSError as usual and goes on
-        unrecorded: the trace, saved up to the exec, stays as it is.
-        """
-        session = self
-        for name in ("execv", "execve"):
-            real = getattr(os, name)
-
-            def exec_(*args: Any, _real: Callable[..., Any] = real) -> Any:
-                if not session._finished and session._real_execs:
-                    session.exit_status = None
-                    try:
-                        if session.before_exec is not None:
-                            session.before_exec()
-                        else:
-                            session._finish(stopped_by="<os.exec>")
-                    except Exception:  # noqa: BLE001 - the exec goes ahead whatever happened
-                        pass
-                return _real(*args)
-
-            exec_.__name__ = exec_.__qualname__ = name
-            exec_.__doc__ = real.__doc__
-            self._real_execs[name] = (real, exec_)
-            setattr(os, name, exec_)
-
-    def _forget_in_child(self) -> None:
-        """After fork(), in the child: the trace belongs to the parent; record and write nothing."""
+    def _deactivate(self) -> None:
+        """This session no longer records in this process: ``os._exit`` and ``os.exec*`` are
+        Python's own again, a fork no longer concerns it, and another session may start."""
         global _active
+        if self._hooks is not None:
+            self._hooks.remove()
+        if _active is self:
+            _active = None
+
+    def forget_in_child(self) -> None:
+        """After fork(), in the child (timelapse.process): the trace belongs to the parent; record
+        and write nothing, take none of its locks."""
         self._finished = True
         self._in_child = True
         if self.recorder is not None:
@@ -399,21 +299,13 @@ class Session:
         # The lock on the hidden folder is the parent's: the child's copy of the descriptor must not
         # keep it held after the parent is gone.
         self._release_temp_lock()
-        # The CLI's SIGTERM handler finishes the parent's trace; the child dies of SIGTERM at once,
-        # as it would without recording (a pool's terminate() counts on it).
-        if self.sigterm_handler is not None:
-            try:
-                if signal.getsignal(signal.SIGTERM) is self.sigterm_handler:
-                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            except (ValueError, OSError):
-                pass
-        _active = None
+        self._deactivate()
 
     def stop(self) -> Path | None:
         """Stop recording and publish the trace folder; returns it, or None if there is nothing (more)
         to publish. Safe to call more than once. RecorderError if the trace could not be saved (a
         full disk: nothing is left of it, and the output folder is as it was)."""
-        return self._finish()
+        return self.finish()
 
     def __enter__(self) -> Session:
         if self.recorder is None:
@@ -425,18 +317,27 @@ class Session:
 
     @property
     def recording(self) -> bool:
+        """True from ``start()`` until recording stops (``stop()``, a recorder failure, ...)."""
         return self.recorder is not None and self.recorder.active
+
+    @property
+    def finished(self) -> bool:
+        """True once the trace is saved, given up, or (in a fork child) the parent's."""
+        return self._finished
 
     # -- ending ------------------------------------------------------------------------------------
 
-    def _finish(self, stopped_by: str = "<recording stopped>") -> Path | None:
-        """Switch monitoring off, close every open call, write the side files, publish the folder.
+    def finish(self, stopped_by: str = "<recording stopped>") -> Path | None:
+        """``stop()``, giving the calls still open a Return of ``stopped_by`` (timelapse.process:
+        ``<os._exit>``, ``<os.exec>``). Switches monitoring off, writes the end of the stream and the
+        side files, publishes the folder.
 
         A section (timelapse.interrupts): a signal's handler that lands in here waits until the trace
-        is saved (a second Ctrl-C, a SIGTERM), then runs. Lock order: this session's finish lock,
-        then the recorder's lock — never the other way round (a failing callback lets go of the
-        recorder's lock before it calls ``_recorder_failed``).
+        is saved (a second Ctrl-C, a SIGTERM), then runs. Lock order (timelapse.process): this
+        session's finish lock, then the IO capture's, then the recorder's — never the other way round.
         """
+        if self._in_child:
+            return None  # the finish lock may be held for ever by a thread the child does not have
         try:
             return self._finish_now(stopped_by)
         finally:
@@ -444,7 +345,6 @@ class Session:
                 self.recorder.release_signals()
 
     def _finish_now(self, stopped_by: str) -> Path | None:
-        global _active
         with self._finish_lock:
             if self._save_error is not None:
                 message, self._save_error = self._save_error, None
@@ -455,30 +355,15 @@ class Session:
             if self._io is not None:
                 self._io.uninstall()  # first: drains what is still on its way into the trace
             self._finished = True
-            recorder._switch_off()
-            self._restore_os_exit()
-            with recorder._lock:
-                stop_type = writer.type_id(16, "<recording stopped>")
-                still_open = {"Return": {"return_value": {"kind": "Raw", "type_id": stop_type, "r": stopped_by}}}
-                for _ in range(recorder.open_calls - 1):
-                    writer.emit(still_open)
-                if self.exit_status is None:
-                    toplevel_value: dict[str, Any] = {"kind": "None", "type_id": 0}
-                else:
-                    int_type = writer.type_id(7, "int")
-                    toplevel_value = {"kind": "Int", "type_id": int_type, "i": self.exit_status}
-                if self.error_text is not None:  # the last Event, on the last step: "ended in error"
-                    writer.emit(
-                        {"Event": {"kind": _ERROR_EVENT, "metadata": "", "content": self.error_text}}
-                    )
-                writer.emit({"Return": {"return_value": toplevel_value}})
-                try:
-                    writer.close(self._metadata())
-                except OSError as exc:
-                    _active = None
-                    self._save_failed(exc)
-                    raise RecorderError(self._take_save_error()) from None
-            _active = None
+            recorder.stop()
+            recorder.end_stream(stopped_by, self.exit_status, self.error_text)
+            try:
+                writer.close(self._metadata())
+            except OSError as exc:
+                self._deactivate()
+                self._save_failed(exc)
+                raise RecorderError(self._take_save_error()) from None
+            self._deactivate()
             try:
                 self._publish()
             except OSError as exc:
@@ -505,7 +390,6 @@ class Session:
 
     def _recorder_failed(self, exc: Exception) -> None:
         """Called from inside a monitoring callback that failed; monitoring is already off."""
-        global _active
         writer = self.writer
         if writer is not None and writer.write_error is not None and exc is writer.write_error:
             # Writing the trace failed (a full disk): not the program's business, and no bug of ours
@@ -515,25 +399,23 @@ class Session:
                     self._finished = True
                     if self._io is not None:
                         self._io.uninstall()
-                    self._restore_os_exit()
-                    _active = None
+                    self._deactivate()
                     self._save_failed(exc)
             return
         self.failure = exc
         message = f"timelapse recorder error: {type(exc).__name__}: {exc}"
         self.error_text = message
         try:
-            self._finish(stopped_by="<recorder error>")
+            self.finish(stopped_by="<recorder error>")
         except Exception as finish_exc:  # noqa: BLE001 - report both, never mask the original
             message += f" (and the trace could not be saved: {finish_exc})"
-        if self.on_error == "continue":
+        if self.options.on_error == "continue":
             print(f"timelapse: {message}; the program goes on unrecorded", file=sys.stderr)
             return
         raise RecorderError(message) from exc
 
     def discard(self) -> None:
         """Stop recording and throw the partial trace away (the program never ran)."""
-        global _active
         with self._finish_lock:
             if self._finished:
                 return
@@ -541,13 +423,12 @@ class Session:
             if self._io is not None:
                 self._io.uninstall()
             if self.recorder is not None:
-                self.recorder._switch_off()
+                self.recorder.stop()
                 self.recorder.release_signals()
-            self._restore_os_exit()
+            self._deactivate()
             if self.writer is not None:
                 self.writer.abandon()
             self._remove_temp_dir()
-            _active = None
 
     def _publish(self) -> None:
         """Move the finished folder into place: the old trace (if any) is replaced in one step, or,
@@ -672,4 +553,4 @@ def _human_size(size: int) -> str:
 
 
 # Saving the trace is a section: a signal that lands in it waits until the trace is saved.
-deferral.add_section(Session._finish, holds_lock=False)
+deferral.add_section(Session.finish, holds_lock=False)
