@@ -103,3 +103,126 @@ def test_a_modules_stack_and_traceback_under_dash_m(tmp_path):
     stack, _ = _stacks(result.stdout)
     assert stack[:3] == python_stack[:3]  # where, <module>, _run_code
     assert os.path.basename(stack[-1][1]) == "timelapse"
+
+
+# -- signals that land while the trace is saved (timelapse.process) ---------------------------------
+
+#: A program whose os.rename (saving the trace publishes with it) sends it a signal first: the signal
+#: lands inside the session's finish, a section.
+_SIGNAL_WHILE_SAVING = """\
+import os, signal, sys
+real_rename = os.rename
+
+def rename(src, dst):
+    os.rename = real_rename
+    os.kill(os.getpid(), signal.{signal})
+    return real_rename(src, dst)
+
+os.rename = rename
+print("bye", flush=True)
+"""
+
+
+def test_a_sigterm_while_the_trace_is_saved_at_exit_kills_the_process_once_it_is_saved(tmp_path):
+    script = tmp_path / "term_at_save.py"
+    script.write_text(_SIGNAL_WHILE_SAVING.format(signal="SIGTERM"))
+    result, out = recorded(tmp_path, str(script))
+    assert (result.returncode, result.stdout, result.stderr) == (-15, "bye\n", "")
+    checked_trace(out)
+    assert hidden(tmp_path) == []
+
+
+def test_a_ctrl_c_while_the_trace_is_saved_at_exit_is_dropped(tmp_path):
+    script = tmp_path / "int_at_save.py"
+    script.write_text(_SIGNAL_WHILE_SAVING.format(signal="SIGINT"))
+    result, out = recorded(tmp_path, str(script))
+    assert (result.returncode, result.stdout, result.stderr) == (0, "bye\n", "")
+    checked_trace(out)
+
+
+def test_api_a_signal_while_stop_saves_acts_after_stop_and_never_in_a_later_recording(tmp_path):
+    script = tmp_path / "stop_twice.py"
+    script.write_text(
+        "import os, signal, sys, timelapse\n"
+        "session = timelapse.start(sys.argv[1] + '-1')\n"
+        "x = 1\n"
+        "real_rename = os.rename\n"
+        "def rename(src, dst):\n"
+        "    os.rename = real_rename\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    return real_rename(src, dst)\n"
+        "os.rename = rename\n"
+        "try:\n"
+        "    session.stop()\n"
+        "    print('stop returned')\n"
+        "except KeyboardInterrupt:\n"
+        "    print('KeyboardInterrupt after stop, saved:', os.path.isdir(sys.argv[1] + '-1'))\n"
+        "session = timelapse.start(sys.argv[1] + '-2')\n"
+        "for i in range(3):\n"
+        "    y = i\n"
+        "session.stop()\n"
+        "print('second recording done')\n")
+    result = run_python([str(script), str(tmp_path / "t")])
+    assert result.stdout.splitlines() == ["KeyboardInterrupt after stop, saved: True",
+                                          "second recording done"], result.stderr
+    assert result.returncode == 0, result.stderr
+    checked_trace(tmp_path / "t-1")
+    checked_trace(tmp_path / "t-2")
+
+
+# -- the pieces, in process --------------------------------------------------------------------------
+
+def test_exit_status_as_the_interpreter_computes_it():
+    import enum
+
+    from timelapse.process import exit_status
+
+    class Code(enum.IntEnum):
+        FAILED = 259
+
+    assert [exit_status(c) for c in (None, 0, 3, 256 + 7, True, Code.FAILED, "message", 2.0)] == [
+        0, 0, 3, 7, 1, 3, 1, 1]
+
+
+def test_process_hooks_wrap_os_exit_and_exec_until_removed():
+    from timelapse.process import ProcessHooks
+
+    real = (os._exit, os.execv, os.execve)
+
+    class Recording:
+        finished = False
+
+    hooks = ProcessHooks(Recording())  # type: ignore[arg-type]
+    hooks.install()
+    try:
+        assert (os._exit.__name__, os.execv.__name__, os.execve.__name__) == ("_exit", "execv", "execve")
+        assert (os._exit, os.execv, os.execve) != real
+        assert os._exit.__doc__ == real[0].__doc__
+    finally:
+        hooks.remove()
+    assert (os._exit, os.execv, os.execve) == real
+    hooks.remove()  # twice: nothing more to do
+    assert (os._exit, os.execv, os.execve) == real
+
+
+def test_process_hooks_leave_a_wrapper_the_program_put_over_ours():
+    from timelapse.process import ProcessHooks
+
+    real = os._exit
+
+    class Recording:
+        finished = False
+
+    hooks = ProcessHooks(Recording())  # type: ignore[arg-type]
+    hooks.install()
+
+    def programs_exit(status):
+        real(status)
+
+    os._exit = programs_exit
+    try:
+        hooks.remove()
+        assert os._exit is programs_exit
+    finally:
+        os._exit = real
+        hooks.remove()

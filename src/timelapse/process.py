@@ -21,9 +21,14 @@ printing Python's report of it, saving at exit, saving on SIGTERM. So:
 
 - a handler never runs inside the recorder; it may run anywhere in the program, and our SIGTERM
   handler, which lands only in program code, can save the trace right where it lands;
+- what waited for the saving of the trace is run by the caller of the section, once out of it:
+  ``Session.stop()`` (the API: a Ctrl-C during ``stop()`` is a KeyboardInterrupt right after it),
+  ``ProgramEnd._at_exit``, the ``os._exit`` / ``os.exec*`` wrappers (``_run_what_waited``). Never
+  later: a handler left queued would run in some later recording's callback, long after its signal;
 - a second Ctrl-C or SIGTERM while the trace is being saved waits until it is saved, then acts
-  (SIGTERM: the handler is still ours until then, and kills the process; a Ctrl-C at the very end of
-  the process is dropped, since the process ends anyway);
+  (SIGTERM kills the process; a Ctrl-C at the very end of the process is dropped, since the process
+  ends anyway; at ``os._exit`` and ``os.exec*`` the exit or the exec goes ahead whatever the handler
+  does);
 - handlers installed in C, ``SIG_DFL`` and ``SIG_IGN`` are not Python code and are not deferred: a
   SIGKILL, or SIGTERM with its default action, ends the process wherever it is. The output folder is
   then left as it was, and the hidden ``.NAME.*.recording`` folder (unlocked once the process is gone)
@@ -169,7 +174,8 @@ class ProcessHooks:
                 recording.exit_status = _int_status(status)
                 try:
                     recording.finish("<os._exit>")
-                except Exception:  # noqa: BLE001 - exiting anyway; never block the exit
+                    _run_what_waited()
+                except BaseException:  # noqa: BLE001 - exiting anyway; never block the exit
                     pass
             real_exit(status)
 
@@ -186,11 +192,20 @@ class ProcessHooks:
                         recording.before_exec()
                     else:
                         recording.finish("<os.exec>")
-                except Exception:  # noqa: BLE001 - the exec goes ahead whatever happened
+                    _run_what_waited()
+                except BaseException:  # noqa: BLE001 - the exec goes ahead whatever happened
                     pass
             return real(*args)
 
         return exec_
+
+
+def _run_what_waited() -> None:
+    """Run the signal handlers that waited for a section the caller has just left: a signal that
+    landed while the trace was saved acts now, where the program is. The caller must not be a
+    section itself. (One frame between: ``run_pending`` looks from its caller's caller outwards,
+    and atexit calls its handlers with no Python frame below them.)"""
+    deferral.run_pending()
 
 
 def _sigterm_is_ours() -> bool:
@@ -358,11 +373,16 @@ class ProgramEnd:
 
     def _at_exit(self) -> None:
         try:
-            self.finish()
-            if self.session.exit_signal == signal.SIGTERM:  # the program ended before the handler ran
-                os.kill(os.getpid(), signal.SIGTERM)
+            self._save_at_exit()
+            # A SIGTERM that came while the trace was saved kills the process now, as it would have.
+            _run_what_waited()
         except KeyboardInterrupt:
             pass  # Ctrl-C again while the process ends: the trace is saved, the process ends as it was
+
+    def _save_at_exit(self) -> None:
+        self.finish()
+        if self.session.exit_signal == signal.SIGTERM:  # the program ended before the handler ran
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def _finish_on_sigterm(self) -> None:
         """On SIGTERM (if the program does not handle it), save the trace, then die of SIGTERM as usual."""
@@ -405,5 +425,5 @@ class _Copying:
 
 # After the program, the end of the process is timelapse's: a signal that lands here (a second
 # Ctrl-C, a SIGTERM) waits until the trace is saved (timelapse.interrupts).
-deferral.add_section(ProgramEnd.uncaught, ProgramEnd._report, ProgramEnd.finish, ProgramEnd._at_exit,
-                     holds_lock=False)
+deferral.add_section(ProgramEnd.uncaught, ProgramEnd._report, ProgramEnd.finish,
+                     ProgramEnd._save_at_exit, holds_lock=False)

@@ -305,7 +305,14 @@ class Session:
         """Stop recording and publish the trace folder; returns it, or None if there is nothing (more)
         to publish. Safe to call more than once. RecorderError if the trace could not be saved (a
         full disk: nothing is left of it, and the output folder is as it was)."""
-        return self.finish()
+        try:
+            return self.finish()
+        finally:
+            # A signal that landed while the trace was saved waited for it (finish is a section): its
+            # handler runs now, here, as if the signal had come right after stop(). Not if stop() is
+            # itself inside a section (the CLI's end of the process), which then runs it on its way
+            # out; never left queued for a later recording.
+            deferral.run_pending()
 
     def __enter__(self) -> Session:
         if self.recorder is None:
