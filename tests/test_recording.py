@@ -180,7 +180,8 @@ def test_end_stream_closes_open_calls_then_the_error_then_the_toplevel(tmp_path)
     import json
 
     recorder, writer = _recorder_in(tmp_path)
-    recorder.open_calls = 3  # <toplevel> and two more
+    recorder.threads.begin(1, 0).stack.extend(["f", "g"])  # two calls open above <toplevel>
+    assert recorder.open_calls == 3
     recorder.end_stream("<os._exit>", 4, "Traceback: boom")
     writer.close({})
     events = json.loads((tmp_path / "trace.json").read_text())

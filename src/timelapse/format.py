@@ -15,7 +15,7 @@ object, per variable and per type, and concatenates.
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
 
 
 class TypeKind(IntEnum):
@@ -108,21 +108,62 @@ class ValueSpelling(Protocol):
 
 
 class EventSpelling(Protocol):
-    """How a format spells the events of the stream and frames them in the trace file."""
+    """How a format spells the events of the stream and frames them in the trace file.
+
+    Framing: the file is ``begin``, the events, ``end``. The writer writes events in batches: the
+    events of a batch are joined by ``separator``, batches by ``batch_separator``.
+
+    Whole events come from the methods. The hot path builds its events from pieces it caches (per
+    code object, per variable) and one ValueRecord ``record`` spelled by the same format's
+    ``ValueSpelling``:
+
+    - a Value: ``value_head(variable_id) + record + value_tail``;
+    - a Call argument: ``arg = arg_head(variable_id) + record + arg_tail``; the Call:
+      ``call_head(function_id) + arg_separator.join(args) + call_tail`` (= ``call(function_id, args)``);
+      the Value of that argument at the call's step: ``arg_value_head + arg + arg_value_tail``;
+    - a Return: ``return_head + record + return_tail`` (= ``return_event(record)``).
+
+    Strings given here are valid text already (the writer and the walk replace lone surrogates).
+    """
 
     file_name: str                      # "trace.json"
+    begin: bytes
+    separator: bytes
+    batch_separator: bytes
+    end: bytes
 
-    def begin(self) -> bytes: ...
-    def end(self) -> bytes: ...
+    # id-defining events: the n-th of each kind defines id n
     def path(self, path: str) -> bytes: ...
     def function(self, path_id: int, line: int, name: str) -> bytes: ...
     def type(self, kind: int, lang_type: str, fields: Sequence[tuple[str, int]] | None) -> bytes: ...
     def variable_name(self, name: str) -> bytes: ...
+
     def step(self, path_id: int, line: int) -> bytes: ...
+    def value_head(self, variable_id: int) -> bytes: ...
+    value_tail: bytes
+    def arg_head(self, variable_id: int) -> bytes: ...
+    arg_tail: bytes
+    arg_separator: bytes
+    arg_value_head: bytes
+    arg_value_tail: bytes
+    def call_head(self, function_id: int) -> bytes: ...
+    call_tail: bytes
+    def call(self, function_id: int, args: Sequence[bytes]) -> bytes: ...
+    return_head: bytes
+    return_tail: bytes
+    def return_event(self, record: bytes) -> bytes: ...
+    def thread_start(self, thread: int) -> bytes: ...
+    def thread_switch(self, thread: int) -> bytes: ...
+    def thread_exit(self, thread: int) -> bytes: ...
+    def event(self, kind: int, metadata: str, content: str) -> bytes: ...
+    def event_metadata(self, stream: str, thread: int, where: tuple[int, int] | None,
+                       extra: Mapping[str, str] | None) -> str: ...
 
 
 class TraceFormat(Protocol):
-    """A trace format: its event spelling and its value spelling."""
+    """A trace format: its event spelling and its value spelling. Chosen in one place: the
+    ``TraceWriter`` is given one (``fmt``, default ``json_format.JSON``), and every other part of a
+    recording asks the writer (``writer.format``)."""
 
     name: str                           # "json"
     events: EventSpelling

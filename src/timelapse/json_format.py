@@ -7,6 +7,11 @@ fixed parts written as byte templates the hot path caches and concatenates.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
+import json
+import json.scanner
+import sys
 from typing import Any
 
 from timelapse.jsonbytes import from_json, to_json
@@ -15,12 +20,118 @@ __all__ = ["JSON", "JsonEvents", "JsonValues", "JsonFormat"]
 
 
 # -- events (format.EventSpelling) ------------------------------------------------------------------
-# (monitor/writer side: the Step, Value, Call, Return, thread and Event templates)
+# (monitor/writer side: the framing, the id-defining events, the Step, Value, Call, Return, thread and
+# Event templates, and the side files)
 
 class JsonEvents:
-    """The events of ``trace.json`` and its framing (a JSON array, one event per element)."""
+    """The events of ``trace.json`` and its framing (a JSON array, one event per element).
+
+    Each event is ``{"Variant":payload}``, compact, byte for byte what ``to_json`` makes of the
+    JSON-shaped event (the tests hold the two equal). Numbers are formatted with ``%d``; strings go
+    through ``to_json`` (orjson, or the standard library for what orjson refuses)."""
 
     file_name = "trace.json"
+    # The array: "[\n", events joined by "," inside a batch and ",\n" between batches, "\n]\n".
+    begin = b"[\n"
+    separator = b","
+    batch_separator = b",\n"
+    end = b"\n]\n"
+
+    # Pieces of the hot path's events (format.EventSpelling says how they join).
+    value_tail = b"}}"
+    arg_tail = b"}"
+    arg_separator = b","
+    arg_value_head = b'{"Value":'
+    arg_value_tail = b"}"
+    call_tail = b"]}}"
+    return_head = b'{"Return":{"return_value":'
+    return_tail = b"}}"
+
+    @staticmethod
+    def path(path: str) -> bytes:
+        return b'{"Path":%b}' % to_json(path)
+
+    @staticmethod
+    def function(path_id: int, line: int, name: str) -> bytes:
+        return b'{"Function":{"path_id":%d,"line":%d,"name":%b}}' % (path_id, line, to_json(name))
+
+    @staticmethod
+    def type(kind: int, lang_type: str, fields: Sequence[tuple[str, int]] | None) -> bytes:
+        """A Type; ``fields`` (name, type_id) pairs make its specific_info a Struct's, None a None."""
+        if fields is None:
+            info = b'{"kind":"None"}'
+        else:
+            info = b'{"kind":"Struct","fields":[%b]}' % b",".join(
+                [b'{"name":%b,"type_id":%d}' % (to_json(name), type_id) for name, type_id in fields])
+        return b'{"Type":{"kind":%d,"lang_type":%b,"specific_info":%b}}' % (kind, to_json(lang_type), info)
+
+    @staticmethod
+    def variable_name(name: str) -> bytes:
+        return b'{"VariableName":%b}' % to_json(name)
+
+    @staticmethod
+    def step(path_id: int, line: int) -> bytes:
+        return b'{"Step":{"path_id":%d,"line":%d}}' % (path_id, line)
+
+    @staticmethod
+    def value_head(variable_id: int) -> bytes:
+        return b'{"Value":{"variable_id":%d,"value":' % variable_id
+
+    @staticmethod
+    def arg_head(variable_id: int) -> bytes:
+        return b'{"variable_id":%d,"value":' % variable_id
+
+    @staticmethod
+    def call_head(function_id: int) -> bytes:
+        return b'{"Call":{"function_id":%d,"args":[' % function_id
+
+    @classmethod
+    def call(cls, function_id: int, args: Sequence[bytes] = ()) -> bytes:
+        return cls.call_head(function_id) + cls.arg_separator.join(args) + cls.call_tail
+
+    @classmethod
+    def return_event(cls, record: bytes) -> bytes:
+        return cls.return_head + record + cls.return_tail
+
+    @staticmethod
+    def thread_start(thread: int) -> bytes:
+        return b'{"ThreadStart":%d}' % thread
+
+    @staticmethod
+    def thread_switch(thread: int) -> bytes:
+        return b'{"ThreadSwitch":%d}' % thread
+
+    @staticmethod
+    def thread_exit(thread: int) -> bytes:
+        return b'{"ThreadExit":%d}' % thread
+
+    @staticmethod
+    def event(kind: int, metadata: str, content: str) -> bytes:
+        return b'{"Event":{"kind":%d,"metadata":%b,"content":%b}}' % (kind, to_json(metadata), to_json(content))
+
+    @staticmethod
+    def event_metadata(stream: str, thread: int, where: tuple[int, int] | None,
+                       extra: Mapping[str, str] | None = None) -> str:
+        """The JSON object an Event carries as its metadata *string* (as the 0.3.0 recorder does):
+        stream, thread, path and line of the step, then ``extra``. JSON in every format: it is text
+        that CodeTracer shows."""
+        metadata: dict[str, Any] = {"stream": stream, "thread": thread}
+        if where is not None:
+            metadata["path_id"], metadata["line"] = where
+        if extra:
+            metadata.update(extra)
+        return json.dumps(metadata)
+
+
+#: The side files of a trace folder: JSON whatever the format of the event stream.
+PATHS_FILE = "trace_paths.json"
+METADATA_FILE = "trace_metadata.json"
+
+
+def side_file(data: Any) -> str:
+    """The text of a side file (``trace_paths.json``, ``trace_metadata.json``): indented JSON, non-ASCII
+    as it is (the writer encodes it as UTF-8, replacing what is not text)."""
+    return json.dumps(data, ensure_ascii=False, indent=1) + "\n"
 
 
 # -- values (format.ValueSpelling) ------------------------------------------------------------------

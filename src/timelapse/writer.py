@@ -5,12 +5,18 @@ ordinal of its defining event (the third ``Path`` event defines PathId 2). So th
 tables (paths, functions, types, variable names), emits each defining event the first time an id is
 asked for, and that keeps "define before use" true by construction.
 
-Events go into ``TraceWriter.events`` already serialized (``bytes``, one JSON object each): encoding a
+The format is chosen here, once: ``TraceWriter(folder, program, fmt=...)`` (``json_format.JSON`` by
+default); the writer frames the file with it and spells the id-defining events and IO Events with it,
+and the recorder and the encoder take their spelling from ``writer.format``. This module writes no
+syntax of its own.
+
+Events go into ``TraceWriter.events`` already serialized (``bytes``, one event each): encoding a
 small event where it happens, with its parts cached (a Step's bytes per line, a variable's ``Value``
-prefix), is about twice as fast as building dicts and serializing them later, and keeps the garbage
+head), is about twice as fast as building dicts and serializing them later, and keeps the garbage
 collector out of the way (bytes are not tracked). ``flush()`` writes the batch (joined in buffers of a few
-hundred events, with ``os.writev``), so memory stays bounded however long the program runs. ``close()`` ends the JSON array and writes the side files:
-after it, the folder is a complete trace.
+hundred events, with ``os.writev``), so memory stays bounded however long the program runs.
+``close()`` ends the stream and writes the side files (JSON in every format): after it, the folder is a
+complete trace.
 
 Batches are bounded by bytes, not only by events: the recorder calls ``flush_if_full()`` whenever
 ``len(events)`` reaches ``batch_size``, and the writer measures what came since the last check and either
@@ -27,17 +33,15 @@ tables already count on: they stay, in order, so "define before use" still holds
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from timelapse.encoder import sanitize_text
-from timelapse.jsonbytes import to_json
-
-#: TypeKind numbers used by the writer itself (the encoder has its own).
-NONE_KIND = 30
+from timelapse.format import TraceFormat, TypeKind
+from timelapse.json_format import JSON, METADATA_FILE, PATHS_FILE, side_file
 
 
 def _iov_max() -> int:
@@ -65,10 +69,14 @@ _MAX_IO_EVENT = 64 * 1024
 
 
 class TraceWriter:
-    """Owns the id tables and the open ``trace.json`` of one trace folder."""
+    """Owns the id tables and the open event stream (``trace.json``) of one trace folder."""
 
-    def __init__(self, folder: Path, program: str, *, batch_size: int = _CHECK_EVERY) -> None:
+    def __init__(self, folder: Path, program: str, *, batch_size: int = _CHECK_EVERY,
+                 fmt: TraceFormat = JSON) -> None:
         self.folder = folder
+        #: The trace format: every part of the recording spells its events and values with it.
+        self.format = fmt
+        spelling = self._spelling = fmt.events
         #: The recorder calls ``flush_if_full()`` when ``len(events)`` reaches this.
         self.batch_size = batch_size
         self._check_every = batch_size
@@ -90,21 +98,21 @@ class TraceWriter:
         self._unwritten: tuple[list[bytes], int] | None = None
         self._paths: dict[str, int] = {}
         self._functions: dict[tuple[int, int, str], int] = {}
-        self._types: dict[tuple[int, str, bytes], int] = {}
+        self._types: dict[tuple[int, str, tuple[tuple[str, int], ...] | None], int] = {}
         self._variables: dict[str, int] = {}
         self._copied_sources: set[str] = set()
         # Unbuffered: after fork() a child must find no half-written bytes of ours to flush.
-        self._file = open(folder / "trace.json", "wb", buffering=0)
-        self._file.write(b"[\n")
-        self.bytes_written = 2
+        self._file = open(folder / spelling.file_name, "wb", buffering=0)
+        self._file.write(spelling.begin)
+        self.bytes_written = len(spelling.begin)
         self.detached = False
-        self._separator = b""
+        self._separator = b""   # before the next batch: nothing before the first
         self.closed = False
         # Format rule: the top-level call comes first, and None is TypeId 0.
         self.path_id(program)
         toplevel = self.function_id(0, 1, "<toplevel>")
-        self.emit({"Call": {"function_id": toplevel, "args": []}})
-        self.type_id(NONE_KIND, "None")
+        self.events.append(spelling.call(toplevel, ()))
+        self.type_id(TypeKind.NONE, "None")
 
     # -- id tables ---------------------------------------------------------------------------------
 
@@ -113,7 +121,7 @@ class TraceWriter:
         path_id = self._paths.get(path)
         if path_id is None:
             path_id = self._paths[path] = len(self._paths)
-            self._define({"Path": sanitize_text(path)})
+            self._define(self._spelling.path(sanitize_text(path)))
             self._copy_source(path)
         return path_id
 
@@ -122,32 +130,34 @@ class TraceWriter:
         function_id = self._functions.get(key)
         if function_id is None:
             function_id = self._functions[key] = len(self._functions)
-            self._define({"Function": {"path_id": path_id, "line": line, "name": sanitize_text(name)}})
+            self._define(self._spelling.function(path_id, line, sanitize_text(name)))
         return function_id
 
-    def type_id(self, kind: int, lang_type: str, specific_info: dict | None = None) -> int:
-        """The TypeId of a type, emitting its ``Type`` event the first time (deduplicated)."""
-        info_key = b"" if specific_info is None else to_json(specific_info)
-        key = (kind, lang_type, info_key)
+    def type_id(self, kind: int, lang_type: str,
+                fields: Sequence[tuple[str, int]] | dict | None = None) -> int:
+        """The TypeId of a type, emitting its ``Type`` event the first time (deduplicated on all
+        three arguments). ``fields``: a Struct type's (field name, field TypeId) pairs, names already
+        valid text; None for a type without them (specific_info None).
+
+        Transition: ``fields`` may still be the specific_info dict the encoder used to pass,
+        ``{"kind":"Struct","fields":[{"name":..,"type_id":..},..]}``; it is read as its pairs.
+        """
+        if type(fields) is dict:
+            fields = _struct_fields(fields)
+        elif fields is not None:
+            fields = tuple(fields)
+        key = (kind, lang_type, fields)
         type_id = self._types.get(key)
         if type_id is None:
             type_id = self._types[key] = len(self._types)
-            self._define(
-                {
-                    "Type": {
-                        "kind": kind,
-                        "lang_type": sanitize_text(lang_type),
-                        "specific_info": specific_info or {"kind": "None"},
-                    }
-                }
-            )
+            self._define(self._spelling.type(kind, sanitize_text(lang_type), fields))
         return type_id
 
     def variable_id(self, name: str) -> int:
         variable_id = self._variables.get(name)
         if variable_id is None:
             variable_id = self._variables[name] = len(self._variables)
-            self._define({"VariableName": sanitize_text(name)})
+            self._define(self._spelling.variable_name(sanitize_text(name)))
         return variable_id
 
     @property
@@ -156,18 +166,14 @@ class TraceWriter:
 
     # -- output ------------------------------------------------------------------------------------
 
-    def emit(self, event: Any) -> None:
-        """Append one JSON-shaped event (the hot path appends ready bytes to ``events`` instead)."""
-        self.events.append(to_json(event))
-
     def position(self) -> int:
         """How many events the stream holds so far, written or pending (a rollback takes back)."""
         return self.events_flushed + len(self.events)
 
-    def _define(self, event: Any) -> None:
+    def _define(self, event: bytes) -> None:
         """Append an id-defining event: ``rollback`` keeps these."""
         self._definitions.append(len(self.events))
-        self.events.append(to_json(event))
+        self.events.append(event)
 
     def rollback(self, mark: int) -> None:
         """Take back the events appended since ``mark`` (``len(events)`` then), keeping the id-defining
@@ -210,9 +216,7 @@ class TraceWriter:
             index, kind, metadata, chunks = open_io
             content = sanitize_text("".join(chunks))
             # Serialized first, cleared after: a failure leaves no b"" placeholder in the stream.
-            self.events[index] = to_json(
-                {"Event": {"kind": kind, "metadata": metadata, "content": content}}
-            )
+            self.events[index] = self._spelling.event(kind, metadata, content)
             self._open_io = None
 
     def flush_if_full(self) -> None:
@@ -241,23 +245,25 @@ class TraceWriter:
         events = self.events
         if not events:
             return
-        # Not one b",".join(events): a fresh multi-megabyte buffer per batch costs more in page
+        # Not one separator.join(events): a fresh multi-megabyte buffer per batch costs more in page
         # faults than the copy. Big events are written from where they are; small ones joined in
         # buffers of _BUFFER_BYTES (one buffer per small event would cost the kernel more).
+        spelling = self._spelling
+        separator = spelling.separator
         sample = events[:: len(events) // 32 + 1]    # a few events from all over the batch
         average = sum(map(len, sample)) // len(sample) + 1
         if average >= _BIG_EVENT:
             buffers = events
         else:
             step = _BUFFER_BYTES // average     # events per buffer
-            join = b",".join
+            join = separator.join
             buffers = [join(events[i:i + step]) for i in range(0, len(events), step)]
-        pieces = [b","] * (2 * len(buffers))
+        pieces = [separator] * (2 * len(buffers))
         pieces[0] = self._separator
         pieces[1::2] = buffers
         # One statement: no signal handler runs between the two assignments (pending signals are
         # handled after calls and backward jumps), then the batch is cleared.
-        self._unwritten, self._separator = (pieces, self.bytes_written), b",\n"
+        self._unwritten, self._separator = (pieces, self.bytes_written), spelling.batch_separator
         self.events_flushed += len(events)
         events.clear()  # the same list object: the recorder holds a reference to it
         self._definitions.clear()
@@ -285,15 +291,15 @@ class TraceWriter:
         self._unwritten = None
 
     def close(self, metadata: dict[str, Any]) -> None:
-        """Write what is pending, end the array, and write the side files."""
+        """Write what is pending, end the stream, and write the side files."""
         if self.closed:
             return
         self.flush()
-        self._file.write(b"\n]\n")
+        self._file.write(self._spelling.end)
         self._file.close()
         self.closed = True
-        _write_json(self.folder / "trace_paths.json", self.paths)
-        _write_json(self.folder / "trace_metadata.json", metadata)
+        _write_side_file(self.folder / PATHS_FILE, self.paths)
+        _write_side_file(self.folder / METADATA_FILE, metadata)
 
     def detach(self) -> None:
         """In a forked child: never write to the parent's trace again (not even at exit)."""
@@ -361,7 +367,13 @@ def _skip_bytes(pieces: list[bytes], count: int) -> list[bytes]:
     return []
 
 
-def _write_json(path: Path, data: Any) -> None:
+def _write_side_file(path: Path, data: Any) -> None:
     with open(path, "w", encoding="utf-8", errors="replace") as f:
-        json.dump(data, f, ensure_ascii=False, indent=1)
-        f.write("\n")
+        f.write(side_file(data))
+
+
+def _struct_fields(specific_info: dict) -> tuple[tuple[str, int], ...] | None:
+    """The (name, type_id) pairs of a specific_info dict (the encoder's old form of ``fields``)."""
+    if not specific_info or specific_info.get("kind") != "Struct":
+        return None
+    return tuple((field["name"], field["type_id"]) for field in specific_info["fields"])
