@@ -22,8 +22,8 @@ class Registry:
         self.ids: dict[tuple, int] = {(30, "None", None): 0}
         self.types: list = [(30, "None", None)]
 
-    def __call__(self, kind, lang_type, specific_info=None) -> int:
-        fields = specific_info and tuple((f["name"], f["type_id"]) for f in specific_info["fields"])
+    def __call__(self, kind, lang_type, fields=None) -> int:
+        specific_info = fields and {"kind": "Struct", "fields": [{"name": n, "type_id": t} for n, t in fields]}
         key = (kind, lang_type, fields)
         if key not in self.ids:
             self.ids[key] = len(self.types)

@@ -89,7 +89,8 @@ class ValueSpelling(Protocol):
     sequence_tail: bytes
     tuple_tail: bytes
     struct_tail: bytes
-    none: bytes
+
+    def none(self, type_id: int) -> bytes: ...
 
     def int(self, type_id: int, value: int) -> bytes: ...
     def int_head(self, type_id: int) -> bytes: ...      # int_head(t) + b"%d" % i + int_tail

@@ -145,7 +145,10 @@ class JsonValues:
     tuple_tail = b"]}"
     struct_tail = b"]}"
     int_tail = b"}"
-    none = b'{"kind":"None","type_id":0}'
+
+    @staticmethod
+    def none(type_id: int) -> bytes:
+        return b'{"kind":"None","type_id":%d}' % type_id
 
     @staticmethod
     def int(type_id: int, value: int) -> bytes:
@@ -201,7 +204,24 @@ class JsonValues:
     @staticmethod
     def decode(data: bytes) -> Any:
         """A ValueRecord as a dict: for tests and tools (``ValueEncoder.encode``), never the hot path."""
-        return from_json(data)
+        try:
+            return from_json(data)
+        except RecursionError:  # nested deeper than the C decoder goes (a --max-depth in the thousands)
+            return _decode_deep(data)
+
+
+def _decode_deep(data: bytes) -> Any:
+    """JSON nested deeper than the C decoders allow: the standard library's pure-Python scanner, whose
+    recursion is Python's own (no C stack in CPython 3.11+), with the limit raised for the call."""
+    decoder = json.JSONDecoder()
+    decoder.scan_once = json.scanner.py_make_scanner(decoder)
+    text = data.decode("utf-8")
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 4 * text.count("[") + 1000))
+    try:
+        return decoder.decode(text)
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 class JsonFormat:
