@@ -146,11 +146,12 @@ def facts_of(code: CodeType) -> CodeFacts:
     return facts
 
 
-def _forget(key: int, ref: weakref.ref) -> None:
-    """The code of ``key`` is being freed: its entry goes (unless it is already another code's)."""
-    entry = _facts.get(key)
+def _forget(key: int, ref: weakref.ref, facts: dict = _facts) -> None:
+    """The code of ``key`` is being freed: its entry goes (unless it is already another code's).
+    ``facts`` bound at definition: a code freed late in the interpreter's shutdown still finds it."""
+    entry = facts.get(key)
     if entry is not None and entry[0] is ref:
-        del _facts[key]
+        del facts[key]
 
 
 def cached_facts() -> int:

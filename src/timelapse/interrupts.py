@@ -107,6 +107,11 @@ class SignalDeferral:
         while pending:
             pending.pop(0)()
 
+    def forget_pending(self) -> None:
+        """Drop what waits (after fork(), in the child: the parent's signals are the parent's)."""
+        self.pending.clear()
+        self._queued.clear()
+
     # -- installing --------------------------------------------------------------------------------
 
     def install(self) -> None:

@@ -212,8 +212,7 @@ class Recorder:
         self.active = False
         if self.tool_id is not None:
             self.stop(locked=False)
-        self._deferral.pending.clear()  # the parent's
-        self._deferral._queued.clear()
+        self._deferral.forget_pending()  # the parent's
         self._deferral.uninstall()
 
     def _switch_off_now(self) -> None:
