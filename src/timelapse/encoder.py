@@ -91,8 +91,11 @@ _TRUNCATED = "<truncated>"  # lang_type of the "... N more" marker
 _FALLBACK_TEXT = "<value could not be captured>"
 #: Containers nested deeper than this are ropes until their ancestor at this depth is done (_join).
 _FLAT_DEPTH = 16
-#: Parts lists up to this long are checked for holes with `None in`; longer ones by trying the join.
-_SCAN_PARTS = 32
+#: Container levels ``child`` opens at once below the one ``fill`` opened (a bounded recursion:
+#: about three Python frames a level, well within the recorder's RECURSION_HEADROOM; the default
+#: max_depth, so that values within the default limits never need fill's stack).
+_EAGER_LEVELS = 8
+_NO_EAGER = 1 << 62     # a base depth that leaves child nothing to open at once
 
 
 class ValueEncoder:
@@ -100,7 +103,8 @@ class ValueEncoder:
 
     ``register_type(kind, lang_type, fields=None) -> int`` is called once per distinct type;
     ``fields`` are a Struct type's ``(field name, type id)`` pairs. One encoder may be used from
-    several threads at once. The limits are taken as given (``config.Options`` validates them).
+    several threads at once. The limits are taken as given (``config.Options`` validates them) and
+    fixed once it is made (the walk's closures hold them).
     """
 
     def __init__(
@@ -128,10 +132,13 @@ class ValueEncoder:
         self._float_json: dict[float, bytes] = {}
         self._const_json: dict[object, bytes] = {}
         self._more_json: dict[int, bytes] = {}
-        self._int_head = b""
+        #: The spelled heads of exact ints and floats (their TypeIds), once known, and their tails.
+        self._int_head = self._float_head = b""
+        self._int_tail, self._float_tail = spelling.int_tail, spelling.float_tail
         #: The containers met since the program last ran, by id: (object, its spelled record) --
         #: see step_memo.
         self._memo: dict[int, tuple[object, bytes]] | None = None
+        self._pair_heads = [b""]
         hot = _make_walk(self)
         self._walk, self._scalars, self._entries = hot["walk"], hot["scalars"], hot["entries"]
         self._openers: dict[int, Callable[..., Any]] = {
@@ -169,10 +176,25 @@ class ValueEncoder:
         t = type(value)
         if t is int:
             data = self._int_json.get(value)
+            if data is None and self._int_head and _I64_MIN <= value <= _I64_MAX:
+                # Spelled here, not by _leaf_int: loop counters miss the cache all the time.
+                data = self._int_head + b"%d" % value + self._int_tail
+                cache = self._int_json
+                if len(cache) >= _SCALAR_CACHE_SIZE:
+                    cache.clear()
+                cache[value] = data
         elif t is str:
             data = self._str_json.get(value)
         elif t is float:
             data = self._float_json.get(value)
+            if data is None and self._float_head:
+                # Spelled here, not by _leaf_float: 0.0 and nan are never in the cache.
+                data = self._float_head + float.__repr__(value).encode() + self._float_tail
+                if value == value and value != 0.0:  # -0.0 == 0.0 would alias, nan never hits
+                    cache = self._float_json
+                    if len(cache) >= _SCALAR_CACHE_SIZE:
+                        cache.clear()
+                    cache[value] = data
         elif value is None or t is bool:
             data = self._const_json.get(value)
         else:
@@ -198,34 +220,33 @@ class ValueEncoder:
 
     # -- the walk (hot path) --------------------------------------------------------------------------
 
-    def _reserve(self, total: int, budget: list) -> int:
-        """How many of `total` elements to show, charged to the value's budget."""
+    def _reserve(self, total: int, state: list) -> int:
+        """How many of `total` elements to show, charged to the value's budget (``state[0]``)."""
         n = total if total < self.max_items else self.max_items
-        left = budget[0]
+        left = state[0]
         if n > left:
             n = left if left > 0 else 0
-        budget[0] = left - n
+        state[0] = left - n
         return n
 
-    # -- openers: (x, info, depth, budget) -> bytes | (parts, holes, spell, arg) -----------------------
+    # -- openers: (x, info, depth, state) -> bytes | (parts, holes, spell, arg) ------------------------
     # The commonest (exact lists, tuples, dicts, instances) are closures made by _make_walk.
 
-    def _open_set(self, x: Any, info: TypeInfo, depth: int, budget: list) -> Any:
+    def _open_set(self, x: Any, info: TypeInfo, depth: int, state: list) -> Any:
         total = info.size(x)
-        n = self._reserve(total, budget)
+        n = self._reserve(total, state)
         if n >= total:
             members = list(info.iterate(x))
         elif all_of_type(info.iterate(x), int) or all_of_type(info.iterate(x), str):
             members = heapq.nsmallest(n, info.iterate(x))   # C comparisons only
         else:
             members = heapq.nsmallest(n, info.iterate(x), key=sort_key)
-        parts = self._scalars(members)
+        parts = self._scalars(members, depth, state)
         head = info.head or self._head(info, False)
         more = self._more(total - len(members)) if total > len(members) else b""
         arg = (head, members, more)
-        holes = _holes(parts, members)
-        if holes:
-            return parts, holes, self._spell_set, arg
+        if state[1]:
+            return parts, _holes(parts, members), self._spell_set, arg
         return self._spell_set(parts, arg)
 
     def _spell_set(self, parts: list, arg: tuple) -> bytes:
@@ -240,12 +261,12 @@ class ValueEncoder:
             parts.append(more)
         return _join(head, parts, self._spell.separator, self._spell.sequence_tail)
 
-    def _open_mappingproxy(self, x: Any, info: TypeInfo, depth: int, budget: list) -> Any:
+    def _open_mappingproxy(self, x: Any, info: TypeInfo, depth: int, state: list) -> Any:
         referents = gc.get_referents(x)     # the proxied mapping, found in C
         if len(referents) != 1 or not is_dict(referents[0]):
             return self._leaf_opaque(x, info)
         mapping = referents[0]
-        return self._entries(info, dict.__len__(mapping), dict.items(mapping), budget)
+        return self._entries(info, dict.__len__(mapping), dict.items(mapping), depth, state)
 
     def _spell_pairs(self, entries: list, arg: tuple) -> bytes:
         """A mapping's record from its entries, each spelled ``key<separator>value``."""
@@ -284,28 +305,32 @@ class ValueEncoder:
         info = self._infos.get(id(tuple))
         if info is None or info.type is not tuple:
             info = self._classify(tuple)
-        return info.head or self._head(info, True)
+        head = info.head or self._head(info, True)
+        if info.tid is not None and info.family == Family.TUPLE:    # not a stand-in: keep it
+            self._pair_heads[0] = head
+        return head
 
-    def _open_exception(self, x: Any, info: TypeInfo, depth: int, budget: list) -> Any:
+    def _open_exception(self, x: Any, info: TypeInfo, depth: int, state: list) -> Any:
         """An exception: ``message`` (what str() would say) and ``args``, then its attributes."""
         pairs, d = read_attributes(x, info)
         total = len(pairs) + (dict.__len__(d) if d is not None else 0)
-        pairs = pick_attributes(pairs, d, self._reserve(total + 2, budget) - 2)
+        pairs = pick_attributes(pairs, d, self._reserve(total + 2, state) - 2)
         pairs[:0] = [("message", exception_message(x, info.mro)), ("args", exc_args(x))]
-        return self._struct(info, pairs, total + 2, False)
+        return self._struct(info, pairs, total + 2, False, depth, state)
 
-    def _open_named_tuple(self, x: Any, info: TypeInfo, depth: int, budget: list) -> Any:
+    def _open_named_tuple(self, x: Any, info: TypeInfo, depth: int, state: list) -> Any:
         names = info.extra
         total = tuple.__len__(x)
         if total != len(names):     # struct sequences can have unnamed fields
             names = names + tuple(f"[{i}]" for i in range(len(names), total))
-        n = self._reserve(total, budget)
-        return self._struct(info, list(zip(names[:n], tuple.__iter__(x))), total, False)
+        n = self._reserve(total, state)
+        return self._struct(info, list(zip(names[:n], tuple.__iter__(x))), total, False, depth, state)
 
-    def _struct(self, info: TypeInfo, pairs: Any, total: int, shape_reusable: bool) -> Any:
+    def _struct(self, info: TypeInfo, pairs: Any, total: int, shape_reusable: bool,
+                depth: int, state: list) -> Any:
         names, values, total = named_fields(pairs, total)
-        parts = self._scalars(values)
-        holes = _holes(parts, values)
+        parts = self._scalars(values, depth, state)
+        holes = _holes(parts, values) if state[1] else None
         cut = total > len(parts)
         if cut:
             names.append(ELLIPSIS)
@@ -323,14 +348,14 @@ class ValueEncoder:
             info.json_shape = (names, head)     # the shortcut in _open_object
         return _join(head, parts, self._spell.separator, self._spell.struct_tail)
 
-    def _open_enum(self, x: Any, info: TypeInfo, depth: int, budget: list) -> Any:
+    def _open_enum(self, x: Any, info: TypeInfo, depth: int, state: list) -> Any:
         d = info.get_dict(x)
         if not is_dict(d):
             return self._leaf_opaque(x, info)
         value = dict.get(d, "_value_")
         arg = (info.tid, enum_name(d))
-        parts = self._scalars((value,))
-        if parts[0] is None:
+        parts = self._scalars((value,), depth, state)
+        if state[1]:
             return parts, [(0, value)], self._spell_variant, arg
         return self._spell_variant(parts, arg)
 
@@ -375,6 +400,7 @@ class ValueEncoder:
     def _leaf_float(self, x: Any, info: TypeInfo) -> bytes:
         if info.type is not float:
             return self._spell.float(info.tid, float.__repr__(x))
+        self._float_head = self._spell.float_head(info.tid)
         data = self._spell.float(info.tid, float.__repr__(x))
         # -0.0 == 0.0 and nan != nan: such keys would alias or never hit.
         if x == x and x != 0.0:
@@ -512,8 +538,20 @@ class ValueEncoder:
 
 def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
     """The hot part of the walk, as closures over the encoder's caches and limits (free variables,
-    not attribute lookups): ``walk`` (a container value), ``scalars`` (the element loop), and the
-    openers of the commonest containers (exact lists and tuples, any sequence, mappings, instances).
+    not attribute lookups): ``walk`` (a container value), ``scalars`` (the element loop) with
+    ``child`` (an element that is not a scalar), ``fill`` (the explicit stack), and the openers of
+    the commonest containers (exact lists and tuples, any sequence, mappings, instances).
+
+    The walk state, one list per value: ``[elements left in the budget, a hole was left in the
+    container being opened, the containers on the path (a dict used as an ordered set: cycles),
+    the step memo or None, the depth of the container fill opened last]``.
+
+    Opening children at once (``child``, from inside their parent's element loop) is what makes the
+    walk fast: a container of scalars, or of containers of scalars, is spelled without any frame on
+    the stack. It is bounded (``_EAGER_LEVELS`` below the container ``fill`` opened) and stops at
+    the first child it cannot finish (the first hole): the later siblings are left to ``fill``, so
+    that every container is opened, and its elements charged to the budget, in depth-first order
+    either way — the output does not depend on which of the two opened it.
     """
     infos, classify = enc._infos, enc._classify
     int_get, str_get, float_get = enc._int_json.get, enc._str_json.get, enc._float_json.get
@@ -522,11 +560,15 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
     spelling = enc._spell
     sep, seq_tail, tuple_tail, struct_tail = (
         spelling.separator, spelling.sequence_tail, spelling.tuple_tail, spelling.struct_tail)
-    max_items, max_depth = enc.max_items, enc.max_depth
+    max_items, max_depth, max_nodes = enc.max_items, enc.max_depth, enc.max_nodes
     TUPLE = Family.TUPLE
+    pair_tail = tuple_tail
+    pair_end = pair_tail + sep
+    pair_head = enc._pair_heads  # [the head of a mapping entry's Tuple], once known
 
-    def scalars(elements: Any) -> list:
-        """The spelled scalars among ``elements``, None for everything else (a hole)."""
+    def scalars(elements: Any, depth: int, state: list) -> list:
+        """The spelled elements of a container at ``depth``; None or an opened frame for those
+        ``child`` left as holes (then ``state[1]`` is true)."""
         # Types are compared by identity: `type(x) in some_set` would hash the class, which could
         # run a metaclass __hash__.
         return [
@@ -534,71 +576,136 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
             else (str_get(x) or encode(x)) if t is str
             else (float_get(x) or encode(x)) if t is float
             else encode(x) if t is bool or x is None
-            else None
+            else child(x, depth, state)
             for x in elements
         ]
 
+    def child(x: Any, depth: int, state: list) -> Any:
+        """An element that is not a scalar, of a container at ``depth``: its bytes, or a hole —
+        None (not opened: fill opens it) or its frame (opened, holes of its own)."""
+        t = type(x)
+        info = infos.get(id(t))
+        if info is None or info.type is not t:
+            info = classify(t)
+        if not info.container:
+            try:
+                return info.handler(x, info)
+            except RecursionError:
+                raise   # too close to the recursion limit here: fill opens it again (open_here)
+            except Exception as exc:
+                return error(info.lang, exc)
+        if state[1] or depth - state[4] >= _EAGER_LEVELS:
+            state[1] = True     # after a hole, siblings wait for fill: depth-first order
+            return None
+        key = id(x)
+        active = state[2]
+        if key in active:
+            return cycle(info)
+        memo = state[3]
+        if memo is not None:
+            seen = memo.get(key)
+            if seen is not None and seen[0] is x:
+                return seen[1]  # the same object, met again in this step
+        mark = len(active)
+        active[key] = None
+        try:
+            if depth >= max_depth:
+                data = summary(x, info)
+            else:
+                data = info.handler(x, info, depth + 1, state)
+        except RecursionError:
+            raise
+        except Exception as exc:
+            _forget_after(active, mark)     # what it had opened is given up with it
+            state[1] = False
+            data = error(info.lang, exc)
+        else:
+            if type(data) is tuple:
+                state[1] = True     # opened with holes: it stays on the path until fill is done with it
+                return data
+            del active[key]
+        if memo is not None:
+            memo[key] = (x, data)
+        return data
+
     def walk(value: object, info: TypeInfo) -> bytes:
-        """A container's record: opened, then (if it holds more than scalars) filled depth first,
-        with an explicit stack of frames."""
+        """A container's record: opened, then (if it holds holes) filled depth first."""
         memo = enc._memo
         if memo is not None:
             seen = memo.get(id(value))
             if seen is not None and seen[0] is value:
                 return seen[1]
-        budget = [enc.max_nodes]    # elements left in this value's budget
+        state = [max_nodes, False, {id(value): None}, memo, 1]
+        memo_mark = len(memo) if memo is not None else 0
         try:
-            result = info.handler(value, info, 1, budget)
-        except Exception as exc:
-            result = error(info.lang, exc)
+            result = info.handler(value, info, 1, state)
+        except Exception:   # (rare) too close to the recursion limit, or a failure: see open_here
+            state[0], state[2] = max_nodes, {}
+            if memo is not None:
+                _forget_after(memo, memo_mark)
+            result = open_here(value, info, 1, state)
         if type(result) is tuple:
-            result = fill(value, info, result, budget, memo)
+            result = fill(value, info, result, state)
         if memo is not None:
             memo[id(value)] = (value, result)
         return result
 
-    def fill(value: object, info: TypeInfo, frame: tuple, budget: list, memo: dict | None) -> bytes:
+    def fill(value: object, info: TypeInfo, frame: tuple, state: list) -> bytes:
+        """Fill the holes of an opened container, depth first, with an explicit stack of frames."""
+        active, memo = state[2], state[3]
         parts, holes, spell, arg = frame
-        active = {id(value)}        # the containers on the path from the value down: cycles
         # (holes left, parts, spell, arg, the container, its info, its depth, parent's parts, slot)
         stack = [(iter(holes), parts, spell, arg, value, info, 1, None, 0)]
         while True:
             it, parts, spell, arg, x, x_info, depth, outer, slot = stack[-1]
-            for i, child in it:
-                t = type(child)
-                child_info = infos.get(id(t))
-                if child_info is None or child_info.type is not t:
-                    child_info = classify(t)
-                if not child_info.container:
-                    try:
-                        parts[i] = child_info.handler(child, child_info)
-                    except Exception as exc:
-                        parts[i] = error(child_info.lang, exc)
-                    continue
-                key = id(child)
-                if key in active:
-                    parts[i] = cycle(child_info)
-                    continue
-                if memo is not None:
-                    seen = memo.get(key)
-                    if seen is not None and seen[0] is child:
-                        parts[i] = seen[1]  # the same object, met again in this step
+            for i, element in it:
+                t = type(element)
+                element_info = infos.get(id(t))
+                if element_info is None or element_info.type is not t:
+                    element_info = classify(t)
+                result = parts[i]
+                if result is None:  # not opened yet
+                    if not element_info.container:
+                        try:
+                            parts[i] = element_info.handler(element, element_info)
+                        except Exception as exc:
+                            parts[i] = error(element_info.lang, exc)
                         continue
-                try:
-                    if depth >= max_depth:
-                        result = summary(child, child_info)
-                    else:
-                        result = child_info.handler(child, child_info, depth + 1, budget)
-                except Exception as exc:
-                    result = error(child_info.lang, exc)
-                if type(result) is tuple:
-                    active.add(key)
-                    stack.append((iter(result[1]), result[0], result[2], result[3], child, child_info,
-                                  depth + 1, parts, i))
-                    break
-                parts[i] = result
-                if memo is not None:
-                    memo[key] = (child, result)
+                    key = id(element)
+                    if key in active:
+                        parts[i] = cycle(element_info)
+                        continue
+                    if memo is not None:
+                        seen = memo.get(key)
+                        if seen is not None and seen[0] is element:
+                            parts[i] = seen[1]
+                            continue
+                    state[1] = False
+                    state[4] = depth + 1
+                    left, mark = state[0], len(active)
+                    memo_mark = len(memo) if memo is not None else 0
+                    active[key] = None
+                    try:
+                        if depth >= max_depth:
+                            result = summary(element, element_info)
+                        else:
+                            result = element_info.handler(element, element_info, depth + 1, state)
+                    except Exception:   # (rare) too close to the recursion limit, or a failure
+                        state[0] = left
+                        _forget_after(active, mark)
+                        if memo is not None:
+                            _forget_after(memo, memo_mark)
+                        result = open_here(element, element_info, depth + 1, state)
+                    if type(result) is not tuple:
+                        del active[key]
+                        parts[i] = result
+                        if memo is not None:
+                            memo[key] = (element, result)
+                        continue
+                # An opened container with holes (by child, or just now): its holes first.
+                stack.append((iter(result[1]), result[0], result[2], result[3], element, element_info,
+                              depth + 1, parts, i))
+                break
             else:
                 stack.pop()
                 try:
@@ -620,61 +727,100 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
                     data = [data]
                 if outer is None:
                     return data
-                active.discard(id(x))
+                del active[id(x)]
                 outer[slot] = data
                 if memo is not None:
                     memo[id(x)] = (x, data)
 
-    def reserve(total: int, budget: list) -> int:
+    def open_here(x: Any, info: TypeInfo, depth: int, state: list) -> Any:
+        """``x`` (at ``depth``) opened again after its opener raised (its budget and path undone):
+        its bytes or its frame. Too close to the recursion limit for ``child`` to open anything at
+        once, it is opened without; a failure of its own makes it an Error."""
+        active, memo = state[2], state[3]
+        left, mark, memo_mark = state[0], len(active), len(memo) if memo is not None else 0
+        active[id(x)] = None
+        for base in (depth, -_NO_EAGER):
+            state[1] = False
+            state[4] = base
+            try:
+                if depth > max_depth:
+                    return summary(x, info)
+                return info.handler(x, info, depth, state)
+            except RecursionError as exc:
+                state[0] = left
+                _forget_after(active, mark + 1)
+                if memo is not None:
+                    _forget_after(memo, memo_mark)
+                failure: Exception = exc
+            except Exception as exc:
+                _forget_after(active, mark + 1)     # what it had opened is given up with it
+                failure = exc
+                break
+        state[1] = False
+        return error(info.lang, failure)
+
+    def reserve(total: int, state: list) -> int:
+        """How many of `total` elements to show, charged to the value's budget."""
         n = total if total < max_items else max_items
-        left = budget[0]
+        left = state[0]
         if n > left:
             n = left if left > 0 else 0
-        budget[0] = left - n
+        state[0] = left - n
         return n
 
-    def sequence(info: TypeInfo, elements: Any, total: int, is_tuple: bool) -> Any:
-        parts = scalars(elements)
+    def sequence(info: TypeInfo, elements: Any, total: int, is_tuple: bool, depth: int, state: list) -> Any:
+        """A Sequence or Tuple of ``elements``, the first of its ``total``."""
+        parts = scalars(elements, depth, state)
         head = info.head or enc._head(info, is_tuple)
         tail = tuple_tail if is_tuple else seq_tail
         if len(parts) < total:
             parts.append(more(total - len(parts)))
-        if len(parts) <= _SCAN_PARTS:
-            if None not in parts:
-                return head + sep.join(parts) + tail
-        else:   # a long list is scanned for holes (None) only when there are some
-            try:
-                return head + sep.join(parts) + tail
-            except TypeError:
-                pass
-        return parts, _holes(parts, elements), None, (head, tail)
+        if state[1]:
+            return parts, _holes(parts, elements), None, (head, tail)
+        return head + sep.join(parts) + tail
 
-    def open_list(x: Any, info: TypeInfo, depth: int, budget: list) -> Any:
+    def open_list(x: Any, info: TypeInfo, depth: int, state: list) -> Any:
         """An exact list or tuple (a list is copied first, one C call: another thread cannot change
         it mid-walk)."""
         total = len(x)
-        n = reserve(total, budget)
-        is_tuple = info.family == TUPLE
-        return sequence(info, x if n == total and is_tuple else x[:n], total, is_tuple)
+        n = total if total < max_items else max_items   # reserve(), inlined: the commonest container
+        left = state[0]
+        if n > left:
+            n = left if left > 0 else 0
+        state[0] = left - n
+        if info.family == TUPLE:
+            elements = x if n == total else x[:n]
+            head, tail = info.head or enc._head(info, True), tuple_tail
+        else:
+            elements = x[:n]
+            head, tail = info.head or enc._head(info, False), seq_tail
+        parts = scalars(elements, depth, state)
+        if n < total:
+            parts.append(more(total - n))
+        if state[1]:
+            return parts, _holes(parts, elements), None, (head, tail)
+        return head + sep.join(parts) + tail
 
-    def open_sequence(x: Any, info: TypeInfo, depth: int, budget: list) -> Any:
+    def open_sequence(x: Any, info: TypeInfo, depth: int, state: list) -> Any:
         """Any other sequence (deque, range, dict views, array, subclasses of list and tuple)."""
         total = info.size(x)
-        return sequence(info, list(islice(info.iterate(x), reserve(total, budget))), total, info.extra)
+        elements = list(islice(info.iterate(x), reserve(total, state)))
+        return sequence(info, elements, total, info.extra, depth, state)
 
-    def open_mapping(x: Any, info: TypeInfo, depth: int, budget: list) -> Any:
-        return entries(info, info.size(x), info.iterate(x), budget)
+    def open_mapping(x: Any, info: TypeInfo, depth: int, state: list) -> Any:
+        return entries(info, info.size(x), info.iterate(x), depth, state)
 
-    def entries(info: TypeInfo, total: int, items: Any, budget: list) -> Any:
+    def entries(info: TypeInfo, total: int, items: Any, depth: int, state: list) -> Any:
         """A mapping: a Sequence of (key, value) Tuples."""
-        n = reserve(total, budget)
-        items = list(items) if n == total else list(islice(items, n))   # one C call: a snapshot
+        n = reserve(total, state)
+        if n < total:
+            items = list(islice(items, n))
         head = info.head or enc._head(info, False)
-        pair = enc._pair_head()
-        arg = (head, pair, more(total - n) if n < total else b"")
+        pair = pair_head[0] or enc._pair_head()
+        more_data = more(total - n) if n < total else b""
         try:
             # The commonest mappings hold scalars only: each entry spelled `key,value` at once (the
-            # expression of `scalars`, twice: hot path). A hole (None) stops it: TypeError.
+            # expression of `scalars`, twice: hot path). Anything else stops it (None + bytes).
             body = [
                 ((int_get(k) or encode(k)) if (t := type(k)) is int
                  else (str_get(k) or encode(k)) if t is str
@@ -692,13 +838,22 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
         except TypeError:
             pass
         else:
-            return enc._spell_pairs(body, arg)
-        parts = [None] * (2 * len(items))
-        parts[0::2] = scalars([k for k, _ in items])
-        parts[1::2] = scalars([v for _, v in items])
-        return parts, _holes(parts, [e for item in items for e in item]), enc._spell_entries, arg
+            if body:    # each entry is wrapped in its Tuple by the join
+                body = pair + (pair_end + pair).join(body) + pair_tail
+                if more_data:
+                    body += sep + more_data
+            else:
+                body = more_data
+            return head + body + seq_tail
+        # (Iterated as the program's mapping is: another thread changing its size makes it an Error.)
+        arg = (head, pair, more_data)
+        flat = [e for item in items for e in item]  # key, value, key, value: depth-first order
+        parts = scalars(flat, depth, state)
+        if state[1]:
+            return parts, _holes(parts, flat), enc._spell_entries, arg
+        return enc._spell_entries(parts, arg)
 
-    def open_object(x: Any, info: TypeInfo, depth: int, budget: list) -> Any:
+    def open_object(x: Any, info: TypeInfo, depth: int, state: list) -> Any:
         """An instance with attributes: a Struct whose Type lists the attribute names."""
         shape = info.json_shape
         if shape is not None:
@@ -712,35 +867,33 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
                 names = shape[0]
                 values = list(dict.values(d))   # one C call: no thread runs between
                 n = len(values)
-                left = budget[0]
+                left = state[0]
                 if n == len(names) and n <= left and n <= max_items and all(map(is_, d, names)):
-                    budget[0] = left - n
-                    parts = scalars(values)
-                    if None in parts:
+                    state[0] = left - n
+                    parts = scalars(values, depth, state)
+                    if state[1]:
                         return parts, _holes(parts, values), None, (shape[1], struct_tail)
                     return shape[1] + sep.join(parts) + struct_tail
         pairs, d = read_attributes(x, info)
         total = len(pairs) + (dict.__len__(d) if d is not None else 0)
         if total == 0 and not info.python_class:
             return enc._leaf_opaque(x, info)
-        pairs = pick_attributes(pairs, d, reserve(total, budget))
-        return enc._struct(info, pairs, total, not info.slots)
+        pairs = pick_attributes(pairs, d, reserve(total, state))
+        return enc._struct(info, pairs, total, not info.slots, depth, state)
 
     return {"walk": walk, "scalars": scalars, "open_list": open_list, "open_sequence": open_sequence,
             "open_mapping": open_mapping, "entries": entries, "open_object": open_object}
 
-
-def _holes(parts: list, elements: Any) -> list | None:
-    """The (index, element) pairs of the elements ``parts`` has no record for yet, or None."""
-    # `None in parts` is one C loop; holes are rare in the commonest containers.
-    if None not in parts:
-        return None
-    return [(i, elements[i]) for i, part in enumerate(parts) if part is None]
+def _holes(parts: list, elements: Any) -> list:
+    """The (index, element) pairs of the holes in ``parts``: None (not opened) or a frame (opened)."""
+    return [(i, elements[i]) for i, part in enumerate(parts) if type(part) is not bytes]
 
 
-def _spell_container(parts: list, arg: tuple) -> bytes:
-    head, tail, separator = arg
-    return _join(head, parts, separator, tail)
+def _forget_after(ordered: dict, mark: int) -> None:
+    """Remove the keys added to ``ordered`` after its first ``mark`` (dicts keep insertion order)."""
+    if len(ordered) > mark:
+        for key in list(islice(ordered, mark, None)):
+            del ordered[key]
 
 
 def _join(head: bytes, parts: list, separator: bytes, tail: bytes) -> bytes | list:

@@ -158,6 +158,12 @@ class JsonValues:
     def int_head(type_id: int) -> bytes:
         return b'{"kind":"Int","type_id":%d,"i":' % type_id
 
+    float_tail = b'"}'
+
+    @staticmethod
+    def float_head(type_id: int) -> bytes:
+        return b'{"kind":"Float","type_id":%d,"f":"' % type_id
+
     @staticmethod
     def float(type_id: int, text: str) -> bytes:
         # float texts are ASCII (repr of a float): no escaping needed
