@@ -22,7 +22,7 @@ def test_ids_are_ordinals_of_their_defining_events(tmp_path):
     assert writer.function_id(1, 3, "f") == 1 and writer.function_id(1, 3, "f") == 1
     assert writer.type_id(30, "None") == 0
     assert writer.type_id(7, "int") == 1 and writer.type_id(7, "int") == 1
-    assert writer.type_id(6, "P", {"kind": "Struct", "fields": []}) == 2
+    assert writer.type_id(6, "P", ()) == 2
     assert writer.variable_id("x") == 0 and writer.variable_id("y") == 1
     writer.close({"program": "/prog.py", "args": [], "workdir": "/"})
     events = written(tmp_path)
@@ -184,3 +184,39 @@ def test_an_interrupted_flush_neither_loses_nor_repeats_events(tmp_path, monkeyp
     writer.close({})
     steps = [e["Step"]["line"] for e in written(tmp_path) if "Step" in e]
     assert steps == list(range(1, 22))
+
+
+def test_struct_types_spell_their_fields_and_are_told_apart_by_them(tmp_path):
+    writer = TraceWriter(tmp_path, "/prog.py")
+    any_type = writer.type_id(32, "object")
+    point = writer.type_id(6, "Point", (("x", any_type), ("y", any_type)))
+    assert writer.type_id(6, "Point", [("x", any_type), ("y", any_type)]) == point   # a list is the same
+    assert writer.type_id(6, "Point", (("x", any_type),)) != point     # another shape: another type
+    assert writer.type_id(6, "Point") not in (point, any_type)
+    writer.close({})
+    types = [e["Type"] for e in written(tmp_path) if "Type" in e]
+    assert types[point] == {"kind": 6, "lang_type": "Point", "specific_info": {
+        "kind": "Struct", "fields": [{"name": "x", "type_id": any_type}, {"name": "y", "type_id": any_type}]}}
+    assert types[-1]["specific_info"] == {"kind": "None"}
+
+
+def test_the_format_frames_the_file_and_names_it(tmp_path):
+    from timelapse.json_format import JSON, JsonEvents, JsonFormat
+
+    class Framed(JsonEvents):      # a format whose framing differs from JSON's, to see who frames
+        file_name = "trace.framed"
+        begin, batch_separator, end = b"[\n  ", b",\n  ", b"\n]"
+
+    class FramedFormat(JsonFormat):
+        events = Framed()
+
+    writer = TraceWriter(tmp_path, "/prog.py", fmt=FramedFormat())
+    assert writer.format.values is JSON.values
+    writer.events.append(writer.format.events.step(0, 1))
+    writer.flush()
+    writer.events.append(writer.format.events.step(0, 2))
+    writer.close({})
+    text = (tmp_path / "trace.framed").read_text()
+    assert text.startswith("[\n  ") and text.endswith("\n]") and ",\n  " in text
+    assert not (tmp_path / "trace.json").exists()
+    assert [e["Step"]["line"] for e in json.loads(text) if "Step" in e] == [1, 2]

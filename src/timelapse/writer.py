@@ -133,18 +133,11 @@ class TraceWriter:
             self._define(self._spelling.function(path_id, line, sanitize_text(name)))
         return function_id
 
-    def type_id(self, kind: int, lang_type: str,
-                fields: Sequence[tuple[str, int]] | dict | None = None) -> int:
+    def type_id(self, kind: int, lang_type: str, fields: Sequence[tuple[str, int]] | None = None) -> int:
         """The TypeId of a type, emitting its ``Type`` event the first time (deduplicated on all
         three arguments). ``fields``: a Struct type's (field name, field TypeId) pairs, names already
-        valid text; None for a type without them (specific_info None).
-
-        Transition: ``fields`` may still be the specific_info dict the encoder used to pass,
-        ``{"kind":"Struct","fields":[{"name":..,"type_id":..},..]}``; it is read as its pairs.
-        """
-        if type(fields) is dict:
-            fields = _struct_fields(fields)
-        elif fields is not None:
+        valid text, spelled as its specific_info; None for a type without them."""
+        if fields is not None:
             fields = tuple(fields)
         key = (kind, lang_type, fields)
         type_id = self._types.get(key)
@@ -371,9 +364,3 @@ def _write_side_file(path: Path, data: Any) -> None:
     with open(path, "w", encoding="utf-8", errors="replace") as f:
         f.write(side_file(data))
 
-
-def _struct_fields(specific_info: dict) -> tuple[tuple[str, int], ...] | None:
-    """The (name, type_id) pairs of a specific_info dict (the encoder's old form of ``fields``)."""
-    if not specific_info or specific_info.get("kind") != "Struct":
-        return None
-    return tuple((field["name"], field["type_id"]) for field in specific_info["fields"])
