@@ -230,7 +230,8 @@ def _after_fork_in_child() -> None:
     """The trace belongs to the parent: record and write nothing, and die of SIGTERM at once."""
     hooks = _hooks
     if hooks is not None:
-        hooks.recording.forget_in_child()  # (which removes the hooks too)
+        hooks.recording.forget_in_child()
+        hooks.remove()  # os._exit and os.exec* are the child's own
         if _sigterm_handler is not None:
             try:
                 if signal.getsignal(signal.SIGTERM) is _sigterm_handler:
