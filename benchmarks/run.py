@@ -269,6 +269,14 @@ def timelapse_cmd(prog: Program):
     ]  # fmt: skip
 
 
+def baseline_cmd(src: Path, prog: Program):
+    """timelapse from another checkout (its ``src`` folder first on the path): before/after a change."""
+    return lambda out: [
+        "env", f"PYTHONPATH={src}", sys.executable, "-m", "timelapse", "record", "-q", "-o", str(out),
+        str(PROGRAMS_DIR / prog.script), *prog.args,
+    ]  # fmt: skip
+
+
 def reference_cmd(ref_python: str, prog: Program):
     return lambda out: [
         ref_python, "-m", "codetracer_python_recorder", "--trace-dir", str(out),
@@ -436,6 +444,8 @@ def parse_args(argv):
     ap.add_argument("--programs", help="comma-separated subset of the programs to run")
     ap.add_argument("--no-reference", action="store_true", help="skip the reference recorder")
     ap.add_argument("--no-timelapse", action="store_true", help="skip our recorder")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="also run timelapse from another checkout's src folder (before/after a change)")
     ap.add_argument("--repeat", type=int, default=None, help="best of N runs (default 3)")
     ap.add_argument("--timeout", type=float, default=900.0,
                     help="seconds before a single run is killed (default 900)")  # fmt: skip
@@ -512,6 +522,8 @@ def main(argv=None) -> int:
         runners = []
         if use_timelapse:
             runners.append(("timelapse", timelapse_cmd(prog)))
+        if args.baseline is not None:
+            runners.append(("baseline", baseline_cmd(args.baseline.resolve(), prog)))
         if ref_python and prog.reference:
             runners.append(("reference", reference_cmd(ref_python, prog)))
         for runner, make in runners:
@@ -520,7 +532,7 @@ def main(argv=None) -> int:
                              args.keep_traces)  # fmt: skip
             res[runner] = r
             c = check(r)
-            if runner == "timelapse":
+            if runner in ("timelapse", "baseline"):
                 if not r.ok:
                     failures.append(f"{prog.name}: timelapse run crashed: {r.error}")
                 elif c.startswith("CHECKSUM MISMATCH"):
@@ -532,13 +544,16 @@ def main(argv=None) -> int:
         if len(shown) > 40:
             shown = shown[:37] + "..."
         rows.append(result_row(prog.name, "untraced", base, base, shown))
-        for runner in ("timelapse", "reference"):
+        for runner in ("timelapse", "baseline", "reference"):
             if runner in res:
                 rows.append(result_row("", runner, res[runner], base, check(res[runner])))
             elif runner == "reference" and ref_python and not prog.reference:
                 rows.append(["", runner, "skipped", "", "", "", "", "", "", "",
                              "(holds its whole trace in memory)"])  # fmt: skip
-        ours, ref = res.get("timelapse"), res.get("reference")
+        ours, ref, before = res.get("timelapse"), res.get("reference"), res.get("baseline")
+        if ours and before and ours.ok and before.ok:
+            rows.append(["", "baseline / ours", f"{before.wall / ours.wall:.2f}x", "", "", "", "", "",
+                         "", f"{before.peak_mb / ours.peak_mb:.1f}x", ""])  # fmt: skip
         if ours and ref and ours.ok and ref.ok:
             rows.append(["", "ref / ours", f"{ref.wall / ours.wall:.2f}x", "", "", "", "", "",
                          "", f"{ref.peak_mb / ours.peak_mb:.1f}x", ""])  # fmt: skip

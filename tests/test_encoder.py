@@ -1173,7 +1173,7 @@ def test_caches_stay_bounded(enc):
         enc.encode(i)
         enc.encode(str(i))
         enc.encode(i + 0.5)
-    assert len(enc._int_json) <= 4096 and len(enc._str_json) <= 4096 and len(enc._float_json) <= 4096
+    assert len(enc._spelled_ints) <= 4096 and len(enc._spelled_strs) <= 4096 and len(enc._spelled_floats) <= 4096
 
 
 def test_register_type_failure_is_an_error_record():

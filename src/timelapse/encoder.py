@@ -37,6 +37,7 @@ from itertools import islice
 from operator import is_
 from typing import Any, Callable
 
+from timelapse.config import DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITEMS, DEFAULT_MAX_NODES, DEFAULT_MAX_STRING
 from timelapse.format import TypeKind, ValueSpelling
 from timelapse.json_format import JSON
 from timelapse.valuetypes import (
@@ -70,14 +71,6 @@ __all__ = [
     "type_name",
 ]
 
-#: Container levels shown; a container nested deeper becomes a short summary.
-DEFAULT_MAX_DEPTH = 8
-#: Elements shown per container (items, entries, fields); the rest are counted.
-DEFAULT_MAX_ITEMS = 100
-#: Characters shown per string (bytes per bytes-like value).
-DEFAULT_MAX_STRING = 1000
-#: Elements shown in one encoded value, all containers together.
-DEFAULT_MAX_NODES = 1000
 
 _I64_MIN = -(2**63)
 _I64_MAX = 2**63 - 1
@@ -127,11 +120,11 @@ class ValueEncoder:
         self._infos: dict[int, TypeInfo] = {}
         # The spelled records of ints, floats, short strings, None/True/False and "... N more"
         # markers, by value: the same few come back at every step.
-        self._int_json: dict[int, bytes] = {}
-        self._str_json: dict[str, bytes] = {}
-        self._float_json: dict[float, bytes] = {}
-        self._const_json: dict[object, bytes] = {}
-        self._more_json: dict[int, bytes] = {}
+        self._spelled_ints: dict[int, bytes] = {}
+        self._spelled_strs: dict[str, bytes] = {}
+        self._spelled_floats: dict[float, bytes] = {}
+        self._spelled_constants: dict[object, bytes] = {}
+        self._spelled_more: dict[int, bytes] = {}
         #: The spelled heads of exact ints and floats (their TypeIds), once known, and their tails.
         self._int_head = self._float_head = b""
         self._int_tail, self._float_tail = spelling.int_tail, spelling.float_tail
@@ -175,28 +168,29 @@ class ValueEncoder:
         # Hot path. Exact ints, floats and strings (most values at most steps) come from a cache.
         t = type(value)
         if t is int:
-            data = self._int_json.get(value)
+            data = self._spelled_ints.get(value)
             if data is None and self._int_head and _I64_MIN <= value <= _I64_MAX:
-                # Spelled here, not by _leaf_int: loop counters miss the cache all the time.
+                # Spelled here, not by _leaf_int: loop counters miss the cache all the time (and
+                # _remember inlined: hot path).
                 data = self._int_head + b"%d" % value + self._int_tail
-                cache = self._int_json
+                cache = self._spelled_ints
                 if len(cache) >= _SCALAR_CACHE_SIZE:
                     cache.clear()
                 cache[value] = data
         elif t is str:
-            data = self._str_json.get(value)
+            data = self._spelled_strs.get(value)
         elif t is float:
-            data = self._float_json.get(value)
+            data = self._spelled_floats.get(value)
             if data is None and self._float_head:
                 # Spelled here, not by _leaf_float: 0.0 and nan are never in the cache.
                 data = self._float_head + float.__repr__(value).encode() + self._float_tail
                 if value == value and value != 0.0:  # -0.0 == 0.0 would alias, nan never hits
-                    cache = self._float_json
+                    cache = self._spelled_floats
                     if len(cache) >= _SCALAR_CACHE_SIZE:
                         cache.clear()
                     cache[value] = data
         elif value is None or t is bool:
-            data = self._const_json.get(value)
+            data = self._spelled_constants.get(value)
         else:
             data = None
         if data is not None:
@@ -345,7 +339,7 @@ class ValueEncoder:
         info, names, reusable = arg
         head = self._spell.struct_head(self._shape_tid(info, names))
         if reusable:
-            info.json_shape = (names, head)     # the shortcut in _open_object
+            info.shape = (names, head)     # the shortcut in _open_object
         return _join(head, parts, self._spell.separator, self._spell.struct_tail)
 
     def _open_enum(self, x: Any, info: TypeInfo, depth: int, state: list) -> Any:
@@ -366,11 +360,11 @@ class ValueEncoder:
     # -- leaves: (x, info) -> bytes ------------------------------------------------------------------
 
     def _leaf_none(self, x: Any, info: TypeInfo) -> bytes:
-        data = self._const_json[None] = self._spell.none(info.tid)
+        data = self._spelled_constants[None] = self._spell.none(info.tid)
         return data
 
     def _leaf_bool(self, x: Any, info: TypeInfo) -> bytes:
-        data = self._const_json[x] = self._spell.bool(info.tid, x is True)
+        data = self._spelled_constants[x] = self._spell.bool(info.tid, x is True)
         return data
 
     def _leaf_int(self, x: Any, info: TypeInfo) -> bytes:
@@ -385,10 +379,7 @@ class ValueEncoder:
                     self._int_head = head
             data = head + b"%d" % x + self._spell.int_tail
             if exact:
-                cache = self._int_json
-                if len(cache) >= _SCALAR_CACHE_SIZE:
-                    cache.clear()
-                cache[x] = data
+                _remember(self._spelled_ints, x, data)
             return data
         magnitude = -x if x < 0 else x
         size = (magnitude.bit_length() + 7) // 8
@@ -404,10 +395,7 @@ class ValueEncoder:
         data = self._spell.float(info.tid, float.__repr__(x))
         # -0.0 == 0.0 and nan != nan: such keys would alias or never hit.
         if x == x and x != 0.0:
-            cache = self._float_json
-            if len(cache) >= _SCALAR_CACHE_SIZE:
-                cache.clear()
-            cache[x] = data
+            _remember(self._spelled_floats, x, data)
         return data
 
     def _leaf_str(self, x: Any, info: TypeInfo) -> bytes:
@@ -421,10 +409,7 @@ class ValueEncoder:
             text = sanitize_text(x)
         data = self._spell.string(info.tid, text)
         if exact and n <= _SHORT_STRING:
-            cache = self._str_json
-            if len(cache) >= _SCALAR_CACHE_SIZE:
-                cache.clear()
-            cache[x] = data
+            _remember(self._spelled_strs, x, data)
         return data
 
     def _leaf_bytes(self, x: Any, info: TypeInfo) -> bytes:
@@ -509,12 +494,10 @@ class ValueEncoder:
 
     def _more(self, count: int) -> bytes:
         """The ``… N more`` marker after the elements shown."""
-        data = self._more_json.get(count)
+        data = self._spelled_more.get(count)
         if data is None:
             data = self._raw(TypeKind.RAW, _TRUNCATED, f"{ELLIPSIS} {count:,} more")
-            if len(self._more_json) >= _SCALAR_CACHE_SIZE:
-                self._more_json.clear()
-            self._more_json[count] = data
+            _remember(self._spelled_more, count, data)
         return data
 
     def _cycle(self, info: TypeInfo) -> bytes:
@@ -554,7 +537,7 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
     either way — the output does not depend on which of the two opened it.
     """
     infos, classify = enc._infos, enc._classify
-    int_get, str_get, float_get = enc._int_json.get, enc._str_json.get, enc._float_json.get
+    int_get, str_get, float_get = enc._spelled_ints.get, enc._spelled_strs.get, enc._spelled_floats.get
     encode = enc.encode_json
     error, cycle, summary, more = enc._error, enc._cycle, enc._summary, enc._more
     spelling = enc._spell
@@ -855,7 +838,7 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
 
     def open_object(x: Any, info: TypeInfo, depth: int, state: list) -> Any:
         """An instance with attributes: a Struct whose Type lists the attribute names."""
-        shape = info.json_shape
+        shape = info.shape
         if shape is not None:
             # Most instances have the attributes of the last one spelled, the same name objects in
             # the same order: they reuse its Struct head.
@@ -887,6 +870,13 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
 def _holes(parts: list, elements: Any) -> list:
     """The (index, element) pairs of the holes in ``parts``: None (not opened) or a frame (opened)."""
     return [(i, elements[i]) for i, part in enumerate(parts) if type(part) is not bytes]
+
+
+def _remember(cache: dict, key: object, data: bytes) -> None:
+    """Keep ``data`` in a bounded cache (emptied when full: refilling costs one spelling an entry)."""
+    if len(cache) >= _SCALAR_CACHE_SIZE:
+        cache.clear()
+    cache[key] = data
 
 
 def _forget_after(ordered: dict, mark: int) -> None:

@@ -8,10 +8,9 @@ fixed parts written as byte templates the hot path caches and concatenates.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-import json
 import json.scanner
 import sys
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from timelapse.jsonbytes import from_json, to_json

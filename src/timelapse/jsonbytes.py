@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from_json = json.loads   # reading back is rare (see encoder._as_record): the standard library will do
+from_json = json.loads   # reading back is for tests and tools (json_format.JsonValues.decode)
 
 _json_dumps = json.JSONEncoder(ensure_ascii=False, check_circular=False, separators=(",", ":")).encode
 

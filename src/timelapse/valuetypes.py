@@ -85,7 +85,7 @@ class TypeInfo:
 
     __slots__ = (
         "type", "lang", "family", "kind", "container", "tid", "handler", "size", "iterate",
-        "extra", "text", "slots", "get_dict", "python_class", "mro", "head", "json_shape",
+        "extra", "text", "slots", "get_dict", "python_class", "mro", "head", "shape",
     )
 
     def __init__(self, t: type, lang: str) -> None:
@@ -111,7 +111,7 @@ class TypeInfo:
         self.head = b""
         #: Family.OBJECT: (attribute names, Struct head) of the last instance whose fields were
         #: exactly its __dict__ (no slots, nothing cut) -- the encoder's shortcut for the next one.
-        self.json_shape: tuple | None = None
+        self.shape: tuple | None = None
 
 
 # -- texts ------------------------------------------------------------------------------------------
