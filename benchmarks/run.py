@@ -272,7 +272,8 @@ def timelapse_cmd(prog: Program):
 def baseline_cmd(src: Path, prog: Program):
     """timelapse from another checkout (its ``src`` folder first on the path): before/after a change."""
     return lambda out: [
-        "env", f"PYTHONPATH={src}", sys.executable, "-m", "timelapse", "record", "-q", "-o", str(out),
+        shutil.which("env") or "/usr/bin/env", f"PYTHONPATH={src}",
+        sys.executable, "-m", "timelapse", "record", "-q", "-o", str(out),
         str(PROGRAMS_DIR / prog.script), *prog.args,
     ]  # fmt: skip
 
@@ -534,9 +535,9 @@ def main(argv=None) -> int:
             c = check(r)
             if runner in ("timelapse", "baseline"):
                 if not r.ok:
-                    failures.append(f"{prog.name}: timelapse run crashed: {r.error}")
+                    failures.append(f"{prog.name}: {runner} run crashed: {r.error}")
                 elif c.startswith("CHECKSUM MISMATCH"):
-                    failures.append(f"{prog.name}: timelapse output differs from untraced: {c}")
+                    failures.append(f"{prog.name}: {runner} output differs from untraced: {c}")
         print(flush=True)
         results[prog.name] = res
 

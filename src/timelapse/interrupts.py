@@ -95,13 +95,20 @@ class SignalDeferral:
         For slow paths only."""
         return _on_stack(frame, self._lock_sections)
 
-    def run_pending(self) -> None:
-        """Run what waited for the section to end (called by a section, last, outside its lock).
+    def run_pending(self, helpers: int = 0) -> None:
+        """Run what waited for the section to end (called by a section, last, outside its lock;
+        ``helpers``: how many frames of helper functions are between that section and this call).
 
         Only in the main thread, where the signal would have run its handler, and only once no
         other section encloses the caller (a callback fired inside ``io_event`` or the excepthook's
-        report): the outermost section runs it on its way out."""
-        if threading.get_ident() != threading.main_thread().ident or _on_stack(sys._getframe(2), self._sections):
+        report): the outermost section runs it on its way out. The caller's own section frames
+        (a callback and the shared body it calls: ``on_py_unwind`` → ``returned``) do not count."""
+        if threading.get_ident() != threading.main_thread().ident:
+            return
+        frame = sys._getframe(1 + helpers)
+        while frame is not None and frame.f_code in self._sections:
+            frame = frame.f_back
+        if _on_stack(frame, self._sections):
             return
         pending = self.pending
         while pending:

@@ -301,7 +301,7 @@ class Recorder:
         Called by the stream proxies (``iocapture``) in the thread that wrote, during the write.
         Output captured at the file-descriptor level (``from_fd``) comes from a reader thread and
         goes on the step the stream is at when it arrives. Consecutive writes of one kind on one
-        step become one Event. A section (see the module docstring).
+        step become one Event. A section (``timelapse.interrupts``): signals wait for its end.
         """
         if not self.active:
             return
@@ -357,7 +357,7 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
     lookups. One function, long, because every name the callbacks use must be a local of it; the
     callbacks are named for their events.
 
-    Every callback is a *section* (module docstring): it takes the lock without blocking when it
+    Every callback is a *section* (``timelapse.interrupts``): it takes the lock without blocking when it
     can (``acquire_slowly`` otherwise), notes ``mark = len(events)`` once its thread is the
     stream's, appends its event group, changes the recorder's state only once nothing can fail
     any more, lets go of the step memo and the lock, and last runs what waited (``pending``).
@@ -430,12 +430,12 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
             return after_failure(exc)
         finally:
             if pending:
-                run_pending()
+                run_pending(1)  # one helper frame (this one) between the callback and the call
 
     def ran_pending(result: object) -> object:
         """An early way out of a callback: what waited for it runs first (a signal may have
         landed at its very start)."""
-        run_pending()
+        run_pending(1)  # one helper frame (this one) between the callback and the call
         return result
 
     def thread_state() -> ThreadState:

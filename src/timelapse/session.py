@@ -30,6 +30,7 @@ from typing import Any, Unpack
 from timelapse._version import __version__
 from timelapse.config import Options, OptionValues
 from timelapse.encoder import ValueEncoder
+from timelapse.json_format import JSON
 from timelapse.errors import RecorderError
 from timelapse.interrupts import deferral
 from timelapse.iocapture import IOCapture
@@ -221,10 +222,12 @@ class Session:
                 ) from None
             self._started_at = _now()
             options = self.options
-            self.writer = _SessionWriter(self._temp_dir, self.program)
+            # The one place the trace format is chosen (issue 12 adds trace.bin beside it): the
+            # writer spells the events with it, the encoder the values.
+            self.writer = _SessionWriter(self._temp_dir, self.program, fmt=JSON)
             encoder = ValueEncoder(self.writer.type_id, max_depth=options.max_depth,
                                    max_items=options.max_items, max_string=options.max_string,
-                                   max_nodes=options.max_nodes)
+                                   max_nodes=options.max_nodes, spelling=self.writer.format.values)
             self.recorder = Recorder(
                 self.writer,
                 encoder,
