@@ -548,6 +548,7 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
     pair_tail = tuple_tail
     pair_end = pair_tail + sep
     pair_head = enc._pair_heads  # [the head of a mapping entry's Tuple], once known
+    eager_levels = _EAGER_LEVELS
 
     def scalars(elements: Any, depth: int, state: list) -> list:
         """The spelled elements of a container at ``depth``; None or an opened frame for those
@@ -577,7 +578,7 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
                 raise   # too close to the recursion limit here: fill opens it again (open_here)
             except Exception as exc:
                 return error(info.lang, exc)
-        if state[1] or depth - state[4] >= _EAGER_LEVELS:
+        if state[1] or depth - state[4] >= eager_levels:
             state[1] = True     # after a hole, siblings wait for fill: depth-first order
             return None
         key = id(x)
@@ -589,7 +590,6 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
             seen = memo.get(key)
             if seen is not None and seen[0] is x:
                 return seen[1]  # the same object, met again in this step
-        mark = len(active)
         active[key] = None
         try:
             if depth >= max_depth:
@@ -599,7 +599,7 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
         except RecursionError:
             raise
         except Exception as exc:
-            _forget_after(active, mark)     # what it had opened is given up with it
+            _forget_after(active, list(active).index(key))  # what it had opened goes with it
             state[1] = False
             data = error(info.lang, exc)
         else:
