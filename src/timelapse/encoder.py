@@ -590,6 +590,30 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
             seen = memo.get(key)
             if seen is not None and seen[0] is x:
                 return seen[1]  # the same object, met again in this step
+        shape = info.shape
+        if shape is not None and depth < max_depth:
+            # open_object's shortcut, inlined (hot path: most elements that are not scalars are
+            # instances shaped like the last one of their class): no call.
+            try:
+                d = info.get_dict(x)
+            except AttributeError:
+                d = None
+            if type(d) is dict:
+                names = shape[0]
+                values = list(dict.values(d))   # one C call: no thread runs between
+                n = len(values)
+                left = state[0]
+                if n == len(names) and n <= left and n <= max_items and all(map(is_, d, names)):
+                    state[0] = left - n
+                    active[key] = None
+                    parts = scalars(values, depth + 1, state)
+                    if state[1]:    # opened with holes: it stays on the path until fill is done with it
+                        return parts, _holes(parts, values), None, (shape[1], struct_tail)
+                    del active[key]
+                    data = shape[1] + sep.join(parts) + struct_tail
+                    if memo is not None:
+                        memo[key] = (x, data)
+                    return data
         active[key] = None
         try:
             if depth >= max_depth:
