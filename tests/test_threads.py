@@ -155,3 +155,32 @@ def test_the_exit_of_the_current_thread_closes_its_calls_and_leaves_no_current(t
     assert threads.current is None and threads.open_calls == 1 and 2 not in threads.by_ident
     call(writer, threads, 1, f)   # the next event re-opens its thread: a ThreadSwitch, nothing to close
     assert events_so_far(writer)[mark + 3] == {"ThreadSwitch": 1}
+
+
+CONTENDED_CALLS = '''
+import threading
+
+def f(i):
+    return i + 1
+
+def work():
+    for i in range(20000):
+        f(i)
+
+threads = [threading.Thread(target=work) for _ in range(3)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+'''
+
+
+def test_no_call_is_lost_when_threads_contend_for_the_lock(record, tmp_path):
+    # A callback that found the lock busy once mistook its own frames for a section holding it and
+    # dropped its event: a few Calls (and their Returns) of 60,000 went missing.
+    program = tmp_path / "contended.py"
+    program.write_text(CONTENDED_CALLS)
+    result = record(program)
+    assert result.returncode == 0, result.stderr
+    returns = [r for r in result.trace.events_of("Return") if r["return_value"]["kind"] == "Int"]
+    assert len(returns) == 60000 + 1    # f's, and the top level's (the exit status)

@@ -92,7 +92,11 @@ class SignalDeferral:
     def holds_lock(self, frame: FrameType | None) -> bool:
         """True if ``frame``'s thread is inside a section that holds the recorder's lock: program
         code that section let run (the garbage collector calling a ``__del__``) is on top of it.
-        For slow paths only."""
+        ``frame`` is the asking section's own: it and the sections it was called from directly (a
+        callback and the shared body it calls: ``on_py_start`` → ``entered``) do not count — they
+        are asking for the lock, not holding it. For slow paths only."""
+        while frame is not None and frame.f_code in self._sections:
+            frame = frame.f_back
         return _on_stack(frame, self._lock_sections)
 
     def run_pending(self, helpers: int = 0) -> None:

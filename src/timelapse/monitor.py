@@ -257,7 +257,7 @@ class Recorder:
         This thread holds the lock already only when program code runs inside one of our sections
         (the garbage collector calling a ``__del__`` that prints): then the caller must not wait.
         """
-        if self._deferral.holds_lock(sys._getframe(2)):
+        if self._deferral.holds_lock(sys._getframe(1)):   # the asking section's frame
             return False
         acquire = self._lock.acquire
         delay = 0.0
