@@ -1658,3 +1658,24 @@ def test_the_walk_near_the_recursion_limit_leaves_no_wrong_cache_entries():
         except RecursionError:
             continue    # the call itself did not fit: nothing to check
         assert [canonical(enc.encode(v), registry) for v in checked] == expected, margin
+
+
+def test_a_value_met_again_below_the_flat_depth_is_bytes_from_the_memo():
+    # Containers below _FLAT_DEPTH are ropes while fill joins them: the memo must never hand one out.
+    root = cur = []
+    nodes = [root]
+    for _ in range(30):
+        nxt = []
+        cur.append(nxt)
+        cur = nxt
+        nodes.append(nxt)
+    registry = Registry()
+    enc = ValueEncoder(registry, max_depth=40)
+    enc.step_memo()
+    first = enc.encode_json(root)
+    again = enc.encode_json(nodes[18])          # met again, as a value of its own
+    inside = enc.encode_json([1, nodes[18]])    # and inside an eagerly opened parent
+    for data in (first, again, inside):
+        assert type(data) is bytes
+        check_record(json.loads(data), registry)
+    assert record_depth(json.loads(again)) == 30 - 18

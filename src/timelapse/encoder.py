@@ -733,10 +733,10 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
                 elif depth > _FLAT_DEPTH:
                     data = [data]
                 if outer is None:
-                    return data
+                    return _flatten(data) if type(data) is list else data
                 del active[id(x)]
                 outer[slot] = data
-                if memo is not None:
+                if memo is not None and type(data) is bytes:    # never a rope: a memo hit is bytes
                     memo[id(x)] = (x, data)
 
     def open_here(x: Any, info: TypeInfo, depth: int, state: list) -> Any:
@@ -893,7 +893,7 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
 
 def _holes(parts: list, elements: Any) -> list:
     """The (index, element) pairs of the holes in ``parts``: None (not opened) or a frame (opened)."""
-    return [(i, elements[i]) for i, part in enumerate(parts) if type(part) is not bytes]
+    return [(i, elements[i]) for i, part in enumerate(parts) if part is None or type(part) is tuple]
 
 
 def _remember(cache: dict, key: object, data: bytes) -> None:

@@ -62,6 +62,8 @@ class SignalDeferral:
         #: sections read it as a closure variable (``if pending:``): always the same list object.
         self.pending: list[Callable[[], Any]] = []
         self._sections: set[CodeType] = set()
+        #: The monitoring callbacks and the bodies they share (``add_section(..., callback=True)``).
+        self._callbacks: set[CodeType] = set()
         #: Signals whose handler waits in ``pending`` (a signal is queued once until it runs).
         self._queued: set[int] = set()
         #: The sections that hold the recorder's lock (the callbacks), for ``holds_lock``.
@@ -75,13 +77,18 @@ class SignalDeferral:
 
     # -- sections ----------------------------------------------------------------------------------
 
-    def add_section(self, *functions: Callable[..., Any], holds_lock: bool = True) -> None:
+    def add_section(self, *functions: Callable[..., Any], holds_lock: bool = True,
+                    callback: bool = False) -> None:
         """Mark functions as sections: signals that land inside them wait for ``run_pending``.
-        ``holds_lock``: the function holds the recorder's lock while it runs (the callbacks)."""
+        ``holds_lock``: the function holds the recorder's lock while it runs (the callbacks).
+        ``callback``: a monitoring callback (or the body callbacks share): a chain of these is one
+        section, the caller's own, when it asks for the lock or runs what waited."""
         for function in functions:
             self._sections.add(function.__code__)
             if holds_lock:
                 self._lock_sections.add(function.__code__)
+            if callback:
+                self._callbacks.add(function.__code__)
 
     def in_section(self, frame: FrameType | None) -> bool:
         """True if ``frame`` (a thread's innermost frame) is inside a section: a section's frame is
@@ -95,8 +102,10 @@ class SignalDeferral:
         ``frame`` is the asking section's own: it and the sections it was called from directly (a
         callback and the shared body it calls: ``on_py_start`` → ``entered``) do not count — they
         are asking for the lock, not holding it. For slow paths only."""
-        while frame is not None and frame.f_code in self._sections:
+        while frame is not None and frame.f_code in self._callbacks:
             frame = frame.f_back
+        if frame is not None and frame.f_code in self._sections:
+            frame = frame.f_back    # the asking section itself (io_event)
         return _on_stack(frame, self._lock_sections)
 
     def run_pending(self, helpers: int = 0) -> None:
@@ -110,8 +119,10 @@ class SignalDeferral:
         if threading.get_ident() != threading.main_thread().ident:
             return
         frame = sys._getframe(1 + helpers)
-        while frame is not None and frame.f_code in self._sections:
+        while frame is not None and frame.f_code in self._callbacks:
             frame = frame.f_back
+        if frame is not None and frame.f_code in self._sections:
+            frame = frame.f_back    # the caller itself (io_event, Session.finish, ...)
         if _on_stack(frame, self._sections):
             return
         pending = self.pending

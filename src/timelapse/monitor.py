@@ -835,5 +835,5 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
         _events.RERAISE: on_reraise,
         _events.EXCEPTION_HANDLED: on_exception_handled,
     }
-    recorder._deferral.add_section(entered, on_line, *callbacks.values())
+    recorder._deferral.add_section(entered, on_line, *callbacks.values(), callback=True)
     return callbacks
