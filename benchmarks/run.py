@@ -1,25 +1,32 @@
 #!/usr/bin/env python3
-"""Benchmark harness: timelapse vs. untraced Python vs. the reference recorder.
+"""Benchmark harness: timelapse vs. untraced Python vs. two peer recorders.
 
-    python benchmarks/run.py [--quick] [--programs a,b] [--no-reference] [--repeat N]
+    python benchmarks/run.py [--quick] [--programs a,b] [--no-reference] [--no-pyttd]
+                             [--repeat N] [--baseline SRC] [--json FILE]
 
-Every run is a subprocess. Reported per program and runner: wall time (best of N), ratio to the
-untraced run, Step events per second, trace bytes per step, values encoded per second, peak RSS.
+Every run is a subprocess. Reported per program and runner: wall time (best of N, with the min-max
+spread when N > 1), ratio to the untraced run, Step events per second, trace bytes per step, values
+encoded per second, peak RSS. The peers are the reference recorder (codetracer-python-recorder) and
+py-tt-debug, each installed on first use into its own venv under benchmarks/.work/.
 See benchmarks/README.md for the meaning of each column and for the targets.
 
 Exit status: 0 when everything ran (whatever the figures), 1 when something crashed (an untraced
 program, our recorder, or a checksum mismatch between a timelapse run and the untraced run).
+A peer's failure is shown in its row and does not change the exit status.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import datetime
+import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,13 +36,21 @@ WORK = HERE / ".work"
 REF_VENV = WORK / "ref-venv"
 REF_PACKAGE = "codetracer-python-recorder"
 REF_VERSION = "0.3.0"
+PYTTD_VENV = WORK / "pyttd-venv"
+PYTTD_PACKAGE = "py-tt-debug"
+PYTTD_VERSION = "0.8.0"
+PYTTD_DB = "recording.pyttd.db"  # the file pyttd writes (--db-path), inside its trace folder
 
-# Targets (benchmark figures, not tests).
+# Targets (issue 11; benchmark figures, not tests).
 TARGET_VS_REFERENCE = 3.0  # timelapse at least 3x faster than the reference, every program
+TARGET_VS_PYTTD = 1.0  # timelapse no slower than py-tt-debug where it completes
+TARGET_UNCHANGED_PAIR = 2.0  # time per step, "unchanged" vs "unchanged-int", within this factor
 TARGET_RECURSION_OVERHEAD = 100.0  # recorded / untraced on "recursion", at most
-TARGET_PEAK_MB = 150.0  # timelapse peak RSS, any program, any length
+TARGET_PEAK_MB = 100.0  # timelapse peak RSS, any program, any length
 
 UNTRACED_MIN_REPEAT = 5  # untraced runs are cheap: always take the best of at least this many
+RECORDED = ("timelapse", "baseline", "reference", "pyttd")  # runners, in table order
+PEERS = ("reference", "pyttd")
 
 
 @dataclass
@@ -44,6 +59,7 @@ class Program:
     script: str
     args: list[str] = field(default_factory=list)
     reference: bool = True  # run the reference recorder on it
+    pyttd: bool = True  # run py-tt-debug on it
     repeat: int | None = None  # fixed repeat count (overrides --repeat)
     note: str = ""
 
@@ -54,6 +70,10 @@ PROGRAMS = [
     Program("objects", "objects.py", note="40 particles x 900 rounds, method calls"),
     Program("generators", "generators.py", note="4-stage generator pipeline + genexpr"),
     Program("long", "long.py", ["50000"], note="50k iterations"),
+    Program("bank", "bank.py", note="20 accounts with growing histories, self reaches all"),
+    Program("records", "records.py", note="200 nested dicts updated in place"),
+    Program("unchanged", "unchanged.py", ["big"], note="50k steps holding a 1,000-node value"),
+    Program("unchanged-int", "unchanged.py", ["int"], note="the same 50k steps holding an int"),
     Program(
         "long-x10",
         "long.py",
@@ -72,10 +92,13 @@ PROGRAMS = [
 class RunResult:
     ok: bool
     wall: float = 0.0  # best wall time, seconds
+    walls: list[float] = field(default_factory=list)  # every repeat's wall time, seconds
     peak_mb: float = 0.0  # max over the repeats of the child's max RSS
     stdout: str = ""
     error: str = ""
     trace: dict | None = None  # counts from the trace folder (recorded runs)
+    check: str = ""  # the output column: the checksum (untraced), or whether it matches
+    incomplete: str = ""  # ran and matched, but its recording lacks part of what it recorded
 
 
 def _maxrss_mb(ru_maxrss: int) -> float:
@@ -159,30 +182,38 @@ def checksum_lines(stdout: str) -> list[str]:
 
 
 def run_repeated(
-    make_cmd, repeat: int, timeout: float, out_dir: Path | None, keep: bool
+    make_cmd, repeat: int, timeout: float, out_dir: Path | None, keep: bool, check_output=None
 ) -> RunResult:
-    """Run best-of-`repeat`. make_cmd(out_dir) -> argv. Counts the trace of the first run."""
-    best = None
+    """Run best-of-`repeat`. make_cmd(out_dir) -> argv. Counts the trace of the first run.
+
+    check_output(stdout) -> '' or the reason a run that exited 0 still failed (e.g. a recorder that
+    reports the program's exception on its stdout and exits 0)."""
+    walls: list[float] = []
     peak = 0.0
     stdout = ""
     trace = None
-    for i in range(repeat):
+    for _ in range(repeat):
         if out_dir is not None:
             shutil.rmtree(out_dir, ignore_errors=True)
         wall, code, peak_mb, out, err = run_once(make_cmd(out_dir), timeout)
         if code != 0:
             reason = last_line(err) or last_line(out) or "no output"
             return RunResult(False, error=f"exit status {code}: {reason}", stdout=out)
-        best = wall if best is None else min(best, wall)
+        reason = check_output(out) if check_output else ""
+        if reason:
+            return RunResult(False, error=reason, stdout=out)
+        walls.append(wall)
         peak = max(peak, peak_mb)
         stdout = out
         if out_dir is not None and trace is None:
             trace = count_trace(out_dir)
             if trace is None:
                 return RunResult(False, error=f"no trace written in {out_dir}", stdout=out)
+            if trace.get("error"):
+                return RunResult(False, error=trace["error"], stdout=out)
     if out_dir is not None and not keep:
         shutil.rmtree(out_dir, ignore_errors=True)
-    return RunResult(True, wall=best, peak_mb=peak, stdout=stdout, trace=trace)
+    return RunResult(True, wall=min(walls), walls=walls, peak_mb=peak, stdout=stdout, trace=trace)
 
 
 # --------------------------------------------------------------------------- trace counting
@@ -236,6 +267,28 @@ def folder_bytes(path: Path) -> int:
     return total
 
 
+def count_pyttd(db: Path) -> dict:
+    """Steps of a py-tt-debug database: its 'line' events (one row each in executionframes, counted
+    on the (run_id, frame_event, sequence_no) index). The folder holds one run."""
+    try:
+        con = sqlite3.connect(db)
+        try:
+            steps = con.execute(
+                "SELECT COUNT(*) FROM executionframes WHERE frame_event = 'line'"
+            ).fetchone()[0]
+            calls = con.execute(
+                "SELECT COUNT(*) FROM executionframes WHERE frame_event = 'call'"
+            ).fetchone()[0]
+            rows = con.execute("SELECT COUNT(*) FROM executionframes").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error as e:
+        return {"error": f"database unreadable: {e}"}
+    if not steps:
+        return {"error": "database holds no line events"}
+    return {"steps": steps, "calls": calls, "values": None, "frames_written": rows}
+
+
 def count_trace(out_dir: Path) -> dict | None:
     if not out_dir.is_dir():
         return None
@@ -250,6 +303,9 @@ def count_trace(out_dir: Path) -> dict | None:
     elif (out_dir / "trace.bin").is_file():
         info["format"] = "bin"  # CBOR+zstd: not counted here (needs a zstd decoder)
         info["steps"] = info["values"] = info["calls"] = None
+    elif (out_dir / PYTTD_DB).is_file():
+        info["format"] = "pyttd-sqlite"
+        info.update(count_pyttd(out_dir / PYTTD_DB))
     else:
         return None
     return info
@@ -285,17 +341,61 @@ def reference_cmd(ref_python: str, prog: Program):
     ]  # fmt: skip
 
 
+def pyttd_cmd(pyttd: list[str], prog: Program):
+    """py-tt-debug: its database goes in the trace folder; the program's arguments follow --args
+    (pyttd record takes no positional arguments after the script)."""
+
+    def make(out: Path) -> list[str]:
+        out.mkdir(parents=True, exist_ok=True)  # --db-path needs its folder
+        cmd = [*pyttd, "record", "--checkpoint-interval", "0", "--db-path", str(out / PYTTD_DB),
+               str(PROGRAMS_DIR / prog.script)]  # fmt: skip
+        return cmd + ["--args", *prog.args] if prog.args else cmd
+
+    return make
+
+
+def pyttd_frames_recorded(stdout: str) -> int | None:
+    """frame_count from pyttd's last line, `Recording complete: {'frame_count': N, ...}`."""
+    for ln in stdout.splitlines():
+        if ln.startswith("Recording complete: "):
+            try:
+                return int(ast.literal_eval(ln.split(": ", 1)[1])["frame_count"])
+            except (ValueError, SyntaxError, KeyError, TypeError):
+                return None
+    return None
+
+
+def pyttd_incomplete(r: RunResult) -> str:
+    """'' if the database holds every frame pyttd says it recorded, else how many it holds."""
+    if not r.ok or r.trace is None:
+        return ""
+    recorded, written = pyttd_frames_recorded(r.stdout), r.trace.get("frames_written")
+    r.trace["frames_recorded"] = recorded
+    if recorded is not None and written is not None and written < recorded:
+        return f"INCOMPLETE: its database holds {written:,} of the {recorded:,} frames it recorded"
+    return ""
+
+
+def pyttd_output_error(stdout: str) -> str:
+    """pyttd reports an exception of the program on its stdout and still exits 0."""
+    for ln in stdout.splitlines():
+        if ln.startswith("Script exited with "):
+            return ln.strip()
+    return ""
+
+
 def venv_python(venv: Path) -> Path:
     return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
-def ensure_reference() -> tuple[str | None, str]:
-    """Make sure the reference recorder is installed in its own venv. Returns (python, reason)."""
-    py = venv_python(REF_VENV)
-    want = f"{sys.version_info[0]}.{sys.version_info[1]} {REF_VERSION}"
+def ensure_venv(venv: Path, package: str, version: str) -> tuple[Path | None, str]:
+    """Make sure package==version is installed in its own venv (made with this Python version).
+    Returns (the venv's python, '') or (None, the reason)."""
+    py = venv_python(venv)
+    want = f"{sys.version_info[0]}.{sys.version_info[1]} {version}"
     probe = (
         "import sys, importlib.metadata as m; "
-        f"print(f'{{sys.version_info[0]}}.{{sys.version_info[1]}}', m.version({REF_PACKAGE!r}))"
+        f"print(f'{{sys.version_info[0]}}.{{sys.version_info[1]}}', m.version({package!r}))"
     )
 
     def installed() -> bool:
@@ -305,13 +405,12 @@ def ensure_reference() -> tuple[str | None, str]:
         return r.returncode == 0 and r.stdout.strip() == want
 
     if installed():
-        return str(py), ""
-    print(f"installing {REF_PACKAGE}=={REF_VERSION} into {REF_VENV.relative_to(HERE.parent)} ...",
-          flush=True)
+        return py, ""
+    print(f"installing {package}=={version} into {venv.relative_to(HERE.parent)} ...", flush=True)
     steps = [
-        [sys.executable, "-m", "venv", "--clear", str(REF_VENV)],
+        [sys.executable, "-m", "venv", "--clear", str(venv)],
         [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-         f"{REF_PACKAGE}=={REF_VERSION}"],
+         f"{package}=={version}"],
     ]  # fmt: skip
     for cmd in steps:
         try:
@@ -322,17 +421,52 @@ def ensure_reference() -> tuple[str | None, str]:
             return None, last_line(r.stderr) or last_line(r.stdout) or f"exit {r.returncode}"
     if not installed():
         return None, "installed, but the package is not importable"
-    return str(py), ""
+    return py, ""
+
+
+def ensure_reference() -> tuple[str | None, str]:
+    py, reason = ensure_venv(REF_VENV, REF_PACKAGE, REF_VERSION)
+    return (str(py) if py else None), reason
+
+
+def pyttd_sqlite_lib() -> Path | None:
+    """The SQLite library bundled in the py-tt-debug wheel (py_tt_debug.libs/libsqlite3-*.so*)."""
+    for lib in sorted(PYTTD_VENV.glob("lib/python*/site-packages/py_tt_debug.libs/libsqlite3*")):
+        return lib
+    return None
+
+
+def ensure_pyttd(preload: bool) -> tuple[list[str] | None, str, str]:
+    """Install py-tt-debug if needed. Returns (argv prefix running `pyttd`, note, reason).
+
+    Its native extension writes the frames through the SQLite it bundles while its Python side
+    (run row, indexes) goes through the interpreter's own sqlite3 module, another SQLite copy: two
+    copies in one process do not see each other's POSIX locks, and the database comes out corrupt
+    ("file is not a database" at stop, on many runs, timing-dependent, whatever stdout is). With `preload`, the
+    bundled library is LD_PRELOADed so that both sides use the one copy."""
+    py, reason = ensure_venv(PYTTD_VENV, PYTTD_PACKAGE, PYTTD_VERSION)
+    if py is None:
+        return None, "", reason
+    exe = py.parent / ("pyttd.exe" if os.name == "nt" else "pyttd")
+    if not exe.exists():
+        return None, "", f"{exe} missing"
+    if not preload:
+        return [str(exe)], "as installed (no LD_PRELOAD)", ""
+    lib = pyttd_sqlite_lib()
+    if lib is None or sys.platform != "linux":
+        return [str(exe)], "as installed (no bundled libsqlite3 to LD_PRELOAD here)", ""
+    env = shutil.which("env") or "/usr/bin/env"
+    return [env, f"LD_PRELOAD={lib}", str(exe)], f"LD_PRELOAD={lib.name}", ""
 
 
 PROBE_SOURCE = "def f(x):\n    y = x + 1\n    return y\n\nprint('checksum', f(41))\n"
 
 
-def probe_timelapse(timeout: float) -> str:
+def probe_timelapse(timeout: float, traces: Path) -> str:
     """Record a tiny program; return '' if it works, else the reason."""
-    script = WORK / "probe.py"
+    script = traces / "probe.py"
     script.write_text(PROBE_SOURCE)
-    out = WORK / "traces" / "probe-timelapse"
+    out = traces / "probe-timelapse"
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "timelapse", "record", "-q", "-o", str(out), str(script)]
     try:
@@ -345,6 +479,7 @@ def probe_timelapse(timeout: float) -> str:
         return f"program output changed: {stdout.strip()!r}"
     info = count_trace(out)
     shutil.rmtree(out, ignore_errors=True)
+    script.unlink(missing_ok=True)
     if info is None:
         return f"no trace.json / trace.bin written in {out}"
     if info["steps"] is not None and info["steps"] == 0:
@@ -412,23 +547,232 @@ def print_table(rows: list[list[str]]) -> None:
         print("" if row is None else line(row))
 
 
-def result_row(name: str, runner: str, res: RunResult, base: RunResult | None, check: str):
+def fmt_wall(res: RunResult) -> str:
+    """Best wall time; with more than one run, the spread of them all: `1.203 (1.203–1.310)`."""
+    text = fmt_time(res.wall)
+    if len(res.walls) > 1:
+        text += f" ({fmt_time(min(res.walls))}–{fmt_time(max(res.walls))})"
+    return text
+
+
+def result_row(name: str, runner: str, res: RunResult, base: RunResult | None):
     if not res.ok:
         return [name, runner, "FAILED", "", "", "", "", "", "", "", res.error]
     ratio = f"{res.wall / base.wall:.1f}x" if base and base.ok and base.wall else "-"
     t = res.trace
     if t is None:  # untraced
         return [name, runner, fmt_time(res.wall), "1.0x" if base is res else ratio,
-                "-", "-", "-", "-", "-", f"{res.peak_mb:.1f}", check]  # fmt: skip
+                "-", "-", "-", "-", "-", f"{res.peak_mb:.1f}", res.check]  # fmt: skip
     steps, values = t.get("steps"), t.get("values")
     return [
-        name, runner, fmt_time(res.wall), ratio, fmt_int(steps),
+        name, runner, fmt_wall(res), ratio, fmt_int(steps),
         fmt_rate(steps / res.wall if steps is not None else None),
         fmt_bytes(t["bytes"]),
         f"{t['bytes'] / steps:.0f}" if steps else "-",
         fmt_rate(values / res.wall if values is not None else None),
-        f"{res.peak_mb:.1f}", check,
+        f"{res.peak_mb:.1f}", "; ".join(x for x in (res.check, res.incomplete) if x),
     ]  # fmt: skip
+
+
+def ratio_row(label: str, other: RunResult, ours: RunResult) -> list[str]:
+    """other time / our time (how many times faster we are), other peak / our peak."""
+    return ["", label, f"{other.wall / ours.wall:.2f}x", "", "", "", "", "", "",
+            f"{other.peak_mb / ours.peak_mb:.1f}x", ""]  # fmt: skip
+
+
+def completed(r: RunResult | None) -> bool:
+    """Ran to the end, printed the untraced run's checksum, and wrote all it recorded."""
+    return bool(r and r.ok and not r.check.startswith("CHECKSUM MISMATCH") and not r.incomplete)
+
+
+def per_step(r: RunResult) -> float | None:
+    steps = (r.trace or {}).get("steps")
+    return r.wall / steps if steps else None
+
+
+def bytes_per_step(r: RunResult) -> float | None:
+    t = r.trace or {}
+    return t["bytes"] / t["steps"] if t.get("steps") else None
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def compute_targets(results: dict[str, dict[str, RunResult]]) -> list[dict]:
+    """The targets of issue 11, evaluated on timelapse's rows. Each: text, status ('met', 'MISSED'
+    or 'n/a'), detail (the figures), value (the figures as numbers, for --json)."""
+    targets = []
+
+    def add(text: str, flags: list[bool], parts: list[str], values, na: str = "") -> None:
+        if not flags:
+            targets.append({"text": text, "status": "n/a", "detail": ", ".join(parts) or na,
+                            "value": None})  # fmt: skip
+        else:
+            targets.append({"text": text, "status": "met" if all(flags) else "MISSED",
+                            "detail": ", ".join(parts), "value": values})  # fmt: skip
+
+    def versus(peer: str, want: float, fmt) -> tuple[list[bool], list[str], dict]:
+        """For every program the peer completed: ok(x) where x = peer's figure / ours."""
+        flags, parts, values = [], [], {}
+        for name, res in results.items():
+            ours, other = res.get("timelapse"), res.get(peer)
+            if ours is None or other is None:
+                continue
+            if other.ok and other.incomplete and ours.ok and fmt(ours, other):
+                # shown, not counted: it did not write all it recorded
+                parts.append(f"{name} {fmt(ours, other)[1]} [not counted: {peer} incomplete]")
+                continue
+            if not completed(other):
+                continue
+            if not ours.ok:
+                flags.append(False)
+                parts.append(f"{name}: timelapse failed")
+                values[name] = None
+                continue
+            got = fmt(ours, other)
+            if got is None:
+                continue
+            x, shown = got
+            flags.append(x >= want)
+            parts.append(f"{name} {shown}")
+            values[name] = x
+        return flags, parts, values
+
+    # 1. at least 3x faster than the reference on every program
+    def speed(ours: RunResult, other: RunResult):
+        x = other.wall / ours.wall
+        return x, f"{x:.2f}x"
+
+    flags, parts, values = versus("reference", TARGET_VS_REFERENCE, speed)
+    add(f">= {TARGET_VS_REFERENCE:.0f}x faster than the reference on every program", flags, parts,
+        values, "needs timelapse and the reference")  # fmt: skip
+
+    # 2. no slower than py-tt-debug where it completes
+    flags, parts, values = versus("pyttd", TARGET_VS_PYTTD, speed)
+    add("no slower than py-tt-debug where it completes", flags, parts, values,
+        "needs timelapse and a completed py-tt-debug run")  # fmt: skip
+
+    # 3. trace bytes per step no more than the reference's on every program
+    def size(ours: RunResult, other: RunResult):
+        a, b = bytes_per_step(ours), bytes_per_step(other)
+        if a is None or b is None:
+            return None
+        return b / a, f"{a:.0f} vs {b:.0f} B/step"
+
+    flags, parts, values = versus("reference", 1.0, size)
+    add("trace bytes per step <= the reference's on every program", flags, parts, values,
+        "needs timelapse and the reference, both writing trace.json")  # fmt: skip
+
+    # 4. the unchanged pair within 2x of each other per step
+    big, small = results.get("unchanged", {}), results.get("unchanged-int", {})
+    a, b = big.get("timelapse"), small.get("timelapse")
+    text = f"unchanged vs unchanged-int within {TARGET_UNCHANGED_PAIR:.0f}x per step"
+    if a and b and a.ok and b.ok and per_step(a) and per_step(b):
+        x = max(per_step(a), per_step(b)) / min(per_step(a), per_step(b))
+        add(text, [x <= TARGET_UNCHANGED_PAIR],
+            [f"{per_step(a) * 1e6:.2f} vs {per_step(b) * 1e6:.2f} µs/step: {x:.2f}x"],
+            {"unchanged_s_per_step": per_step(a), "unchanged_int_s_per_step": per_step(b),
+             "factor": x})  # fmt: skip
+    else:
+        add(text, [], [], None, "needs timelapse on both, with steps counted")
+
+    # 5. peak memory under 100 MB on every program, whatever its length
+    peaks = {n: r["timelapse"].peak_mb for n, r in results.items()
+             if r.get("timelapse") and r["timelapse"].ok}  # fmt: skip
+    text = f"peak memory < {TARGET_PEAK_MB:.0f} MB on every program"
+    if peaks:
+        worst = max(peaks, key=peaks.get)
+        detail = f"max {peaks[worst]:.1f} MB on {worst}"
+        if "long" in peaks and "long-x10" in peaks:
+            detail += (f"; long {peaks['long']:.1f} MB -> long-x10 {peaks['long-x10']:.1f} MB, "
+                       f"{peaks['long-x10'] / peaks['long']:.2f}x for 10x the length")
+        add(text, [p < TARGET_PEAK_MB for p in peaks.values()], [detail], peaks)
+    else:
+        add(text, [], [], None)
+
+    # 6. at most 100x untraced on recursion
+    rec = results.get("recursion", {})
+    ours, base = rec.get("timelapse"), rec.get("untraced")
+    text = f"<= {TARGET_RECURSION_OVERHEAD:.0f}x untraced on recursion"
+    if ours and base and ours.ok and base.ok:
+        x = ours.wall / base.wall
+        add(text, [x <= TARGET_RECURSION_OVERHEAD], [f"{x:.1f}x"], x)
+    elif ours and not ours.ok:
+        add(text, [False], ["timelapse failed"], None)
+    else:
+        add(text, [], [], None)
+    return targets
+
+
+def print_targets(targets: list[dict]) -> None:
+    print("Targets (issue 11; benchmark figures, not tests)")
+    for i, t in enumerate(targets, 1):
+        detail = f" ({t['detail']})" if t["detail"] else ""
+        print(f"  {i}. {t['text']}: {t['status']}{detail}")
+
+
+# --------------------------------------------------------------------------- --json
+
+
+def runner_figures(r: RunResult, base: RunResult | None) -> dict:
+    d: dict = {"ok": r.ok, "error": r.error or None, "output": r.check or None,
+               "incomplete": r.incomplete or None}  # fmt: skip
+    if not r.ok:
+        return d
+    d.update(
+        wall=r.wall, wall_min=min(r.walls), wall_max=max(r.walls), walls=r.walls,
+        ratio_untraced=r.wall / base.wall if base and base.ok and base.wall else None,
+        peak_mb=r.peak_mb,
+    )  # fmt: skip
+    t = r.trace
+    if t is not None:
+        steps = t.get("steps")
+        d.update(
+            format=t["format"], steps=steps, bytes=t["bytes"],
+            bytes_per_step=t["bytes"] / steps if steps else None,
+            steps_per_s=steps / r.wall if steps else None,
+            values=t.get("values"), calls=t.get("calls"),
+            values_per_s=t["values"] / r.wall if t.get("values") is not None else None,
+        )  # fmt: skip
+        for key in ("frames_recorded", "frames_written"):
+            if key in t:
+                d[key] = t[key]
+    return d
+
+
+def write_json(path: Path, args, env: dict, results, skipped, targets, failures, peer_failures):
+    programs = {}
+    for prog in args.selected:
+        res = results.get(prog.name)
+        if res is None:
+            continue
+        base = res.get("untraced")
+        runners = {name: runner_figures(r, base) for name, r in res.items()}
+        for name, why in skipped.get(prog.name, {}).items():
+            runners[name] = {"ok": None, "skipped": why}
+        ours = res.get("timelapse")
+        ratios = {}
+        for other in ("baseline", "reference", "pyttd"):
+            o = res.get(other)
+            if ours and o and ours.ok and o.ok:
+                ratios[f"{other}_over_ours"] = {"wall": o.wall / ours.wall,
+                                                "peak": o.peak_mb / ours.peak_mb}  # fmt: skip
+        programs[prog.name] = {
+            "script": prog.script, "args": prog.args, "note": prog.note,
+            "checksum": checksum_lines(base.stdout) if base and base.ok else None,
+            "runners": runners, "ratios": ratios,
+        }  # fmt: skip
+    doc = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "argv": sys.argv[1:],
+        **env,
+        "programs": programs,
+        "targets": targets,
+        "failures": failures,
+        "peer_failures": peer_failures,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
 
 
 # --------------------------------------------------------------------------- main
@@ -437,21 +781,32 @@ def result_row(name: str, runner: str, res: RunResult, base: RunResult | None, c
 def parse_args(argv):
     names = ", ".join(p.name for p in PROGRAMS)
     ap = argparse.ArgumentParser(
-        description="Benchmark the timelapse recorder against untraced Python and the "
-        f"reference recorder ({REF_PACKAGE} {REF_VERSION}).",
+        description="Benchmark the timelapse recorder against untraced Python, the reference "
+        f"recorder ({REF_PACKAGE} {REF_VERSION}) and py-tt-debug ({PYTTD_PACKAGE} "
+        f"{PYTTD_VERSION}).",
         epilog=f"programs: {names}",
     )
     ap.add_argument("--quick", action="store_true", help="one run per measurement (--repeat 1)")
     ap.add_argument("--programs", help="comma-separated subset of the programs to run")
     ap.add_argument("--no-reference", action="store_true", help="skip the reference recorder")
+    ap.add_argument("--no-pyttd", action="store_true", help="skip py-tt-debug")
+    ap.add_argument("--pyttd-as-installed", action="store_true",
+                    help="run py-tt-debug without LD_PRELOADing its bundled SQLite (its database "
+                    "then comes out corrupt on most runs; see README)")  # fmt: skip
     ap.add_argument("--no-timelapse", action="store_true", help="skip our recorder")
     ap.add_argument("--baseline", type=Path, default=None,
                     help="also run timelapse from another checkout's src folder (before/after a change)")
-    ap.add_argument("--repeat", type=int, default=None, help="best of N runs (default 3)")
+    ap.add_argument("--repeat", type=int, default=None,
+                    help="best of N runs (default 3); N > 1 also shows the min-max spread")
     ap.add_argument("--timeout", type=float, default=900.0,
                     help="seconds before a single run is killed (default 900)")  # fmt: skip
+    ap.add_argument("--json", type=Path, default=None, metavar="FILE",
+                    help="also write every measured figure (and the targets) to FILE as JSON")
     ap.add_argument("--keep-traces", action="store_true",
-                    help="keep the trace folders in benchmarks/.work/traces/")  # fmt: skip
+                    help="keep the trace folders (in --traces-dir)")  # fmt: skip
+    ap.add_argument("--traces-dir", type=Path, default=WORK / "traces", metavar="DIR",
+                    help="where the trace folders are written (default benchmarks/.work/traces; "
+                    "give two runs at once different folders)")  # fmt: skip
     args = ap.parse_args(argv)
     if args.repeat is None:
         args.repeat = 1 if args.quick else 3
@@ -472,9 +827,13 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(argv)
     WORK.mkdir(parents=True, exist_ok=True)
-    traces = WORK / "traces"
-    traces.mkdir(exist_ok=True)
-    failures: list[str] = []
+    traces = args.traces_dir.resolve()
+    traces.mkdir(parents=True, exist_ok=True)
+    failures: list[str] = []  # ours or untraced: exit status 1
+    peer_failures: list[str] = []  # shown, exit status unchanged
+    env: dict = {"python": sys.version.split()[0], "executable": sys.executable,
+                 "repeat": args.repeat, "untraced_repeat": max(args.repeat, UNTRACED_MIN_REPEAT),
+                 "peers": {}}  # fmt: skip
 
     print(f"python {sys.version.split()[0]} ({sys.executable}), best of {args.repeat}, "
           f"untraced best of {max(args.repeat, UNTRACED_MIN_REPEAT)}")  # fmt: skip
@@ -484,13 +843,30 @@ def main(argv=None) -> int:
         ref_python, reason = ensure_reference()
         if ref_python is None:
             print(f"reference recorder unavailable ({REF_PACKAGE}=={REF_VERSION}): {reason}; "
-                  "skipping the reference columns")  # fmt: skip
+                  "skipping its rows")  # fmt: skip
         else:
             print(f"reference: {REF_PACKAGE} {REF_VERSION} in {ref_python}")
+        env["peers"]["reference"] = {
+            "package": REF_PACKAGE, "version": REF_VERSION, "python": ref_python,
+            "unavailable": reason or None,
+        }  # fmt: skip
+
+    pyttd = None
+    if not args.no_pyttd:
+        pyttd, note, reason = ensure_pyttd(preload=not args.pyttd_as_installed)
+        if pyttd is None:
+            print(f"py-tt-debug unavailable ({PYTTD_PACKAGE}=={PYTTD_VERSION}): {reason}; "
+                  "skipping its rows")  # fmt: skip
+        else:
+            print(f"pyttd: {PYTTD_PACKAGE} {PYTTD_VERSION} in {PYTTD_VENV}, {note}")
+        env["peers"]["pyttd"] = {
+            "package": PYTTD_PACKAGE, "version": PYTTD_VERSION, "command": pyttd,
+            "note": note or None, "unavailable": reason or None,
+        }  # fmt: skip
 
     use_timelapse = not args.no_timelapse
     if use_timelapse:
-        reason = probe_timelapse(args.timeout)
+        reason = probe_timelapse(args.timeout, traces)
         if reason:
             print(f"timelapse recorder failed: {reason}")
             failures.append(f"timelapse recorder failed: {reason}")
@@ -499,6 +875,7 @@ def main(argv=None) -> int:
 
     rows: list = []
     results: dict[str, dict[str, RunResult]] = {}
+    skipped: dict[str, dict[str, str]] = {}
     for prog in args.selected:
         repeat = prog.repeat or args.repeat
         res: dict[str, RunResult] = {}
@@ -511,6 +888,8 @@ def main(argv=None) -> int:
             failures.append(f"{prog.name}: untraced run crashed: {base.error}")
         elif not expected:
             failures.append(f"{prog.name}: untraced run printed no checksum line")
+        shown = "; ".join(expected) if expected else ""
+        base.check = shown if len(shown) <= 40 else shown[:37] + "..."
 
         def check(r: RunResult) -> str:
             if not r.ok or expected is None:
@@ -522,101 +901,72 @@ def main(argv=None) -> int:
 
         runners = []
         if use_timelapse:
-            runners.append(("timelapse", timelapse_cmd(prog)))
+            runners.append(("timelapse", timelapse_cmd(prog), None))
         if args.baseline is not None:
-            runners.append(("baseline", baseline_cmd(args.baseline.resolve(), prog)))
+            runners.append(("baseline", baseline_cmd(args.baseline.resolve(), prog), None))
         if ref_python and prog.reference:
-            runners.append(("reference", reference_cmd(ref_python, prog)))
-        for runner, make in runners:
+            runners.append(("reference", reference_cmd(ref_python, prog), None))
+        elif ref_python:
+            skipped.setdefault(prog.name, {})["reference"] = "holds its whole trace in memory"
+        if pyttd and prog.pyttd:
+            runners.append(("pyttd", pyttd_cmd(pyttd, prog), pyttd_output_error))
+        elif pyttd:
+            skipped.setdefault(prog.name, {})["pyttd"] = "not run on this program"
+        for runner, make, output_error in runners:
             print(f" {runner} ...", end="", flush=True)
             r = run_repeated(make, repeat, args.timeout, traces / f"{runner}-{prog.name}",
-                             args.keep_traces)  # fmt: skip
+                             args.keep_traces, output_error)  # fmt: skip
             res[runner] = r
-            c = check(r)
+            r.check = check(r)
+            if runner == "pyttd":
+                r.incomplete = pyttd_incomplete(r)
             if runner in ("timelapse", "baseline"):
                 if not r.ok:
                     failures.append(f"{prog.name}: {runner} run crashed: {r.error}")
-                elif c.startswith("CHECKSUM MISMATCH"):
-                    failures.append(f"{prog.name}: {runner} output differs from untraced: {c}")
+                elif r.check.startswith("CHECKSUM MISMATCH"):
+                    failures.append(f"{prog.name}: {runner} output differs from untraced: "
+                                    f"{r.check}")  # fmt: skip
+            elif not r.ok:
+                peer_failures.append(f"{prog.name}: {runner}: {r.error}")
+            elif r.check.startswith("CHECKSUM MISMATCH"):
+                peer_failures.append(f"{prog.name}: {runner}: {r.check}")
+            elif r.incomplete:
+                peer_failures.append(f"{prog.name}: {runner}: {r.incomplete}")
         print(flush=True)
         results[prog.name] = res
 
-        shown = "; ".join(expected) if expected else ""
-        if len(shown) > 40:
-            shown = shown[:37] + "..."
-        rows.append(result_row(prog.name, "untraced", base, base, shown))
-        for runner in ("timelapse", "baseline", "reference"):
+        rows.append(result_row(prog.name, "untraced", base, base))
+        for runner in RECORDED:
             if runner in res:
-                rows.append(result_row("", runner, res[runner], base, check(res[runner])))
-            elif runner == "reference" and ref_python and not prog.reference:
+                rows.append(result_row("", runner, res[runner], base))
+            elif runner in skipped.get(prog.name, {}):
                 rows.append(["", runner, "skipped", "", "", "", "", "", "", "",
-                             "(holds its whole trace in memory)"])  # fmt: skip
-        ours, ref, before = res.get("timelapse"), res.get("reference"), res.get("baseline")
-        if ours and before and ours.ok and before.ok:
-            rows.append(["", "baseline / ours", f"{before.wall / ours.wall:.2f}x", "", "", "", "", "",
-                         "", f"{before.peak_mb / ours.peak_mb:.1f}x", ""])  # fmt: skip
-        if ours and ref and ours.ok and ref.ok:
-            rows.append(["", "ref / ours", f"{ref.wall / ours.wall:.2f}x", "", "", "", "", "",
-                         "", f"{ref.peak_mb / ours.peak_mb:.1f}x", ""])  # fmt: skip
+                             f"({skipped[prog.name][runner]})"])  # fmt: skip
+        ours = res.get("timelapse")
+        if ours and ours.ok:
+            for other, label in (("baseline", "baseline / ours"), ("reference", "ref / ours"),
+                                 ("pyttd", "pyttd / ours")):  # fmt: skip
+                if res.get(other) and res[other].ok:
+                    rows.append(ratio_row(label, res[other], ours))
         rows.append(None)
 
     print()
     print_table(rows)
-    print_targets(results)
+    targets = compute_targets(results)
+    print_targets(targets)
 
+    if peer_failures:
+        print()
+        for f in peer_failures:
+            print(f"peer failed (exit status unchanged): {f}")
     if failures:
         print()
         for f in failures:
             print(f"FAILED: {f}")
-        return 1
-    return 0
-
-
-def print_targets(results: dict[str, dict[str, RunResult]]) -> None:
-    print("Targets (benchmark figures, not tests)")
-
-    def ok(flag: bool) -> str:
-        return "met" if flag else "MISSED"
-
-    # 1. >= 3x faster than the reference on every program
-    parts = []
-    all_ok = True
-    for name, res in results.items():
-        ours, ref = res.get("timelapse"), res.get("reference")
-        if ours and ref and ours.ok and ref.ok:
-            x = ref.wall / ours.wall
-            all_ok &= x >= TARGET_VS_REFERENCE
-            parts.append(f"{name} {x:.2f}x")
-    if parts:
-        print(f"  >= {TARGET_VS_REFERENCE:.0f}x faster than the reference on every program: "
-              f"{ok(all_ok)} ({', '.join(parts)})")  # fmt: skip
-    else:
-        print(f"  >= {TARGET_VS_REFERENCE:.0f}x faster than the reference: n/a "
-              "(needs both recorders)")  # fmt: skip
-
-    # 2. <= 100x untraced on recursion
-    rec = results.get("recursion", {})
-    ours, base = rec.get("timelapse"), rec.get("untraced")
-    if ours and base and ours.ok and base.ok:
-        x = ours.wall / base.wall
-        print(f"  <= {TARGET_RECURSION_OVERHEAD:.0f}x untraced on recursion: "
-              f"{ok(x <= TARGET_RECURSION_OVERHEAD)} ({x:.1f}x)")  # fmt: skip
-    else:
-        print(f"  <= {TARGET_RECURSION_OVERHEAD:.0f}x untraced on recursion: n/a")
-
-    # 3. peak memory < 150 MB whatever the length
-    peaks = {n: r["timelapse"].peak_mb for n, r in results.items()
-             if r.get("timelapse") and r["timelapse"].ok}  # fmt: skip
-    if peaks:
-        worst = max(peaks, key=peaks.get)
-        line = (f"  peak memory < {TARGET_PEAK_MB:.0f} MB: {ok(peaks[worst] < TARGET_PEAK_MB)} "
-                f"(max {peaks[worst]:.1f} MB on {worst}")  # fmt: skip
-        if "long" in peaks and "long-x10" in peaks:
-            line += (f"; long {peaks['long']:.1f} MB -> long-x10 {peaks['long-x10']:.1f} MB, "
-                     f"{peaks['long-x10'] / peaks['long']:.2f}x for 10x the length")
-        print(line + ")")
-    else:
-        print(f"  peak memory < {TARGET_PEAK_MB:.0f} MB: n/a")
+    if args.json is not None:
+        write_json(args.json, args, env, results, skipped, targets, failures, peer_failures)
+        print(f"\nfigures written to {args.json}")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
