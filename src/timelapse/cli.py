@@ -155,7 +155,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"usage: {USAGE}\n\nRun 'timelapse record --help' for the recording options.")
             return 0
         if argv[0] == "--version":
-            print(f"timelapse {__version__}")
+            from timelapse import snapshot  # which signature is in use: a bug report needs it
+            how = ("compiled speedups" if snapshot.IMPLEMENTATION == "c"
+                   else "pure Python: TIMELAPSE_PURE" if snapshot._pure_forced()
+                   else "pure Python: speedups not built")
+            print(f"timelapse {__version__} ({how})")
             return 0
         command, rest = argv[0], argv[1:]
         if command == "check":

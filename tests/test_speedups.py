@@ -1,0 +1,517 @@
+"""The compiled signature (``timelapse._speedups``) is the Python one (``snapshot.python_signature``):
+the same bytes, the same objects kept in the same order, None in the same cases, for random object
+graphs and limits; it holds no reference after it returns, and it never runs the program's code.
+
+The C tests are skipped when the extension is not built; under ``TIMELAPSE_PURE=1`` they still run
+(the module is imported directly), only ``snapshot.signature`` is the Python one then."""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import subprocess
+import sys
+import tracemalloc
+import weakref
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from timelapse import snapshot
+from timelapse.snapshot import MAX_HELD_TEXT, python_signature
+
+
+def test_version_says_which_implementation():
+    def version(env_pure=None, block=False):
+        env = os.environ.copy()
+        env.pop("TIMELAPSE_PURE", None)
+        if env_pure is not None:
+            env["TIMELAPSE_PURE"] = env_pure
+        code = ("import sys; sys.modules['timelapse._speedups'] = None; " if block else "") + (
+            "from timelapse.cli import main; raise SystemExit(main(['--version']))")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                                timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    try:
+        import timelapse._speedups  # noqa: F401
+        built = True
+    except ImportError:
+        built = False
+    expected = "(compiled speedups)" if built else "(pure Python: speedups not built)"
+    assert version().endswith(expected)
+    assert version("0").endswith(expected)
+    assert version("1").endswith("(pure Python: TIMELAPSE_PURE)")
+    assert version(block=True).endswith("(pure Python: speedups not built)")
+    assert version().startswith("timelapse ")
+
+
+def test_implementation_follows_the_environment():
+    pure = os.environ.get("TIMELAPSE_PURE", "") not in ("", "0")
+    if pure:
+        assert snapshot.IMPLEMENTATION == "python"
+        assert snapshot.signature is python_signature
+    elif snapshot.IMPLEMENTATION == "c":
+        from timelapse import _speedups
+        assert snapshot.signature is _speedups.signature
+
+
+speedups = pytest.importorskip("timelapse._speedups", reason="the compiled speedups are not built")
+signature = speedups.signature
+
+
+def test_constants_agree():
+    assert speedups.MAX_HELD_TEXT == snapshot.MAX_HELD_TEXT
+    assert speedups.MAX_DEPTH == snapshot.MAX_DEPTH
+
+
+# -- The classes of the graphs ------------------------------------------------------------------
+
+class Plain:
+    """Fields in __dict__ (a getset_descriptor)."""
+
+
+class PlainSub(Plain):
+    """Read through its base's descriptor (descr_check: a subclass passes)."""
+
+
+class Slotted:
+    """Fields read through a member_descriptor (a slot that holds a dict, or not)."""
+    __slots__ = ("fields", "other")
+
+
+class Unknown:
+    """Not in the table: no signature."""
+
+
+class Impostor:
+    """In the table under its id, but with another class: no signature."""
+
+
+class Mismatched:
+    """In the table with a descriptor of another class: descr_check fails, no signature."""
+
+
+class ListSub(list):
+    pass
+
+
+class DictSub(dict):
+    pass
+
+
+OBJECTS = {
+    id(Plain): (Plain, Plain.__dict__["__dict__"]),
+    id(PlainSub): (PlainSub, Plain.__dict__["__dict__"]),
+    id(Slotted): (Slotted, Slotted.__dict__["fields"]),
+    id(Impostor): (Plain, Plain.__dict__["__dict__"]),
+    id(Mismatched): (Mismatched, Slotted.__dict__["fields"]),
+}
+
+LONG_TEXTS = ["a" * MAX_HELD_TEXT, "a" * (MAX_HELD_TEXT + 1), "é" * MAX_HELD_TEXT,
+              "€" * (MAX_HELD_TEXT + 1), b"x" * MAX_HELD_TEXT, b"x" * (MAX_HELD_TEXT + 1)]
+
+held_scalars = st.one_of(
+    st.integers(-300, 300),
+    st.integers(-2**200, 2**200),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([-0.0, 0.0, math.nan, math.inf]),
+    st.text(max_size=8),
+    st.text(alphabet="aé€😀\x00", max_size=5),
+    st.binary(max_size=8),
+    st.booleans(),
+    st.none(),
+    st.sampled_from(LONG_TEXTS[::2]),
+)
+#: Rarely one that has no signature (else most graphs would have none).
+scalars = st.integers(0, 29).flatmap(
+    lambda k: st.sampled_from(LONG_TEXTS[1::2] + [frozenset(), len, 1j]) if k == 0 else held_scalars)
+
+GOOD_KINDS = ["list", "tuple", "dict", "plain", "plainsub", "slotted"]
+BAD_KINDS = ["slotted_nodict", "unknown", "impostor", "mismatched", "listsub", "dictsub"]
+KINDS = GOOD_KINDS * 6 + BAD_KINDS
+
+#: Small depths more often: that is where the cuts (SUMMARY) are.
+depths = st.one_of(st.integers(1, 4), st.integers(1, 20))
+
+
+@st.composite
+def graphs(draw):
+    """An object graph: nodes of KINDS whose elements are scalars or other nodes (shared
+    references, cycles through the mutable ones), node 0 the root."""
+    count = draw(st.integers(1, 8))
+    kinds = draw(st.lists(st.sampled_from(KINDS), min_size=count, max_size=count))
+    ref = st.one_of(st.tuples(st.just("node"), st.integers(0, count - 1)),
+                    st.tuples(st.just("scalar"), scalars))
+    children = [draw(st.lists(ref, max_size=6)) for _ in range(count)]
+    names = [draw(st.lists(st.one_of(st.sampled_from(["a", "b", "c", "é"]), st.text(max_size=3),
+                                     st.just(1)), max_size=6)) for _ in range(count)]
+    nodes: list = [None] * count
+    for i, kind in enumerate(kinds):
+        nodes[i] = {"list": list, "dict": dict, "plain": Plain, "plainsub": PlainSub,
+                    "slotted": Slotted, "slotted_nodict": Slotted, "unknown": Unknown,
+                    "impostor": Impostor, "mismatched": Mismatched, "listsub": ListSub,
+                    "dictsub": DictSub, "tuple": lambda: None}[kind]()
+
+    def resolve(child, i):
+        what, it = child
+        if what == "scalar":
+            return it
+        if kinds[it] == "tuple" and it <= i:    # tuples are made last first: no cycle through them
+            return ("tuple", it)
+        return nodes[it]
+
+    def hashable(key, i):
+        try:
+            hash(key)
+        except TypeError:
+            return ("unhashable", i)
+        return key
+
+    for i in reversed(range(count)):
+        if kinds[i] == "tuple":
+            nodes[i] = tuple(resolve(c, i) for c in children[i])
+    for i, kind in enumerate(kinds):
+        node, elements = nodes[i], [resolve(c, -1) for c in children[i]]
+        if kind in ("list", "listsub"):
+            node.extend(elements)
+        elif kind in ("dict", "dictsub"):
+            for k in range(0, len(elements) - 1, 2):
+                node[hashable(elements[k], i)] = elements[k + 1]
+        elif kind == "tuple":
+            pass
+        else:
+            fields = {}
+            for name, element in zip(names[i], elements):
+                fields[name] = element
+            if kind == "slotted":
+                node.fields = fields
+            elif kind == "slotted_nodict":
+                if elements:
+                    node.fields = elements[0]    # not a dict (mostly): no signature
+            elif kind != "mismatched":
+                vars(node).update(fields)
+    return nodes[0]
+
+
+def at(items):
+    """The elements shown per depth as the encoder gives them (``items[0]``: an instance's fields),
+    from one number for every depth, or as they are."""
+    return items if isinstance(items, tuple) else (items,) * (snapshot.MAX_DEPTH + 2)
+
+
+#: One limit for every depth, or one per depth.
+item_limits = st.one_of(
+    st.integers(0, 10),
+    st.lists(st.integers(0, 10), min_size=snapshot.MAX_DEPTH + 2,
+             max_size=snapshot.MAX_DEPTH + 2).map(tuple))
+
+
+def both(value, max_depth, items, max_nodes, objects=OBJECTS):
+    """The two signatures, and the two kept lists (identical, object by object)."""
+    kept_c: list = []
+    kept_python: list = []
+    items = at(items)
+    compiled = signature(value, objects, max_depth, items, max_nodes, kept_c)
+    python = python_signature(value, objects, max_depth, items, max_nodes, kept_python)
+    assert compiled == python
+    assert len(kept_c) == len(kept_python)
+    assert all(a is b for a, b in zip(kept_c, kept_python))
+    return compiled, kept_c
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(graphs(), depths, item_limits, st.integers(0, 50))
+def test_compiled_is_the_python_one(value, max_depth, items, max_nodes):
+    both(value, max_depth, items, max_nodes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                     st.tuples(inner, inner),
+                                                     st.dictionaries(st.text(max_size=2), inner,
+                                                                     max_size=4)),
+                    max_leaves=40),
+       depths, item_limits, st.integers(0, 50))
+def test_compiled_is_the_python_one_for_trees(value, max_depth, items, max_nodes):
+    both(value, max_depth, items, max_nodes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(graphs(), st.integers(-3, 20),
+       st.lists(st.integers(-3, 10), min_size=snapshot.MAX_DEPTH + 2,
+                max_size=snapshot.MAX_DEPTH + 2).map(tuple),
+       st.integers(-3, 50))
+def test_negative_limits_fail_or_agree_the_same_way(value, max_depth, items, max_nodes):
+    outcomes = []
+    for function in (signature, python_signature):
+        kept: list = []
+        try:
+            outcomes.append((function(value, OBJECTS, max_depth, items, max_nodes, kept), kept))
+        except (OverflowError, ValueError) as exc:
+            outcomes.append((type(exc), kept))
+    (c, kept_c), (python, kept_python) = outcomes
+    assert c == python
+    assert [id(x) for x in kept_c] == [id(x) for x in kept_python]
+
+
+def test_deep_values_and_huge_limits():
+    value: list = []
+    inner = value
+    for _ in range(30):
+        deeper = [1]
+        inner.append(deeper)
+        inner = deeper
+    for max_depth in (1, 15, 16, 17, 10**30):
+        both(value, max_depth, 10, 10**30)
+    assert both(value, 16, 10, 100)[0] is not None
+    assert both(value, 17, 10, 100)[0] is None     # the 17th level would be opened
+
+
+def test_words_are_the_ones_the_docstring_says():
+    text = "x"
+    value = [text, (1,)]
+    words, kept = both(value, 10, 10, 10)
+    inner = value[1]
+    expected = [id(list), id(value), 2, 2, id(text), id(tuple), id(inner), 1, 1, id(1)]
+    assert words == b"".join(w.to_bytes(8, sys.byteorder) for w in expected)
+    assert kept == [text, 1]
+
+
+def test_cycles_shared_summaries_and_fields():
+    # A container met again off its path is walked again; on its path it is a cycle.
+    p = Plain()
+    p.me = p
+    shared = [1.5]
+    value = [p, shared, shared, {"k": [[[]]]}]
+    assert both(value, 3, 10, 100)[0] is not None
+    assert both(value, 2, 10, 100)[0] is not None
+    slot = Slotted()
+    slot.fields = {"a": p, "b": shared}
+    both([slot, slot], 5, 10, 100)
+    slot.fields = [1]
+    assert both([slot], 5, 10, 100)[0] is None
+    del slot.fields
+    assert both([slot], 5, 10, 100)[0] is None
+
+
+def test_bad_arguments():
+    with pytest.raises(TypeError):
+        signature([], OBJECTS, 1, at(1), 1)
+    with pytest.raises(TypeError):
+        signature([], OBJECTS, 1.0, at(1), 1, [])
+    with pytest.raises(TypeError):
+        signature([], DictSub(), 1, at(1), 1, [])
+    with pytest.raises(TypeError):
+        signature([], OBJECTS, 1, at(1), 1, ListSub())
+    one = [1]
+    assert signature(value=one, objects=OBJECTS, max_depth=2, items=at(3), max_nodes=4, keep=[]) == \
+        python_signature(one, OBJECTS, 2, at(3), 4, [])
+    with pytest.raises(TypeError):
+        signature([1], OBJECTS, 2, at(3), 4, [], bogus=1)
+    with pytest.raises(TypeError):
+        signature([1], OBJECTS, 2, 3, 4, [])                # items is one limit per depth
+    # items[d] is read when a container at depth d is opened, not before: the same errors.
+    # (The compiled one takes ints only: the Python one would also take a float limit.)
+    value = [[[1]]]
+    for items in [(1,), (1, 1), (0, 2, "no"), (0, 2, 2, 1), (0, 2, 2, 1, "unused")]:
+        outcomes = []
+        for function in (signature, python_signature):
+            try:
+                outcomes.append(function(value, OBJECTS, 3, items, 10, []))
+            except (IndexError, TypeError) as exc:
+                outcomes.append(type(exc))
+        assert outcomes[0] == outcomes[1], items
+    with pytest.raises(TypeError):
+        signature([1], OBJECTS, 2, at(3), 4, keep=[], value=1)
+
+
+# -- References ---------------------------------------------------------------------------------
+
+def test_no_reference_is_kept_or_lost():
+    p = Plain()
+    p.a = [1, "text", (2.5, b"b")]
+    p.b = 10**40
+    container = [p, p.a, {"k": p.a, 7: None}, (p,), "é" * 100, 10**30, -0.0]
+    elements = list(container) + [p.a[2], vars(p)]
+    before = [sys.getrefcount(container)] + [sys.getrefcount(e) for e in elements]
+    for _ in range(1000):
+        kept: list = []
+        assert signature(container, OBJECTS, 10, at(10), 100, kept) is not None
+        signature(container + [set()], OBJECTS, 10, at(10), 100, kept)     # None, on the way out
+        signature([container], OBJECTS, 1, at(10), 100, kept)               # a summary
+    del kept
+    after = [sys.getrefcount(container)] + [sys.getrefcount(e) for e in elements]
+    assert after == before
+
+
+def test_the_graph_is_not_kept_alive():
+    p = Plain()
+    p.self = [p]
+    graph = [p, {"p": p}, (p,)]
+    dead = weakref.ref(p)
+    kept: list = []
+    assert signature(graph, OBJECTS, 10, at(10), 100, kept) is not None
+    del p, graph
+    gc.collect()
+    assert dead() is None
+
+    q = Plain()         # no cycle: it dies at once, without the collector
+    graph = [q, [q]]
+    dead = weakref.ref(q)
+    assert signature(graph, OBJECTS, 10, at(10), 100, kept) is not None
+    del q, graph
+    assert dead() is None
+
+
+def test_no_memory_is_leaked():
+    # Large enough for every buffer to leave the C stack: > 512 words, > 64 containers held,
+    # > 64 marks.
+    value = [[i, [i], {"k": i}] for i in range(300)]
+    assert len(signature(value, OBJECTS, 10, at(1000), 10**6, [])) > 512 * 8
+    for _ in range(200):
+        signature(value, OBJECTS, 10, at(1000), 10**6, [])
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        for _ in range(5000):
+            signature(value, OBJECTS, 10, at(1000), 10**6, [])
+            signature(value + [set()], OBJECTS, 10, at(1000), 10**6, [])
+        grown = tracemalloc.get_traced_memory()[0] - start
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024
+
+
+# -- The program's code never runs ----------------------------------------------------------------
+
+CALLS: list = []
+
+
+def counted(name):
+    def method(self, *args, **kwargs):
+        CALLS.append(name)
+        raise AssertionError(f"{name} was called")
+    return method
+
+
+class Meta(type):
+    __eq__ = counted("Meta.__eq__")
+    __ne__ = counted("Meta.__ne__")
+    __hash__ = counted("Meta.__hash__")     # type: ignore[assignment]
+    __len__ = counted("Meta.__len__")
+    __iter__ = counted("Meta.__iter__")
+
+
+class WithMeta(metaclass=Meta):
+    pass
+
+
+class Base:
+    pass
+
+
+class Tricky(Base):
+    """Every hook a walk could trip over; its fields are read through its base's C getter."""
+    __getattr__ = counted("Tricky.__getattr__")
+    __getattribute__ = counted("Tricky.__getattribute__")
+    __eq__ = counted("Tricky.__eq__")
+    __hash__ = counted("Tricky.__hash__")   # type: ignore[assignment]
+    __len__ = counted("Tricky.__len__")
+    __iter__ = counted("Tricky.__iter__")
+    __getitem__ = counted("Tricky.__getitem__")
+    __dict__ = property(counted("Tricky.__dict__"))     # type: ignore[assignment]
+    __class__ = property(counted("Tricky.__class__"))   # type: ignore[assignment]
+
+
+class HookedList(list):
+    __len__ = counted("HookedList.__len__")
+    __iter__ = counted("HookedList.__iter__")
+    __getitem__ = counted("HookedList.__getitem__")
+    __eq__ = counted("HookedList.__eq__")
+    __hash__ = counted("HookedList.__hash__")   # type: ignore[assignment]
+
+
+class HookedDict(dict):
+    __len__ = counted("HookedDict.__len__")
+    __iter__ = counted("HookedDict.__iter__")
+    __getitem__ = counted("HookedDict.__getitem__")
+    keys = counted("HookedDict.keys")
+    items = counted("HookedDict.items")
+    values = counted("HookedDict.values")
+    __eq__ = counted("HookedDict.__eq__")
+    __hash__ = counted("HookedDict.__hash__")   # type: ignore[assignment]
+
+
+def test_the_programs_code_never_runs():
+    objects = dict(OBJECTS)
+    objects[id(WithMeta)] = (WithMeta, WithMeta.__dict__["__dict__"])
+    objects[id(Tricky)] = (Tricky, Base.__dict__["__dict__"])
+    objects[id(HookedDict)] = (HookedDict, HookedDict.__dict__["__dict__"])
+    m = WithMeta()
+    vars(m)["x"] = [1]
+    tricky = Tricky.__new__(Tricky)
+    object.__setattr__(tricky, "me", tricky)
+    hooked_list = HookedList([1, 2])
+    hooked_dict = HookedDict(a=1)
+    fields_dict = Plain()
+    fields_dict.__dict__ = HookedDict(a=1)      # a dict subclass as fields: no signature
+    values = [
+        [m, WithMeta, [m]],
+        [tricky, {"t": tricky}, (tricky,)],
+        [tricky, tricky],
+        [1, hooked_list],
+        [hooked_dict],
+        [[fields_dict]],
+        hooked_list,
+        hooked_dict,
+        {1: [m], 2: tricky},
+    ]
+    CALLS.clear()
+    for value in values:
+        for max_depth in (1, 2, 5):
+            for function in (signature, python_signature):
+                kept: list = []
+                function(value, objects, max_depth, at(10), 100, kept)
+    assert CALLS == []
+    # And they agree on these too (compared after: comparing runs their __eq__).
+    results = []
+    for value in values:
+        kept_c: list = []
+        kept_python: list = []
+        results.append((signature(value, objects, 5, at(10), 100, kept_c),
+                        python_signature(value, objects, 5, at(10), 100, kept_python),
+                        [id(x) for x in kept_c], [id(x) for x in kept_python]))
+    assert CALLS == []
+    for c, python, ids_c, ids_python in results:
+        assert c == python
+        assert ids_c == ids_python
+    assert results[0][0] is None        # WithMeta (the class itself) is not in the table
+    assert results[1][0] is not None    # Tricky, read through its base's getter
+    assert results[3][0] is None and results[6][0] is None      # a list subclass
+    assert results[4][0] is not None and results[7][0] is not None  # an instance, its __dict__ read
+    assert results[5][0] is None        # fields in a dict subclass
+
+
+def test_a_getter_that_fails_gives_no_signature():
+    class Broken:
+        pass
+
+    def boom(self):
+        raise RuntimeError("no")
+
+    # A getset descriptor whose C getter raises: a class's __dict__ getter on an instance of
+    # another type (descr_check), and a member whose slot is unset (AttributeError).
+    objects = {id(Broken): (Broken, Plain.__dict__["__dict__"])}
+    assert both([Broken()], 5, 10, 100, objects)[0] is None
+    s = Slotted()
+    assert both([1, s], 5, 10, 100)[0] is None
+    # A Python descriptor (program code) in the table: the compiled one never calls it.
+    called = []
+    prop = property(lambda self: called.append(1) or {})
+    objects = {id(Plain): (Plain, prop)}
+    assert signature([Plain()], objects, 5, at(10), 100, []) is None
+    assert called == []
