@@ -38,9 +38,9 @@ def test_the_defaults():
     options = Options()
     assert (options.on_error, options.max_depth, options.max_items, options.max_string,
             options.max_nodes, options.capture_io, options.capture_fd, options.exclude_files) == (
-        "raise", 8, 100, 1000, 1000, True, False, ())
+        "raise", 3, 10, 200, 50, True, False, ())
     assert (config.DEFAULT_MAX_DEPTH, config.DEFAULT_MAX_ITEMS, config.DEFAULT_MAX_STRING,
-            config.DEFAULT_MAX_NODES, config.MAX_DEPTH_LIMIT) == (8, 100, 1000, 1000, 100)
+            config.DEFAULT_MAX_NODES, config.MAX_DEPTH_LIMIT) == (3, 10, 200, 50, 100)
 
 
 def test_the_encoders_defaults_are_the_same_numbers():
@@ -56,7 +56,7 @@ def test_options_are_frozen_and_replace_checks_again():
     with pytest.raises(dataclasses.FrozenInstanceError):
         options.max_depth = 4  # type: ignore[misc]
     assert options.replace(max_items=5) == Options(max_depth=3, max_items=5)
-    assert options.max_items == 100
+    assert options.max_items == config.DEFAULT_MAX_ITEMS
     with pytest.raises(OptionError, match="max_items must be a whole number of at least 1, not 0"):
         options.replace(max_items=0)
 

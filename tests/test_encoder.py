@@ -7,6 +7,7 @@ import array
 import ast
 import base64
 import collections
+import copy
 import dataclasses
 import datetime
 import decimal
@@ -37,6 +38,7 @@ from timelapse.encoder import (
     DEFAULT_MAX_NODES,
     DEFAULT_MAX_STRING,
     ValueEncoder,
+    collection_items,
     sanitize_text,
 )
 
@@ -78,9 +80,16 @@ def registry() -> Registry:
     return Registry()
 
 
+#: Generous limits, for the tests of how each kind of value is spelled (the defaults are tested
+#: on their own: test_the_default_detail_*).
+ROOMY = {"max_depth": 8, "max_items": 100, "max_string": 1000, "max_nodes": 1000}
+#: Limits that cut nothing a test makes (deeper collections show max_items / 4 ** (depth - 1)).
+UNCUT = {"max_items": 1 << 40, "max_string": 10**6, "max_nodes": 10**9}
+
+
 @pytest.fixture
 def enc(registry: Registry) -> ValueEncoder:
-    return ValueEncoder(registry)
+    return ValueEncoder(registry, **ROOMY)
 
 
 def walk(record: dict):
@@ -237,7 +246,7 @@ def test_str_lone_surrogates_are_replaced(enc):
 
 def test_str_truncated(enc):
     record = enc.encode("x" * 1_000_000)
-    assert record["text"] == "x" * DEFAULT_MAX_STRING + "\u2026 (1,000,000 chars)"
+    assert record["text"] == "x" * ROOMY["max_string"] + "\u2026 (1,000,000 chars)"
 
 
 @pytest.mark.parametrize("x, text, lang", [
@@ -255,7 +264,7 @@ def test_bytes_like(enc, registry, x, text, lang):
 
 def test_bytes_truncated(enc):
     record = enc.encode(bytes(300_000))
-    assert record["r"] == repr(bytes(DEFAULT_MAX_STRING)) + "\u2026 (300,000 bytes)"
+    assert record["r"] == repr(bytes(ROOMY["max_string"])) + "\u2026 (300,000 bytes)"
     assert enc.encode(memoryview(bytes(300_000)))["r"].endswith("\u2026 (300,000 bytes)")
     released = memoryview(b"x")
     released.release()
@@ -277,8 +286,8 @@ def test_sequences(enc, registry, x, lang, kind):
 def test_range_and_views(enc, registry):
     assert texts(enc.encode(range(2, 8, 2))) == [2, 4, 6]
     huge = enc.encode(range(10**30))
-    assert len(huge["elements"]) == DEFAULT_MAX_ITEMS + 1
-    assert huge["elements"][-1]["r"] == f"\u2026 {10**30 - DEFAULT_MAX_ITEMS:,} more"
+    assert len(huge["elements"]) == ROOMY["max_items"] + 1
+    assert huge["elements"][-1]["r"] == f"\u2026 {10**30 - ROOMY["max_items"]:,} more"
     d = {"a": 1}
     assert texts(enc.encode(d.keys())) == ["a"]
     assert texts(enc.encode(d.values())) == [1]
@@ -583,7 +592,7 @@ def test_anything_else_names_its_type(enc, registry):
 
 def test_truncated_list(enc, registry):
     record = enc.encode(list(range(200_000)))
-    assert len(record["elements"]) == DEFAULT_MAX_ITEMS + 1
+    assert len(record["elements"]) == ROOMY["max_items"] + 1
     marker = record["elements"][-1]
     assert marker["kind"] == "Raw" and marker["r"] == "\u2026 199,900 more"
     assert registry.type_of(marker) == (16, "<truncated>", None)
@@ -606,7 +615,8 @@ def test_truncated_dict_set_and_struct(enc, registry):
 
 def test_limits_are_settable(registry):
     enc = ValueEncoder(registry, max_depth=2, max_items=3, max_string=5)
-    assert texts(enc.encode([1, 2, 3, 4])) == [1, 2, 3, "\u2026 1 more"]
+    assert texts(enc.encode([1, 2, 3, 4, 5])) == [1, 2, 3, "\u2026 2 more"]
+    assert texts(enc.encode([1, 2, 3, 4])) == [1, 2, 3, 4]    # never "… 1 more": the one is shown
     assert enc.encode("abcdefg")["text"] == "abcde\u2026 (7 chars)"
     assert texts(enc.encode([[[1]]])) == [["<list: 1 item>"]]
 
@@ -621,7 +631,7 @@ def test_depth_limit(enc, registry):
     while r["kind"] == "Sequence":
         depth += 1
         r = r["elements"][0]
-    assert depth == DEFAULT_MAX_DEPTH
+    assert depth == ROOMY["max_depth"]
     assert r["r"] == "<list: 1 item>" and registry.type_of(r) == (16, "list", None)
 
 
@@ -1042,7 +1052,7 @@ def test_huge_values_encode_small(enc):
         assert len(json.dumps(enc.encode(value))) < 20_000
     # Many nested containers: the node budget bounds the whole value.
     grid = [[i] * 1000 for i in range(1000)]
-    assert len(json.dumps(enc.encode(grid))) < 60 * DEFAULT_MAX_NODES
+    assert len(json.dumps(enc.encode(grid))) < 60 * ROOMY["max_nodes"]
 
 
 def deque_of(n: int) -> collections.deque:
@@ -1067,7 +1077,7 @@ def record_depth(record: dict) -> int:
 def test_500_levels_of_nesting():
     value = nested_lists(500)
     assert record_depth(ValueEncoder(Registry()).encode(value)) == DEFAULT_MAX_DEPTH
-    full = ValueEncoder(Registry(), max_depth=1000).encode(value)
+    full = ValueEncoder(Registry(), max_depth=1000, max_nodes=1000).encode(value)
     assert record_depth(full) == 500
     json.dumps(full)
 
@@ -1306,7 +1316,7 @@ def canon(x):
 @given(values)
 def test_property_round_trip_under_limits(value):
     registry = Registry()
-    record = ValueEncoder(registry, max_depth=100).encode(value)
+    record = ValueEncoder(registry, max_depth=100, **UNCUT).encode(value)
     check_record(record, registry)
     assert canon(decode(record, registry)) == canon(value)
 
@@ -1394,17 +1404,18 @@ def test_encode_json_keeps_lone_surrogates_out():
     st.tuples(st.integers(), st.text(), st.floats(allow_nan=False)),
 ))
 def test_flat_containers_round_trip_and_are_cut_where_the_limits_say(value):
-    for limits in ({}, {"max_items": 3}, {"max_nodes": 10}):
+    for limits in ({**UNCUT}, {"max_items": 3}, {"max_nodes": 10}, {}):
         registry = Registry()
         record = ValueEncoder(registry, **limits).encode(value)
         check_record(record, registry)
         shown = record["elements"]
         limit = min(limits.get("max_items", DEFAULT_MAX_ITEMS), limits.get("max_nodes", DEFAULT_MAX_NODES))
-        kept = min(len(value), limit)
+        kept = len(value) if len(value) <= limits.get("max_items", DEFAULT_MAX_ITEMS) + 1 else limit
+        kept = min(kept, limits.get("max_nodes", DEFAULT_MAX_NODES))
         assert len(shown) == kept + (kept < len(value))
         if kept < len(value):
             assert shown[-1]["r"] == f"\u2026 {len(value) - kept:,} more"
-        if not limits and type(value) is not dict:
+        if limits.get("max_nodes") == UNCUT["max_nodes"] and type(value) is not dict:
             assert canon(decode(record, registry)) == canon(value)
 
 
@@ -1500,7 +1511,11 @@ def check_bounded(record: dict, registry: Registry, limits: dict) -> None:
             continue
         assert depth <= max_depth, r
         real = [c for c in children if not (c["kind"] == "Raw" and registry.lang(c) == "<truncated>")]
-        assert len(real) <= max_items and len(children) <= max_items + 1
+        # Collections show fewer elements deeper down, an object max_items fields at any depth;
+        # a cut never hides a single element (it is shown instead).
+        limit = max_items if "field_values" in r else collection_items(max_items, depth)
+        assert len(real) <= limit + 1 and len(children) <= limit + 1
+        assert len(children) == len(real) or len(real) <= limit
         shown += len(real)
         entries = r["kind"] == "Sequence" and registry.lang(r) in ("dict", "collections.OrderedDict")
         for c in real:
@@ -1543,20 +1558,19 @@ def test_property_opening_at_once_or_on_the_stack_shows_the_same(value, knots, l
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(graph_values, min_size=2, max_size=4))
-def test_property_the_step_memo_shares_without_changing_what_is_shown(values):
+def test_property_sharing_within_a_value_changes_nothing_shown(values):
+    # An object met twice within one value is encoded once (the walk's memo): with nothing cut,
+    # it shows the same as two equal objects would.
     shared = Node(a=[1, 2], b=Point(3, 4.5))
-    values = [[shared, v] if i % 2 else {"s": shared, "v": v} for i, v in enumerate(values)]
-    values.append({shared})  # in a set too
     limits = {"max_depth": 100, "max_nodes": 100_000}   # nothing is cut: sharing cannot show
     registry = Registry()
     registry.strict = False
-    plain, memoized = ValueEncoder(registry, **limits), ValueEncoder(registry, **limits)
-    memo = memoized.step_memo()
-    for v in values:
-        plain.encode_json(v)     # both encoders know every type: the same type ids
-    assert [memoized.encode_json(v) for v in values] == [plain.encode_json(v) for v in values]
-    assert any(entry[0] is shared for entry in memo.values())
-    memo.clear()
+    enc = ValueEncoder(registry, **limits)
+    for i, v in enumerate(values):
+        together = [shared, v, shared] if i % 2 else {"s": shared, "v": v, "t": {shared}}
+        apart = [copy.deepcopy(shared), v, copy.deepcopy(shared)] if i % 2 else \
+            {"s": copy.deepcopy(shared), "v": v, "t": {copy.deepcopy(shared)}}
+        assert enc.encode_json(together) == enc.encode_json(apart)
 
 
 def test_struct_shapes_follow_each_instance(enc, registry):
@@ -1671,7 +1685,6 @@ def test_a_value_met_again_below_the_flat_depth_is_bytes_from_the_memo():
         nodes.append(nxt)
     registry = Registry()
     enc = ValueEncoder(registry, max_depth=40)
-    enc.step_memo()
     first = enc.encode_json(root)
     again = enc.encode_json(nodes[18])          # met again, as a value of its own
     inside = enc.encode_json([1, nodes[18]])    # and inside an eagerly opened parent
@@ -1679,3 +1692,54 @@ def test_a_value_met_again_below_the_flat_depth_is_bytes_from_the_memo():
         assert type(data) is bytes
         check_record(json.loads(data), registry)
     assert record_depth(json.loads(again)) == 30 - 18
+
+
+# -- the default detail ----------------------------------------------------------------------------
+
+
+class Owner:
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+
+def test_the_default_detail_keeps_the_floor(registry):
+    # A variable that is an object shows its fields; the objects in those fields, and in its
+    # containers, show theirs; below that every value shows its type and every container its length.
+    enc = ValueEncoder(registry)
+    deepest = Owner(secret=1)
+    leaf = Owner(x=1, y=[deepest] * 5, z={"k": deepest})
+    held = Owner(name="n", items=[Owner(v=i, more=[i] * 9) for i in range(30)], one=leaf)
+    record = enc.encode(held)
+    names = field_names(record, registry)
+    assert names == ["name", "items", "one"]
+    items, one = record["field_values"][1], record["field_values"][2]
+    # Objects in a container of the variable's fields show their fields.
+    assert items["kind"] == "Sequence" and items["elements"][-1]["r"].endswith("more")
+    first = items["elements"][0]
+    assert first["kind"] == "Struct" and field_names(first, registry) == ["v", "more"]
+    assert first["field_values"][1]["r"] == "<list: 9 items>"   # below: its length
+    # An object in a field shows its fields; objects below it are named by their type.
+    assert field_names(one, registry) == ["x", "y", "z"]
+    y = one["field_values"][1]
+    assert [e.get("r") for e in y["elements"]] == ["<test_encoder.Owner object>"] * 2 + ["\u2026 3 more"]
+
+
+def test_the_default_detail_tapers_with_depth(registry):
+    enc = ValueEncoder(registry)
+    assert [collection_items(DEFAULT_MAX_ITEMS, d) for d in (1, 2, 3, 4)] == [10, 2, 2, 2]
+    assert collection_items(100, 2) == 25 and collection_items(100, 3) == 6
+    assert collection_items(1, 3) == 1
+    record = enc.encode([list(range(20))] * 3)
+    inner = record["elements"][0]
+    assert texts(inner) == [0, 1, "\u2026 18 more"]
+    # An object's fields are not tapered.
+    record = enc.encode([[Owner(**{f"f{i}": i for i in range(8)})]])
+    assert len(field_names(record["elements"][0]["elements"][0], registry)) == 8
+
+
+def test_the_defaults_bound_what_a_step_costs(registry):
+    # Whatever the value, one variable's record stays small at the defaults.
+    enc = ValueEncoder(registry)
+    grid = [[{"k": [Owner(a=list(range(100)))] * 50}] * 50 for _ in range(50)]
+    assert len(enc.encode_json(grid)) < 8_000
+    assert len(enc.encode_json("x" * 10**6)) < 300

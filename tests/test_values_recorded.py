@@ -6,6 +6,7 @@ import os
 
 from conftest import PROGRAMS, run_python
 
+from timelapse.config import DEFAULT_MAX_ITEMS
 from timelapse.reader import decode_value
 
 
@@ -21,7 +22,7 @@ def test_huge_values_across_many_steps_make_a_small_trace(record):
     assert size < 5_000_000, size
     values = module_values(result.trace)
     elements = values["big_list"]["elements"]
-    assert len(elements) == 101 and "199,900 more" in elements[-1]["r"]
+    assert len(elements) == DEFAULT_MAX_ITEMS + 1 and f"{200_000 - DEFAULT_MAX_ITEMS:,} more" in elements[-1]["r"]
     assert values["big_text"]["text"].endswith("… (1,000,000 chars)")
 
 

@@ -41,14 +41,19 @@ __all__ = [
     "parse",
 ]
 
-#: Container levels shown; a container nested deeper becomes a short summary.
-DEFAULT_MAX_DEPTH = 8
-#: Elements shown per container (items, entries, fields); the rest are counted.
-DEFAULT_MAX_ITEMS = 100
+# The default detail, chosen from measurements on the benchmark programs (docs/values.md, "How
+# much is shown, and what it costs"): every Step carries every visible variable again, so what one
+# variable shows is paid for at every line the program runs.
+#: Container levels shown; a container nested deeper becomes a short summary. Three: a variable,
+#: the objects in its fields, and the objects in the containers in its fields.
+DEFAULT_MAX_DEPTH = 3
+#: Elements shown per container at the top (fields of an object at any depth); deeper collections
+#: show fewer (encoder.collection_items); the rest are counted.
+DEFAULT_MAX_ITEMS = 10
 #: Characters shown per string (bytes per bytes-like value).
-DEFAULT_MAX_STRING = 1000
+DEFAULT_MAX_STRING = 200
 #: Elements shown in one encoded value, all containers together.
-DEFAULT_MAX_NODES = 1000
+DEFAULT_MAX_NODES = 50
 #: The deepest max_depth: each level is two levels of JSON nesting, and readers stop at a few hundred.
 MAX_DEPTH_LIMIT = 100
 

@@ -4,8 +4,9 @@ The recorder captures every visible variable at every executed line, so this mod
 path, in the middle of the program being recorded. That dictates its shape.
 
 **One walk decides what is shown.** Classification (per class, ``valuetypes.describe_type``), the
-limits (depth, elements per container, characters per string, elements per value), cycles, the step
-memo and the order of set members are all decided here, once; the format (``format.ValueSpelling``,
+limits (depth, elements per container, characters per string, elements per value), cycles, the
+reuse of a value's bytes while it does not change, and the order of set members are all decided
+here, once; the format (``format.ValueSpelling``,
 ``json_format.JsonValues`` today) only spells what the walk hands it. ``encode_json`` gives the spelled
 record; ``encode`` decodes it back into a dict, for tests and tools.
 
@@ -40,6 +41,7 @@ from typing import Any, Callable
 from timelapse.config import DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITEMS, DEFAULT_MAX_NODES, DEFAULT_MAX_STRING
 from timelapse.format import TypeKind, ValueSpelling
 from timelapse.json_format import JSON
+from timelapse.snapshot import signature
 from timelapse.valuetypes import (
     ELLIPSIS,
     Family,
@@ -89,6 +91,13 @@ _FLAT_DEPTH = 16
 #: max_depth, so that values within the default limits never need fill's stack).
 _EAGER_LEVELS = 8
 _NO_EAGER = 1 << 62     # a base depth that leaves child nothing to open at once
+#: Deeper collections show fewer elements (collection_items): a quarter a level, at least two.
+_TAPER_SHIFT = 2
+_FEWEST_ITEMS = 2
+#: Cross-step reuse: values remembered at most, and the bytes they may hold together.
+_REUSE_ENTRIES = 4096
+_REUSE_BYTES = 16 << 20
+_REUSE_BACKOFF = 63     # encodings without a signature after a value had none (a set in reach)
 
 
 class ValueEncoder:
@@ -115,6 +124,9 @@ class ValueEncoder:
         self.max_items = max_items
         self.max_string = max_string
         self.max_nodes = max_nodes
+        #: Elements shown per collection (list, tuple, dict, set, ...) by its depth (1: a value's
+        #: own elements; ``[0]``: the fields of an object, at any depth): see ``collection_items``.
+        self._items = (max_items,) + tuple(collection_items(max_items, d) for d in range(1, max_depth + 2))
         self._spell = spelling
         self._type_ids: dict[tuple, int] = {}
         self._infos: dict[int, TypeInfo] = {}
@@ -128,9 +140,16 @@ class ValueEncoder:
         #: The spelled heads of exact ints and floats (their TypeIds), once known, and their tails.
         self._int_head = self._float_head = b""
         self._int_tail, self._float_tail = spelling.int_tail, spelling.float_tail
-        #: The containers met since the program last ran, by id: (object, its spelled record) --
-        #: see step_memo.
-        self._memo: dict[int, tuple[object, bytes]] | None = None
+        #: Cross-step reuse (docs/values.md, "Reuse"): the containers encoded as values, by id,
+        #: with their signature and bytes (see ``walk`` in _make_walk, and ``snapshot``).
+        self._reuse: dict[int, Any] = {}
+        self._reused_bytes = 0      # the bytes held in _reuse, bounded by _REUSE_BYTES
+        #: The classes whose instances are their ``__dict__``, for signatures: id -> (class, descriptor).
+        self._plain_objects: dict[int, tuple] = {}
+        #: Error records made (a value that gave one is not kept for reuse: its bytes say a failure).
+        self.errors = 0
+        #: Values whose bytes were reused / encoded afresh with a signature (for benchmarks and tests).
+        self.reused = self.signed = 0
         self._pair_heads = [b""]
         hot = _make_walk(self)
         self._walk, self._scalars, self._entries = hot["walk"], hot["scalars"], hot["entries"]
@@ -148,17 +167,6 @@ class ValueEncoder:
             Family.CONSTANT: self._leaf_constant, Family.TEXT: self._leaf_text,
             Family.STREAM_PROXY: self._leaf_stream_proxy, Family.OPAQUE: self._leaf_opaque,
         }
-
-    def step_memo(self) -> dict:
-        """Turn on sharing within a step and return the memo; the caller must clear it every time
-        the program may have run since the last ``encode_json`` (the recorder: at each event).
-
-        An object met twice among a step's values (a list of objects and a dict of the same objects)
-        is then encoded once. Without a caller that clears it, a memo would show stale values.
-        """
-        if self._memo is None:
-            self._memo = {}
-        return self._memo
 
     # -- public API -----------------------------------------------------------------------------------
 
@@ -214,9 +222,10 @@ class ValueEncoder:
 
     # -- the walk (hot path) --------------------------------------------------------------------------
 
-    def _reserve(self, total: int, state: list) -> int:
-        """How many of `total` elements to show, charged to the value's budget (``state[0]``)."""
-        n = total if total < self.max_items else self.max_items
+    def _reserve(self, total: int, state: list, limit: int) -> int:
+        """How many of `total` elements to show (at most ``limit``), charged to the value's budget
+        (``state[0]``)."""
+        n = total if total <= limit + 1 else limit   # never "… 1 more": show the one
         left = state[0]
         if n > left:
             n = left if left > 0 else 0
@@ -228,7 +237,7 @@ class ValueEncoder:
 
     def _open_set(self, x: Any, info: TypeInfo, depth: int, state: list) -> Any:
         total = info.size(x)
-        n = self._reserve(total, state)
+        n = self._reserve(total, state, self._items[depth])
         if n >= total:
             members = list(info.iterate(x))
         elif all_of_type(info.iterate(x), int) or all_of_type(info.iterate(x), str):
@@ -308,7 +317,7 @@ class ValueEncoder:
         """An exception: ``message`` (what str() would say) and ``args``, then its attributes."""
         pairs, d = read_attributes(x, info)
         total = len(pairs) + (dict.__len__(d) if d is not None else 0)
-        pairs = pick_attributes(pairs, d, self._reserve(total + 2, state) - 2)
+        pairs = pick_attributes(pairs, d, self._reserve(total + 2, state, self.max_items) - 2)
         pairs[:0] = [("message", exception_message(x, info.mro)), ("args", exc_args(x))]
         return self._struct(info, pairs, total + 2, False, depth, state)
 
@@ -317,7 +326,7 @@ class ValueEncoder:
         total = tuple.__len__(x)
         if total != len(names):     # struct sequences can have unnamed fields
             names = names + tuple(f"[{i}]" for i in range(len(names), total))
-        n = self._reserve(total, state)
+        n = self._reserve(total, state, self.max_items)
         return self._struct(info, list(zip(names[:n], tuple.__iter__(x))), total, False, depth, state)
 
     def _struct(self, info: TypeInfo, pairs: Any, total: int, shape_reusable: bool,
@@ -462,7 +471,11 @@ class ValueEncoder:
         infos = self._infos
         if len(infos) >= _TYPE_CACHE_SIZE:
             infos.clear()
+            self._plain_objects.clear()
+            self._forget_reuse()
         infos[id(t)] = info
+        if info.family == Family.OBJECT and not info.slots and info.dict_descriptor is not None:
+            self._plain_objects[id(t)] = (t, info.dict_descriptor)
         return info
 
     def _type_id(self, kind: int, lang_type: str, fields: tuple | None = None) -> int:
@@ -477,8 +490,13 @@ class ValueEncoder:
                 tid = self._register(int(kind), lang_type, tuple((sanitize_text(name), any_tid) for name in fields))
             if len(self._type_ids) >= _TYPE_ID_CACHE_SIZE:
                 self._type_ids.clear()
+                self._forget_reuse()    # kept bytes name type ids that would be registered anew
             self._type_ids[key] = tid
         return tid
+
+    def _forget_reuse(self) -> None:
+        self._reuse.clear()
+        self._reused_bytes = 0
 
     def _shape_tid(self, info: TypeInfo, names: tuple) -> int:
         """The TypeId of a Struct with these field names."""
@@ -508,6 +526,7 @@ class ValueEncoder:
         return self._raw(TypeKind.RAW, info.lang, summary_text(x, info))
 
     def _error(self, lang: str, exc: BaseException) -> bytes:
+        self.errors += 1
         msg = f"cannot capture {lang}: {describe_failure(exc)}"
         try:
             return self._spell.error(self._type_id(TypeKind.ERROR, lang), sanitize_text(msg))
@@ -516,6 +535,7 @@ class ValueEncoder:
 
     def _fallback(self) -> bytes:
         """The record of a value when even its Error could not be made (no type could be registered)."""
+        self.errors += 1
         return self._spell.error(0, _FALLBACK_TEXT)
 
 
@@ -527,7 +547,11 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
 
     The walk state, one list per value: ``[elements left in the budget, a hole was left in the
     container being opened, the containers on the path (a dict used as an ordered set: cycles),
-    the step memo or None, the depth of the container fill opened last]``.
+    the depth of the container fill opened last]``. There is no memo: an object met twice within
+    a value is walked (and charged to the budget) at each place, so a value's bytes depend on
+    nothing but the value and the limits, and stay within ``max_nodes`` (a list holding the same
+    big object a hundred times cannot spell it a hundred times in full). What is not walked twice
+    is a value that did not change since the last step (``walk``: cross-step reuse).
 
     Opening children at once (``child``, from inside their parent's element loop) is what makes the
     walk fast: a container of scalars, or of containers of scalars, is spelled without any frame on
@@ -544,11 +568,13 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
     sep, seq_tail, tuple_tail, struct_tail = (
         spelling.separator, spelling.sequence_tail, spelling.tuple_tail, spelling.struct_tail)
     max_items, max_depth, max_nodes = enc.max_items, enc.max_depth, enc.max_nodes
+    items_at = enc._items   # elements shown per collection, by its depth
     TUPLE = Family.TUPLE
     pair_tail = tuple_tail
     pair_end = pair_tail + sep
     pair_head = enc._pair_heads  # [the head of a mapping entry's Tuple], once known
     eager_levels = _EAGER_LEVELS
+    reuse, plain_objects = enc._reuse, enc._plain_objects
 
     def scalars(elements: Any, depth: int, state: list) -> list:
         """The spelled elements of a container at ``depth``; None or an opened frame for those
@@ -578,18 +604,13 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
                 raise   # too close to the recursion limit here: fill opens it again (open_here)
             except Exception as exc:
                 return error(info.lang, exc)
-        if state[1] or depth - state[4] >= eager_levels:
+        if state[1] or depth - state[3] >= eager_levels:
             state[1] = True     # after a hole, siblings wait for fill: depth-first order
             return None
         key = id(x)
         active = state[2]
         if key in active:
             return cycle(info)
-        memo = state[3]
-        if memo is not None:
-            seen = memo.get(key)
-            if seen is not None and seen[0] is x:
-                return seen[1]  # the same object, met again in this step
         shape = info.shape
         if shape is not None and depth < max_depth:
             # open_object's shortcut, inlined (hot path: most elements that are not scalars are
@@ -603,17 +624,14 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
                 values = list(dict.values(d))   # one C call: no thread runs between
                 n = len(values)
                 left = state[0]
-                if n == len(names) and n <= left and n <= max_items and all(map(is_, d, names)):
+                if n == len(names) and n <= left and n <= max_items + 1 and all(map(is_, d, names)):
                     state[0] = left - n
                     active[key] = None
                     parts = scalars(values, depth + 1, state)
                     if state[1]:    # opened with holes: it stays on the path until fill is done with it
                         return parts, _holes(parts, values), None, (shape[1], struct_tail)
                     del active[key]
-                    data = shape[1] + sep.join(parts) + struct_tail
-                    if memo is not None:
-                        memo[key] = (x, data)
-                    return data
+                    return shape[1] + sep.join(parts) + struct_tail
         active[key] = None
         try:
             if depth >= max_depth:
@@ -631,35 +649,70 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
                 state[1] = True     # opened with holes: it stays on the path until fill is done with it
                 return data
             del active[key]
-        if memo is not None:
-            memo[key] = (x, data)
         return data
 
     def walk(value: object, info: TypeInfo) -> bytes:
-        """A container's record: opened, then (if it holds holes) filled depth first."""
-        memo = enc._memo
-        if memo is not None:
-            seen = memo.get(id(value))
-            if seen is not None and seen[0] is value:
-                return seen[1]
-        state = [max_nodes, False, {id(value): None}, memo, 1]
-        memo_mark = len(memo) if memo is not None else 0
+        """A container's record: its bytes of last time if it has not changed since (its
+        signature is the same), else opened, then (if it holds holes) filled depth first."""
+        # Cross-step reuse. reuse[id] is a tuple (signature or None, bytes, kept objects, misses
+        # in a row, encodings left to make without a signature), replaced whole (threads may
+        # share the encoder). A value is signed from the second time it is met (most containers
+        # made in a loop are met once); one whose signature keeps changing is signed less and less
+        # often (after 2, 3, ... misses in a row: 3, 7, ... 63 encodings without).
+        key = id(value)
+        entry = reuse.get(key)
+        before = None
+        if entry is not None:
+            if entry[4]:
+                reuse[key] = entry[:4] + (entry[4] - 1,)
+            else:
+                keep: list = []
+                try:
+                    before = signature(value, plain_objects, max_depth, items_at, max_nodes, keep)
+                except Exception:
+                    before = None
+                if before is None:      # no signature (a set, a function, ... in reach)
+                    reuse[key] = (None, b"", None, 0, _REUSE_BACKOFF)
+                elif before == entry[0]:
+                    enc.reused += 1
+                    if entry[3]:
+                        reuse[key] = entry[:3] + (0, 0)
+                    return entry[1]
+                errors = enc.errors
+        state = [max_nodes, False, {key: None}, 1]
         try:
             result = info.handler(value, info, 1, state)
         except Exception:   # (rare) too close to the recursion limit, or a failure: see open_here
             state[0], state[2] = max_nodes, {}
-            if memo is not None:
-                _forget_after(memo, memo_mark)
             result = open_here(value, info, 1, state)
         if type(result) is tuple:
             result = fill(value, info, result, state)
-        if memo is not None:
-            memo[id(value)] = (value, result)
+        if entry is None:
+            if len(reuse) >= _REUSE_ENTRIES:
+                enc._forget_reuse()
+            reuse[key] = (None, b"", None, 0, 0)    # met once: next time, a signature
+        elif before is not None and enc.errors == errors:
+            # Kept only if nothing changed while it was walked (another thread, a finalizer run
+            # by the garbage collector): the signature after the walk must be the one before.
+            try:
+                after = signature(value, plain_objects, max_depth, items_at, max_nodes, [])
+            except Exception:
+                after = None
+            if after == before:
+                enc.signed += 1
+                misses = entry[3] + 1 if entry[0] is not None else 0
+                wait = (1 << (misses if misses < 6 else 6)) - 1 if misses > 1 else 0
+                total = enc._reused_bytes - len(entry[1]) + len(result)
+                if total > _REUSE_BYTES:
+                    enc._forget_reuse()
+                    total = len(result)
+                reuse[key] = (before, result, keep, misses, wait)
+                enc._reused_bytes = total
         return result
 
     def fill(value: object, info: TypeInfo, frame: tuple, state: list) -> bytes:
         """Fill the holes of an opened container, depth first, with an explicit stack of frames."""
-        active, memo = state[2], state[3]
+        active = state[2]
         parts, holes, spell, arg = frame
         # (holes left, parts, spell, arg, the container, its info, its depth, parent's parts, slot)
         stack = [(iter(holes), parts, spell, arg, value, info, 1, None, 0)]
@@ -682,15 +735,9 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
                     if key in active:
                         parts[i] = cycle(element_info)
                         continue
-                    if memo is not None:
-                        seen = memo.get(key)
-                        if seen is not None and seen[0] is element:
-                            parts[i] = seen[1]
-                            continue
                     state[1] = False
-                    state[4] = depth + 1
+                    state[3] = depth + 1
                     left, mark = state[0], len(active)
-                    memo_mark = len(memo) if memo is not None else 0
                     active[key] = None
                     try:
                         if depth >= max_depth:
@@ -700,14 +747,10 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
                     except Exception:   # (rare) too close to the recursion limit, or a failure
                         state[0] = left
                         _forget_after(active, mark)
-                        if memo is not None:
-                            _forget_after(memo, memo_mark)
                         result = open_here(element, element_info, depth + 1, state)
                     if type(result) is not tuple:
                         del active[key]
                         parts[i] = result
-                        if memo is not None:
-                            memo[key] = (element, result)
                         continue
                 # An opened container with holes (by child, or just now): its holes first.
                 stack.append((iter(result[1]), result[0], result[2], result[3], element, element_info,
@@ -736,19 +779,17 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
                     return _flatten(data) if type(data) is list else data
                 del active[id(x)]
                 outer[slot] = data
-                if memo is not None and type(data) is bytes:    # never a rope: a memo hit is bytes
-                    memo[id(x)] = (x, data)
 
     def open_here(x: Any, info: TypeInfo, depth: int, state: list) -> Any:
         """``x`` (at ``depth``) opened again after its opener raised (its budget and path undone):
         its bytes or its frame. Too close to the recursion limit for ``child`` to open anything at
         once, it is opened without; a failure of its own makes it an Error."""
-        active, memo = state[2], state[3]
-        left, mark, memo_mark = state[0], len(active), len(memo) if memo is not None else 0
+        active = state[2]
+        left, mark = state[0], len(active)
         active[id(x)] = None
         for base in (depth, -_NO_EAGER):
             state[1] = False
-            state[4] = base
+            state[3] = base
             try:
                 if depth > max_depth:
                     return summary(x, info)
@@ -756,8 +797,6 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
             except RecursionError as exc:
                 state[0] = left
                 _forget_after(active, mark + 1)
-                if memo is not None:
-                    _forget_after(memo, memo_mark)
                 failure: Exception = exc
             except Exception as exc:
                 _forget_after(active, mark + 1)     # what it had opened is given up with it
@@ -766,9 +805,9 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
         state[1] = False
         return error(info.lang, failure)
 
-    def reserve(total: int, state: list) -> int:
-        """How many of `total` elements to show, charged to the value's budget."""
-        n = total if total < max_items else max_items
+    def reserve(total: int, state: list, limit: int) -> int:
+        """How many of `total` elements to show (at most ``limit``), charged to the value's budget."""
+        n = total if total <= limit + 1 else limit   # never "… 1 more": show the one
         left = state[0]
         if n > left:
             n = left if left > 0 else 0
@@ -790,7 +829,8 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
         """An exact list or tuple (a list is copied first, one C call: another thread cannot change
         it mid-walk)."""
         total = len(x)
-        n = total if total < max_items else max_items   # reserve(), inlined: the commonest container
+        limit = items_at[depth]
+        n = total if total <= limit + 1 else limit  # reserve(), inlined: the commonest container
         left = state[0]
         if n > left:
             n = left if left > 0 else 0
@@ -811,7 +851,7 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
     def open_sequence(x: Any, info: TypeInfo, depth: int, state: list) -> Any:
         """Any other sequence (deque, range, dict views, array, subclasses of list and tuple)."""
         total = info.size(x)
-        elements = list(islice(info.iterate(x), reserve(total, state)))
+        elements = list(islice(info.iterate(x), reserve(total, state, items_at[depth])))
         return sequence(info, elements, total, info.extra, depth, state)
 
     def open_mapping(x: Any, info: TypeInfo, depth: int, state: list) -> Any:
@@ -819,7 +859,7 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
 
     def entries(info: TypeInfo, total: int, items: Any, depth: int, state: list) -> Any:
         """A mapping: a Sequence of (key, value) Tuples."""
-        n = reserve(total, state)
+        n = reserve(total, state, items_at[depth])
         if n < total:
             items = list(islice(items, n))
         head = info.head or enc._head(info, False)
@@ -875,7 +915,7 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
                 values = list(dict.values(d))   # one C call: no thread runs between
                 n = len(values)
                 left = state[0]
-                if n == len(names) and n <= left and n <= max_items and all(map(is_, d, names)):
+                if n == len(names) and n <= left and n <= max_items + 1 and all(map(is_, d, names)):
                     state[0] = left - n
                     parts = scalars(values, depth, state)
                     if state[1]:
@@ -885,11 +925,27 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
         total = len(pairs) + (dict.__len__(d) if d is not None else 0)
         if total == 0 and not info.python_class:
             return enc._leaf_opaque(x, info)
-        pairs = pick_attributes(pairs, d, reserve(total, state))
+        pairs = pick_attributes(pairs, d, reserve(total, state, max_items))
         return enc._struct(info, pairs, total, not info.slots, depth, state)
 
     return {"walk": walk, "scalars": scalars, "open_list": open_list, "open_sequence": open_sequence,
             "open_mapping": open_mapping, "entries": entries, "open_object": open_object}
+
+def collection_items(max_items: int, depth: int) -> int:
+    """Elements shown of a collection at ``depth`` (1: a variable's own list, dict, set, ...):
+    ``max_items`` at depth 1, a quarter of it a level deeper, and so on, but never fewer than
+    ``_FEWEST_ITEMS`` (nor more than max_items): with the defaults 10, then 2. Objects show
+    ``max_items`` fields at any depth, and no cut hides a single element (it is shown instead of
+    the "… 1 more" that would stand for it).
+
+    Why: what a step shows is a tree, and a tree with the same width at every level grows as
+    width ** depth; a user reads the first level closely and only glances deeper (birdseye samples
+    less further down for the same reason). docs/values.md has the measurements behind the numbers.
+    """
+    n = max_items >> (_TAPER_SHIFT * (depth - 1)) if depth > 1 else max_items
+    floor = _FEWEST_ITEMS if _FEWEST_ITEMS < max_items else max_items
+    return n if n > floor else floor
+
 
 def _holes(parts: list, elements: Any) -> list:
     """The (index, element) pairs of the holes in ``parts``: None (not opened) or a frame (opened)."""

@@ -334,11 +334,9 @@ class Recorder:
                     self._flush_when_full()
         except BaseException as exc:
             writer.rollback(mark) if mark >= 0 else None
-            self.encoder.step_memo().clear()
             self._lock.release()
             self._after_failure(exc)
             return
-        self.encoder.step_memo().clear()
         self._lock.release()
         if self._deferral.pending:
             self._deferral.run_pending()
@@ -360,7 +358,7 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
     Every callback is a *section* (``timelapse.interrupts``): it takes the lock without blocking when it
     can (``acquire_slowly`` otherwise), notes ``mark = len(events)`` once its thread is the
     stream's, appends its event group, changes the recorder's state only once nothing can fail
-    any more, lets go of the step memo and the lock, and last runs what waited (``pending``).
+    any more, lets go of the lock, and last runs what waited (``pending``).
 
     The event pieces are the format's (``format.EventSpelling``), read into locals once: a Value is
     ``head + record + value_tail``, with the head cached per variable in the code's ``CodeInfo``.
@@ -389,8 +387,6 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
     arg_value_head, arg_value_tail = spelling.arg_value_head, spelling.arg_value_tail
     return_head, return_tail = spelling.return_head, spelling.return_tail
     encode = recorder.encoder.encode_json
-    memo = recorder.encoder.step_memo()  # valid only while the program does not run: cleared below
-    forget = memo.clear
     pending = recorder._deferral.pending
     run_pending = recorder._deferral.run_pending
     after_failure = recorder._after_failure
@@ -424,7 +420,6 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
         state = by_ident.get(get_ident())
         if state is not None:
             state.last_step = None  # the Step it points at may have been taken back
-        forget()
         lock_release()
         try:
             return after_failure(exc)
@@ -525,8 +520,6 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
         if step is None:
             step = new_step(info, line)
         append(step)
-        if memo:
-            forget()
         emit_values(info, frame)
         state.last_step = step
         recorder.steps += 1
@@ -552,8 +545,6 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
         """Step at the definition line, Call with the arguments, and the arguments as the Values
         of that step. ``args``: spelled arguments already known (a thrown exception)."""
         stack = state.stack
-        if memo:
-            forget()
         if len(stack) >= limits.check_from:
             check_depth(state, frame)
         if info.arg_vars:
@@ -607,8 +598,6 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
                 mark = len(events)
                 args = []
                 if thrown is not None:
-                    if memo:
-                        forget()
                     args.append(codes.arg_head("exception") + encode(thrown) + arg_tail)
                 emit_call(state, info, frame, args)
                 mark = len(events)
@@ -624,8 +613,6 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
                     state.thrown = (id(thrown), writer.position())
         except BaseException as exc:
             return failed(exc, mark)
-        if memo:
-            forget()
         lock_release()
         if pending:
             run_pending()
@@ -666,8 +653,6 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
                         raise _NoLine
                     step = new_step(info, line)
                 append(step)
-                if memo:
-                    forget()
                 if info.kind == FUNCTION and not info.global_vars:
                     var_ids = info.var_ids
                     if snapshot_locals:
@@ -709,8 +694,6 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
             return None
         except BaseException as exc:
             return failed(exc, mark)
-        if memo:
-            forget()
         lock_release()
         if pending:
             run_pending()
@@ -737,8 +720,6 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
                 if state is not threads.current:
                     switch_to(state)
                 mark = len(events)
-                if memo:
-                    forget()
                 line = frame.f_lineno
                 if line and line not in info.quiet_lines:
                     emit_step(state, info, frame, line)
@@ -764,8 +745,6 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
             return
         if info.shares_locals and not yielded:
             held.pop(id(frame), None)  # the frame is done with its dict (a yield keeps it)
-        if memo:
-            forget()
         lock_release()
         if pending:
             # A handler's exception would be raised in this frame, which the stream has closed
@@ -807,8 +786,6 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
             except BaseException as exc:
                 failed(exc, mark)
                 return
-            if memo:
-                forget()
             lock_release()
             if pending:
                 run_pending()

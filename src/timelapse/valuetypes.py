@@ -85,7 +85,8 @@ class TypeInfo:
 
     __slots__ = (
         "type", "lang", "family", "kind", "container", "tid", "handler", "size", "iterate",
-        "extra", "text", "slots", "get_dict", "python_class", "mro", "head", "shape",
+        "extra", "text", "slots", "get_dict", "dict_descriptor", "python_class", "mro", "head",
+        "shape",
     )
 
     def __init__(self, t: type, lang: str) -> None:
@@ -105,6 +106,8 @@ class TypeInfo:
         self.text: Callable[[Any, TypeInfo], str] | None = None
         self.slots: list = []       # [(field name, member descriptor getter)]
         self.get_dict: Callable[[Any], Any] | None = None
+        #: The C-level descriptor get_dict belongs to (a getset or member descriptor).
+        self.dict_descriptor: Any = None
         self.python_class = False   # defined by a class statement
         self.mro: tuple = ()
         #: Set by the encoder: the spelled head of a list's, tuple's or dict's record (per TypeId).
@@ -750,10 +753,12 @@ def _attributes_of(info: TypeInfo) -> None:
 
 
 def _find_dict_getter(info: TypeInfo) -> Callable | None:
-    """The C getter of the instance __dict__, skipping Python properties."""
+    """The C getter of the instance __dict__, skipping Python properties (its descriptor is kept
+    in ``info.dict_descriptor``)."""
     for klass in info.mro:
         descr = type_dict(klass).get("__dict__")
         if type(descr) is _GETSET or type(descr) is _MEMBER:
+            info.dict_descriptor = descr
             return descr.__get__
     return None
 
