@@ -1544,7 +1544,7 @@ def test_property_the_walk_is_valid_bounded_and_deterministic(value, knots, limi
 @given(graph_values, st.lists(st.tuples(st.integers(0, 20), st.integers(0, 20)), max_size=3), limit_sets)
 def test_property_opening_at_once_or_on_the_stack_shows_the_same(value, knots, limits):
     # child() opens containers inside their parent's element loop, fill() on its explicit stack: the
-    # order of the budget, the cycles and the memo must not depend on which of the two did it. (The
+    # order of the budget and the cycles must not depend on which of the two did it. (The
     # order in which types are first registered may: their ids are compared by what they name.)
     value = _tie_knots([value], knots)
     registry = Registry()
@@ -1559,8 +1559,8 @@ def test_property_opening_at_once_or_on_the_stack_shows_the_same(value, knots, l
 @settings(max_examples=200, deadline=None)
 @given(st.lists(graph_values, min_size=2, max_size=4))
 def test_property_sharing_within_a_value_changes_nothing_shown(values):
-    # An object met twice within one value is encoded once (the walk's memo): with nothing cut,
-    # it shows the same as two equal objects would.
+    # An object met twice within one value is walked at each place: with nothing cut, it shows
+    # the same as two equal objects would.
     shared = Node(a=[1, 2], b=Point(3, 4.5))
     limits = {"max_depth": 100, "max_nodes": 100_000}   # nothing is cut: sharing cannot show
     registry = Registry()
@@ -1674,8 +1674,8 @@ def test_the_walk_near_the_recursion_limit_leaves_no_wrong_cache_entries():
         assert [canonical(enc.encode(v), registry) for v in checked] == expected, margin
 
 
-def test_a_value_met_again_below_the_flat_depth_is_bytes_from_the_memo():
-    # Containers below _FLAT_DEPTH are ropes while fill joins them: the memo must never hand one out.
+def test_a_value_met_again_below_the_flat_depth_is_bytes():
+    # Containers below _FLAT_DEPTH are ropes while fill joins them: what is handed out is bytes.
     root = cur = []
     nodes = [root]
     for _ in range(30):

@@ -274,3 +274,36 @@ def test_threads_see_their_own_values():
 
 def test_the_implementation_in_use_is_named():
     assert snapshot.IMPLEMENTATION in ("c", "python")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(graphs, min_size=2, max_size=3), LIMITS,
+       st.lists(st.tuples(st.integers(0, 10**6), graphs, st.integers(0, 10**6)), max_size=6))
+def test_property_values_sharing_parts_are_fresh_encodings_every_time(values, limits, changes):
+    # Several variables share containers (knots tie them, cycles through them): an element reused
+    # inside one value must be what a fresh walk shows there, whatever is open above it.
+    register = type_ids()
+    reusing = ValueEncoder(register, **limits)
+    roots = [[v] for v in values]
+    everything = [roots]
+    for step in range(len(changes) + 1):
+        for root in roots + roots[::-1]:
+            assert reusing.encode_json(root) == ValueEncoder(register, **limits).encode_json(root)
+        if step < len(changes):
+            choice, new, knot = changes[step]
+            mutate(everything, choice, new)
+            pool = containers_in(everything)
+            a, b = pool[knot % len(pool)], pool[(knot // 7) % len(pool)]
+            if type(a) is list:
+                a.append(b)     # a shared part, or a cycle
+
+
+def test_an_element_shown_as_a_cycle_here_is_not_taken_from_elsewhere():
+    register = type_ids()
+    enc = ValueEncoder(register, max_depth=3)
+    fresh = lambda v: ValueEncoder(register, max_depth=3).encode_json(v)    # noqa: E731
+    p: list = []
+    a = [p]
+    p.append(a)
+    for root in ([a], [a], [p], [p], [[a]], [[p]], [a, p], [p, a]):
+        assert enc.encode_json(root) == fresh(root)

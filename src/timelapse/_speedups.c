@@ -26,7 +26,7 @@
 
 /* These two must be snapshot.MAX_HELD_TEXT and snapshot.MAX_DEPTH: the module exports them so
    that a test can check it. */
-#define MAX_HELD_TEXT   4096
+#define MAX_HELD_TEXT   256
 #define MAX_DEPTH       16
 
 #define CYCLE           UINT64_MAX
@@ -265,43 +265,7 @@ static const char * const arg_names[] = {
     "value", "objects", "max_depth", "items", "max_nodes", "keep", "outer",
 };
 #define N_ARGS 7
-#define N_REQUIRED 6
-
-/* The addresses `outer` names (its keys are the ids of the containers open above the value, a
-   few), read once into a C array so that each container met costs no PyLong.  Returns 0 when it
-   could not be (too many, or a key that is not an exact int: then `outer` is asked each time),
-   1 when done, -1 on error. */
-#define OUTER_INLINE 32
-static int
-read_outer(PyObject *outer, uintptr_t *addresses, Py_ssize_t *count)
-{
-    Py_ssize_t pos = 0, n = 0;
-    PyObject *key, *ignored;
-    if (!PyDict_CheckExact(outer) || PyDict_GET_SIZE(outer) > OUTER_INLINE) {
-        return 0;
-    }
-    while (PyDict_Next(outer, &pos, &key, &ignored)) {
-        unsigned long long address;
-        if (!PyLong_CheckExact(key)) {
-            return 0;
-        }
-        address = PyLong_AsUnsignedLongLong(key);
-        if (address == (unsigned long long)-1 && PyErr_Occurred()) {
-            /* Negative, or beyond 64 bits: the id of no object. */
-            if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
-                return -1;
-            }
-            PyErr_Clear();
-            continue;
-        }
-        if (address > UINTPTR_MAX) {
-            continue;
-        }
-        addresses[n++] = (uintptr_t)address;
-    }
-    *count = n;
-    return 1;
-}
+#define N_REQUIRED 6    /* outer is optional (None) */
 
 /* items[d]: how many elements a container opened at depth d shows, read (and checked) the first
    time it is needed, as the Python reads it: an index or a type it never reaches is no error. */
@@ -333,9 +297,6 @@ signature(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
 {
     PyObject *arg[N_ARGS] = {NULL};
     PyObject *value, *objects, *items_at, *keep, *outer;
-    /* outer's ids, as addresses (or, if they could not all be read, outer itself is asked). */
-    uintptr_t outer_addresses[OUTER_INLINE];
-    Py_ssize_t n_outer = 0;
     int64_t max_depth, max_nodes, left;
     /* items[d], as read so far (bit d of known says items[d] is in limits[d]). */
     int64_t limits[MAX_DEPTH + 1];
@@ -361,7 +322,7 @@ signature(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
 
     /* -- the arguments, by position or by name, as the Python function takes them -- */
     if (nargs > N_ARGS) {
-        PyErr_Format(PyExc_TypeError, "signature() takes at most %d arguments (%zd given)", N_ARGS, nargs);
+        PyErr_Format(PyExc_TypeError, "signature() takes %d arguments (%zd given)", N_ARGS, nargs);
         return NULL;
     }
     for (i = 0; i < nargs; i++) {
@@ -401,19 +362,6 @@ signature(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     items_at = arg[3];
     keep = arg[5];
     outer = arg[6] == Py_None ? NULL : arg[6];
-    if (outer != NULL && !PyDict_CheckExact(outer) && !PyAnySet_CheckExact(outer)) {
-        PyErr_SetString(PyExc_TypeError, "signature() outer must be a dict or None");
-        return NULL;
-    }
-    if (outer != NULL) {
-        int status = read_outer(outer, outer_addresses, &n_outer);
-        if (status < 0) {
-            return NULL;
-        }
-        if (status == 1) {
-            outer = NULL;   /* all in outer_addresses */
-        }
-    }
     /* Exact types: a subclass's get() or append() would be program code. */
     if (!PyDict_CheckExact(objects)) {
         PyErr_SetString(PyExc_TypeError, "signature() objects must be a dict");
@@ -425,6 +373,10 @@ signature(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     }
     if (!PyList_CheckExact(keep)) {
         PyErr_SetString(PyExc_TypeError, "signature() keep must be a list");
+        return NULL;
+    }
+    if (outer != NULL && !PyDict_CheckExact(outer)) {
+        PyErr_SetString(PyExc_TypeError, "signature() outer must be a dict or None");
         return NULL;
     }
     if (read_limit(arg[2], "max_depth", &max_depth) < 0
@@ -472,6 +424,14 @@ signature(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
         t = Py_TYPE(x);
         if (depth > 1 && (t == &PyLong_Type || t == &PyFloat_Type || t == &PyBool_Type
                           || x == Py_None)) {
+            if (t == &PyLong_Type) {
+                /* Ints beyond 64 bits are not kept (their memory: snapshot.MAX_HELD_BITS). */
+                int overflow;
+                (void)PyLong_AsLongLongAndOverflow(x, &overflow);
+                if (overflow) {
+                    goto none;
+                }
+            }
             PUT((uintptr_t)x);
             HOLD(x);
         }
@@ -533,25 +493,20 @@ signature(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
             }
             PUT((uintptr_t)t);
             PUT((uintptr_t)x);
-            /* key in path or key in outer */
             for (i = 0; i < sp; i++) {
                 if (stack[i].container == x) {
                     on_path = 1;
                     break;
                 }
             }
-            for (i = 0; !on_path && i < n_outer; i++) {
-                on_path = outer_addresses[i] == (uintptr_t)x;
-            }
-            if (!on_path && outer != NULL) {
-                /* An int key hashes and compares without program code. */
-                PyObject *key = PyLong_FromVoidPtr(x);
-                if (key == NULL) {
+            if (!on_path && outer != NULL && PyDict_GET_SIZE(outer) > 0) {
+                /* The containers open above the value (keys: their ids, ints, hashed in C). */
+                PyObject *address = PyLong_FromVoidPtr((void *)x);
+                if (address == NULL) {
                     goto error;
                 }
-                on_path = PyDict_CheckExact(outer) ? PyDict_Contains(outer, key)
-                                                   : PySet_Contains(outer, key);
-                Py_DECREF(key);
+                on_path = PyDict_Contains(outer, address);
+                Py_DECREF(address);
                 if (on_path < 0) {
                     goto error;
                 }
@@ -691,7 +646,7 @@ finish:
 /* -- The module -------------------------------------------------------------------------------- */
 
 PyDoc_STRVAR(signature_doc,
-"signature(value, objects, max_depth, items, max_nodes, keep, outer=None) -> bytes | None\n\n"
+"signature(value, objects, max_depth, items, max_nodes, keep) -> bytes | None\n\n"
 "The compiled timelapse.snapshot.python_signature: the same bytes, the same objects\n"
 "appended to keep, None in the same cases; it runs no Python code of the program.");
 

@@ -41,6 +41,7 @@ from typing import Any, Callable
 from timelapse.config import DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITEMS, DEFAULT_MAX_NODES, DEFAULT_MAX_STRING
 from timelapse.format import TypeKind, ValueSpelling
 from timelapse.json_format import JSON
+from timelapse import snapshot
 from timelapse.snapshot import signature
 from timelapse.valuetypes import (
     ELLIPSIS,
@@ -98,6 +99,8 @@ _FEWEST_ITEMS = 2
 _REUSE_ENTRIES = 4096
 _REUSE_BYTES = 16 << 20
 _REUSE_BACKOFF = 63     # encodings without a signature after a value had none (a set in reach)
+_NOT_SIGNED = (None, b"", None, 0, 0)   # a value met once before: signed this time
+_KEPT_OBJECT_SIZE = 80  # what one kept object is counted for (texts are kept up to snapshot.MAX_HELD_TEXT)
 
 
 class ValueEncoder:
@@ -143,7 +146,10 @@ class ValueEncoder:
         #: Cross-step reuse (docs/values.md, "Reuse"): the containers encoded as values, by id,
         #: with their signature and bytes (see ``walk`` in _make_walk, and ``snapshot``).
         self._reuse: dict[int, Any] = {}
-        self._reused_bytes = 0      # the bytes held in _reuse, bounded by _REUSE_BYTES
+        self._reused_bytes = 0      # what _reuse holds (_held_size), bounded by _REUSE_BYTES
+        self._met_once: dict[int, None] = {}    # the ids of values (and elements) met once
+        self._node_reuse: dict[int, Any] = {}   # the same for containers inside values
+        self._node_bytes = 0
         #: The classes whose instances are their ``__dict__``, for signatures: id -> (class, descriptor).
         self._plain_objects: dict[int, tuple] = {}
         #: Error records made (a value that gave one is not kept for reuse: its bytes say a failure).
@@ -467,7 +473,10 @@ class ValueEncoder:
             info = _opaque_info(t)
             info.handler = self._leaf_opaque
             if isinstance(exc, RecursionError):
-                return info     # not kept: classified again once there is room
+                # Not kept: classified again once there is room. Counted as a failure, so that
+                # bytes made with this stand-in are never kept for reuse.
+                self.errors += 1
+                return info
         infos = self._infos
         if len(infos) >= _TYPE_CACHE_SIZE:
             infos.clear()
@@ -496,7 +505,9 @@ class ValueEncoder:
 
     def _forget_reuse(self) -> None:
         self._reuse.clear()
-        self._reused_bytes = 0
+        self._node_reuse.clear()
+        self._met_once.clear()
+        self._reused_bytes = self._node_bytes = 0
 
     def _shape_tid(self, info: TypeInfo, names: tuple) -> int:
         """The TypeId of a Struct with these field names."""
@@ -574,7 +585,14 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
     pair_end = pair_tail + sep
     pair_head = enc._pair_heads  # [the head of a mapping entry's Tuple], once known
     eager_levels = _EAGER_LEVELS
-    reuse, plain_objects = enc._reuse, enc._plain_objects
+    reuse, plain_objects, met_once = enc._reuse, enc._plain_objects, enc._met_once
+    gc_isenabled, gc_disable, gc_enable = gc.isenabled, gc.disable, gc.enable
+    # Reuse of elements (containers inside a value), by id: (signature, bytes, elements charged,
+    # kept objects), or _MET_ONCE. Only with the compiled signature: taken at every level of a
+    # value, the Python one would cost more than the walk saves.
+    nodes = enc._node_reuse if snapshot.IMPLEMENTATION == "c" and max_depth <= snapshot.MAX_DEPTH else None
+    #: items_below[d]: the items tuple of a signature taken of an element of a container at depth d.
+    items_below = [(max_items,) + items_at[d + 1:] for d in range(max_depth + 1)]
 
     def scalars(elements: Any, depth: int, state: list) -> list:
         """The spelled elements of a container at ``depth``; None or an opened frame for those
@@ -611,6 +629,55 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
         active = state[2]
         if key in active:
             return cycle(info)
+        if nodes is not None and depth < max_depth:
+            entry = nodes.get(key)
+            if entry is not None or key in met_once:
+                return reused_element(x, info, key, depth, state, entry)
+            if len(met_once) >= _REUSE_ENTRIES:
+                met_once.clear()
+            met_once[key] = None
+        return open_element(x, info, key, depth, state)
+
+    def reused_element(x: Any, info: TypeInfo, key: int, depth: int, state: list, entry: tuple | None) -> Any:
+        """child() for a container met before: its bytes of last time if its signature is the
+        same (taken with the limits it has here: the budget left, the depth, the containers open
+        above it, which it would show as cycles), else opened as child opens it."""
+        left, active = state[0], state[2]
+        below, sub_depth = items_below[depth], max_depth - depth
+        keep: list = []
+        try:
+            before = signature(x, plain_objects, sub_depth, below, left, keep, active)
+        except Exception:
+            before = None
+        if before is not None and entry is not None and before == entry[0]:
+            state[0] = left - entry[2]  # what it was charged: the same elements are shown
+            return entry[1]
+        errors = enc.errors
+        data = open_element(x, info, key, depth, state)
+        if before is not None and type(data) is bytes and enc.errors == errors:
+            try:
+                after = signature(x, plain_objects, sub_depth, below, left, [], active)
+            except Exception:
+                after = None
+            if after == before:     # nothing changed it while it was walked
+                if entry is None:
+                    met_once.pop(key, None)
+                    if len(nodes) >= _REUSE_ENTRIES:
+                        enc._forget_reuse()
+                elif nodes.get(key) is not entry:   # forgotten while it was walked
+                    entry = None
+                new = (before, data, left - state[0], keep)
+                total = enc._node_bytes - (_held_size(entry) if entry else 0) + _held_size(new)
+                if total > _REUSE_BYTES:
+                    enc._forget_reuse()
+                    total = _held_size(new)
+                nodes[key] = new
+                enc._node_bytes = total
+        return data
+
+    def open_element(x: Any, info: TypeInfo, key: int, depth: int, state: list) -> Any:
+        """The rest of child(): ``x``, a container not on the path, opened (or summarized)."""
+        active = state[2]
         shape = info.shape
         if shape is not None and depth < max_depth:
             # open_object's shortcut, inlined (hot path: most elements that are not scalars are
@@ -654,11 +721,25 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
     def walk(value: object, info: TypeInfo) -> bytes:
         """A container's record: its bytes of last time if it has not changed since (its
         signature is the same), else opened, then (if it holds holes) filled depth first."""
-        # Cross-step reuse. reuse[id] is a tuple (signature or None, bytes, kept objects, misses
-        # in a row, encodings left to make without a signature), replaced whole (threads may
-        # share the encoder). A value is signed from the second time it is met (most containers
-        # made in a loop are met once); one whose signature keeps changing is signed less and less
-        # often (after 2, 3, ... misses in a row: 3, 7, ... 63 encodings without).
+        # The garbage collector is kept from running while a value is signed and walked: a
+        # finalizer or gc callback of the program could change the value in between (then undo
+        # it), and bytes of one state would be kept under the signature of another. (Program code
+        # cannot run otherwise: the walk calls none. Collections the walk's allocations make due
+        # happen at the program's next allocation instead.)
+        if gc_isenabled():
+            gc_disable()
+            try:
+                return reused_value(value, info)
+            finally:
+                gc_enable()
+        return reused_value(value, info)
+
+    def reused_value(value: object, info: TypeInfo) -> bytes:
+        # Cross-step reuse. reuse[id] is a tuple (signature, bytes, kept objects, misses in a
+        # row, encodings left to make without a signature), replaced whole (threads may share the
+        # encoder). A value is signed from the second time it is met (most containers made in a
+        # loop are met once: met_once holds those); one whose signature keeps changing is signed
+        # less and less often (after 2, 3, ... misses in a row: 3, 7, ... 63 encodings without).
         key = id(value)
         entry = reuse.get(key)
         before = None
@@ -673,12 +754,21 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
                     before = None
                 if before is None:      # no signature (a set, a function, ... in reach)
                     reuse[key] = (None, b"", None, 0, _REUSE_BACKOFF)
+                    enc._reused_bytes -= _held_size(entry)
                 elif before == entry[0]:
                     enc.reused += 1
                     if entry[3]:
                         reuse[key] = entry[:3] + (0, 0)
                     return entry[1]
                 errors = enc.errors
+        elif key in met_once:
+            entry = _NOT_SIGNED
+            keep = []
+            try:
+                before = signature(value, plain_objects, max_depth, items_at, max_nodes, keep)
+            except Exception:
+                before = None
+            errors = enc.errors
         state = [max_nodes, False, {key: None}, 1]
         try:
             result = info.handler(value, info, 1, state)
@@ -688,12 +778,12 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
         if type(result) is tuple:
             result = fill(value, info, result, state)
         if entry is None:
-            if len(reuse) >= _REUSE_ENTRIES:
-                enc._forget_reuse()
-            reuse[key] = (None, b"", None, 0, 0)    # met once: next time, a signature
+            if len(met_once) >= _REUSE_ENTRIES:
+                met_once.clear()
+            met_once[key] = None    # next time, a signature
         elif before is not None and enc.errors == errors:
-            # Kept only if nothing changed while it was walked (another thread, a finalizer run
-            # by the garbage collector): the signature after the walk must be the one before.
+            # Kept only if nothing changed while it was walked (another thread): the signature
+            # after the walk must be the one before.
             try:
                 after = signature(value, plain_objects, max_depth, items_at, max_nodes, [])
             except Exception:
@@ -702,11 +792,18 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
                 enc.signed += 1
                 misses = entry[3] + 1 if entry[0] is not None else 0
                 wait = (1 << (misses if misses < 6 else 6)) - 1 if misses > 1 else 0
-                total = enc._reused_bytes - len(entry[1]) + len(result)
+                if entry is _NOT_SIGNED:
+                    met_once.pop(key, None)
+                    if len(reuse) >= _REUSE_ENTRIES:
+                        enc._forget_reuse()
+                elif reuse.get(key) is not entry:   # forgotten while it was walked
+                    entry = _NOT_SIGNED
+                new = (before, result, keep, misses, wait)
+                total = enc._reused_bytes - _held_size(entry) + _held_size(new)
                 if total > _REUSE_BYTES:
                     enc._forget_reuse()
-                    total = len(result)
-                reuse[key] = (before, result, keep, misses, wait)
+                    total = _held_size(new)
+                reuse[key] = new
                 enc._reused_bytes = total
         return result
 
@@ -950,6 +1047,15 @@ def collection_items(max_items: int, depth: int) -> int:
 def _holes(parts: list, elements: Any) -> list:
     """The (index, element) pairs of the holes in ``parts``: None (not opened) or a frame (opened)."""
     return [(i, elements[i]) for i, part in enumerate(parts) if part is None or type(part) is tuple]
+
+
+def _held_size(entry: tuple) -> int:
+    """What a reuse entry (signature, bytes, ..., kept objects, ...) is counted for: its
+    signature and bytes, and every object it keeps (an estimate)."""
+    if entry[0] is None:
+        return 0
+    keep = entry[2] if type(entry[2]) is list else entry[3]
+    return len(entry[0]) + len(entry[1]) + _KEPT_OBJECT_SIZE * len(keep)
 
 
 def _remember(cache: dict, key: object, data: bytes) -> None:

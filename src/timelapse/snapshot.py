@@ -12,13 +12,14 @@ charged to the same budget in the same depth-first order, cut at the same depth 
 - a scalar (exact ``int``, ``float``, ``str``, ``bytes``, ``bool``, ``None``): ``id(x)``;
 - a container opened (exact ``list``, ``tuple``, ``dict``; an instance whose fields are its
   ``__dict__``): ``id(type)``, ``id(x)``, its size, how many elements are shown, then each shown
-  element (a dict: key, value; an instance: ``id(field name)``, value);
+  element (a dict: key, value; an instance: the ``id`` of each shown field name, then the values);
 - a container met again on its own path: ``id(type)``, ``id(x)``, ``CYCLE`` (the walk shows
   ``<cycle: list>``); met again elsewhere, it is walked again, as the walk does;
 - a container deeper than ``max_depth``: ``id(type)``, ``id(x)``, ``SUMMARY``, its size.
 
 Anything else in reach (a set, a function, a subclass of list, an instance with slots, a string
-longer than ``MAX_HELD_TEXT``, ...) and the value has no signature (None): it is encoded every time.
+longer than ``MAX_HELD_TEXT``, an int beyond 64 bits, ...) and the value has no signature (None): it
+is encoded every time.
 
 **Why equal signatures mean equal bytes.** The walk's output is a function of what it reads: the
 types, sizes, shown elements, and which containers are the same object (cycles, sharing). Each word
@@ -33,7 +34,8 @@ be read two ways.
 **Why keeping objects changes nothing the program sees.** Only exact ``int``, ``float``, ``str``,
 ``bytes``, ``bool`` and ``None`` values and classes are kept. The scalars have no ``__del__`` and
 take no weak references, so no program can observe how long they live (short of
-``sys.getrefcount`` or ``gc.get_referrers``); long texts are not kept (memory). Classes are kept
+``sys.getrefcount`` or ``gc.get_referrers``), and only their memory could: long texts and big ints
+are not kept, and the encoder bounds what its kept signatures hold in all. Classes are kept
 already by the encoder's type cache. No container and no instance of the program's classes is ever
 kept, so no ``__del__`` or weakref callback of the program runs later than it would.
 
@@ -52,22 +54,25 @@ from typing import Any
 __all__ = ["IMPLEMENTATION", "MAX_HELD_TEXT", "signature", "python_signature"]
 
 #: Texts (str, bytes) longer than this are not kept: a value holding one has no signature.
-MAX_HELD_TEXT = 4096
+MAX_HELD_TEXT = 256
 #: The deepest container a signature opens (the walk's ropes start below: encoder._FLAT_DEPTH).
 MAX_DEPTH = 16
+
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1    # the ints that are kept: 64 bits, no more
 
 CYCLE = 2**64 - 1
 SUMMARY = 2**64 - 2
 
 def python_signature(value: Any, objects: dict, max_depth: int, items: tuple, max_nodes: int,
-                     keep: list) -> bytes | None:
+                     keep: list, outer: dict | None = None) -> bytes | None:
     """The signature of ``value`` (a list, tuple, dict or instance) under the walk's limits, or
     None. ``objects`` maps ``id(cls)`` to ``(cls, descriptor)`` for the classes whose instances
     are shown as their ``__dict__``, read through that C-level descriptor (a ``getset_descriptor``
     or ``member_descriptor`` found in the class dictionaries; the encoder fills the table as it
     classifies classes). ``items[d]`` is how many elements a list, tuple or dict at depth ``d``
     shows (d >= 1), ``items[0]`` how many fields an instance shows. The kept objects are appended
-    to ``keep``."""
+    to ``keep``. ``outer``: the ids of the containers open above ``value`` when it is an element of
+    a value being walked (the walk shows them as cycles too), or None."""
     words: list[int] = []
     put = words.append
     held = keep.append
@@ -89,7 +94,7 @@ def python_signature(value: Any, objects: dict, max_depth: int, items: tuple, ma
         put(id(t))
         put(key)
         alive.append(x)
-        if key in path:
+        if key in path or (outer is not None and key in outer):
             put(CYCLE)
             return []
         if depth > max_depth:
@@ -139,7 +144,12 @@ def python_signature(value: Any, objects: dict, max_depth: int, items: tuple, ma
         it, key, depth = stack[-1]
         for x in it:
             t = type(x)
-            if t is int or t is float or t is bool or x is None:
+            if t is int:
+                if not _I64_MIN <= x <= _I64_MAX:     # a big int is not kept (its memory)
+                    return None
+                put(id(x))
+                held(x)
+            elif t is float or t is bool or x is None:
                 put(id(x))
                 held(x)
             elif t is str or t is bytes:
