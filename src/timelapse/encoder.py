@@ -591,8 +591,9 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
     # kept objects), or _MET_ONCE. Only with the compiled signature: taken at every level of a
     # value, the Python one would cost more than the walk saves.
     nodes = enc._node_reuse if snapshot.IMPLEMENTATION == "c" and max_depth <= snapshot.MAX_DEPTH else None
-    #: items_below[d]: the items tuple of a signature taken of an element of a container at depth d.
-    items_below = [(max_items,) + items_at[d + 1:] for d in range(max_depth + 1)]
+    #: items_below[d]: the items tuple of a signature taken of an element of a container at depth d
+    #: (made only for the depths signatures go to: max_depth can be 100,000).
+    items_below = [(max_items,) + items_at[d + 1:] for d in range(max_depth + 1)] if nodes is not None else []
 
     def scalars(elements: Any, depth: int, state: list) -> list:
         """The spelled elements of a container at ``depth``; None or an opened frame for those
