@@ -40,7 +40,7 @@ already by the encoder's type cache. No container and no instance of the program
 kept, so no ``__del__`` or weakref callback of the program runs later than it would.
 
 Two implementations give the same words: ``signature`` here and the C one in ``_speedups``
-(``SPEEDUPS``); ``IMPLEMENTATION`` says which is in use (``TIMELAPSE_PURE=1`` forces Python).
+(``timelapse._speedups``); ``IMPLEMENTATION`` says which is in use (``TIMELAPSE_PURE=1`` forces Python).
 Hot path: written for speed, like the walk.
 """
 
