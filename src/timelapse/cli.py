@@ -34,9 +34,11 @@ timelapse record [options] script.py [args ...]
 #: Recorder options that take a value (needed to find where the program's own arguments start).
 _VALUE_OPTIONS = {
     "-o", "--out", "--on-recorder-error", "--max-depth", "--max-items", "--max-string", "--max-nodes",
+    "--format",
 }
 #: The Options fields that flags of `timelapse record` set (each flag's dest is the field's name).
-_OPTION_FLAGS = ("on_error", "max_depth", "max_items", "max_string", "max_nodes", "capture_io", "capture_fd")
+_OPTION_FLAGS = ("on_error", "max_depth", "max_items", "max_string", "max_nodes", "capture_io", "capture_fd",
+                 "format")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -86,6 +88,9 @@ def _record_parser() -> _Parser:
                              "(os.write, C extensions, child processes)")
     parser.add_argument("--no-capture-io", dest="capture_io", action="store_false", default=given,
                         help="do not record stdin/stdout/stderr")
+    parser.add_argument("--format", type=_option("format"), default=given, metavar="{json,bin}",
+                        help=f"trace format: json (trace.json) or bin (trace.bin: CBOR in seekable "
+                             f"zstd, much smaller) (default {config.DEFAULT_FORMAT})")
     parser.add_argument("-m", dest="module", metavar="MODULE", help="record a module, as python -m")
     return parser
 

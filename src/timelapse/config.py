@@ -33,6 +33,8 @@ __all__ = [
     "DEFAULT_MAX_ITEMS",
     "DEFAULT_MAX_NODES",
     "DEFAULT_MAX_STRING",
+    "DEFAULT_FORMAT",
+    "FORMATS",
     "MAX_DEPTH_LIMIT",
     "OptionError",
     "OptionValues",
@@ -57,8 +59,14 @@ DEFAULT_MAX_NODES = 50
 #: The deepest max_depth: each level is two levels of JSON nesting, and readers stop at a few hundred.
 MAX_DEPTH_LIMIT = 100
 
+#: The trace formats: ``json`` writes trace.json, ``bin`` trace.bin (CBOR in seekable zstd).
+FORMATS = ("json", "bin")
+#: Chosen from the benchmarks' figures (README, "Formats"): both stay first-class.
+DEFAULT_FORMAT = "json"
+
 OnError = Literal["raise", "continue"]
 _ON_ERROR = ("raise", "continue")
+FormatName = Literal["json", "bin"]
 
 
 class OptionError(ValueError):
@@ -80,7 +88,8 @@ class Options:
     ``max_items``, ``max_string``, ``max_nodes``: the limits of recorded values (docs/values.md).
     ``capture_io``: record stdin/stdout/stderr; ``capture_fd``: also output written to file
     descriptors 1 and 2 directly (only with ``capture_io``). ``exclude_files``: source files never
-    recorded (the CLI's own console script).
+    recorded (the CLI's own console script). ``format``: the trace format, ``"json"``
+    (trace.json) or ``"bin"`` (trace.bin, CBOR in a seekable zstd stream).
     """
 
     on_error: OnError = "raise"
@@ -91,6 +100,7 @@ class Options:
     capture_io: bool = True
     capture_fd: bool = False
     exclude_files: tuple[str, ...] = ()
+    format: FormatName = DEFAULT_FORMAT  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -129,6 +139,7 @@ class OptionValues(TypedDict, total=False):
     capture_io: bool
     capture_fd: bool
     exclude_files: Iterable[str | os.PathLike[str]]
+    format: FormatName
 
 
 # -- the one validator -----------------------------------------------------------------------------
@@ -148,6 +159,12 @@ def _whole_number(highest: int | None = None) -> Callable[[str, object], int]:
 def _on_error(name: str, value: object) -> str:
     if type(value) is not str or value not in _ON_ERROR:
         raise OptionError(name, f"must be 'raise' or 'continue', not {value!r}")
+    return value
+
+
+def _format(name: str, value: object) -> str:
+    if type(value) is not str or value not in FORMATS:
+        raise OptionError(name, f"must be 'json' or 'bin', not {value!r}")
     return value
 
 
@@ -178,6 +195,7 @@ _CHECKS: dict[str, Callable[[str, object], Any]] = {
     "capture_io": _flag,
     "capture_fd": _flag,
     "exclude_files": _paths,
+    "format": _format,
 }
 #: How a word of text becomes each option's value, for the options that can be given as text.
 _FROM_TEXT: dict[str, Callable[[str], object]] = {
@@ -186,6 +204,7 @@ _FROM_TEXT: dict[str, Callable[[str], object]] = {
     "max_items": int,
     "max_string": int,
     "max_nodes": int,
+    "format": str,
 }
 
 

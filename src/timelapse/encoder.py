@@ -143,6 +143,7 @@ class ValueEncoder:
         #: The spelled heads of exact ints and floats (their TypeIds), once known, and their tails.
         self._int_head = self._float_head = b""
         self._int_tail, self._float_tail = spelling.int_tail, spelling.float_tail
+        self._int_text, self._float_text = spelling.int_text, spelling.float_text
         #: Cross-step reuse (docs/values.md, "Reuse"): the containers encoded as values, by id,
         #: with their signature and bytes (see ``walk`` in _make_walk, and ``snapshot``).
         self._reuse: dict[int, Any] = {}
@@ -186,7 +187,7 @@ class ValueEncoder:
             if data is None and self._int_head and _I64_MIN <= value <= _I64_MAX:
                 # Spelled here, not by _leaf_int: loop counters miss the cache all the time (and
                 # _remember inlined: hot path).
-                data = self._int_head + b"%d" % value + self._int_tail
+                data = self._int_head + self._int_text(value) + self._int_tail
                 cache = self._spelled_ints
                 if len(cache) >= _SCALAR_CACHE_SIZE:
                     cache.clear()
@@ -197,7 +198,7 @@ class ValueEncoder:
             data = self._spelled_floats.get(value)
             if data is None and self._float_head:
                 # Spelled here, not by _leaf_float: 0.0 and nan are never in the cache.
-                data = self._float_head + float.__repr__(value).encode() + self._float_tail
+                data = self._float_head + self._float_text(float.__repr__(value)) + self._float_tail
                 if value == value and value != 0.0:  # -0.0 == 0.0 would alias, nan never hits
                     cache = self._spelled_floats
                     if len(cache) >= _SCALAR_CACHE_SIZE:
@@ -392,7 +393,7 @@ class ValueEncoder:
                 head = self._spell.int_head(info.tid)
                 if exact:
                     self._int_head = head
-            data = head + b"%d" % x + self._spell.int_tail
+            data = head + self._int_text(x) + self._int_tail
             if exact:
                 _remember(self._spelled_ints, x, data)
             return data

@@ -3,8 +3,8 @@
 ``shared/trace-format.md`` is the format as its real consumer reads it. This module names its numbers
 (type kinds, event-log kinds) and states, as protocols, what a format must be able to spell: the
 events of the stream (``EventSpelling``) and the value records inside them (``ValueSpelling``). The
-JSON format (``json_format.py``) is the one implemented; a binary one (CBOR, ``trace.bin``) plugs in
-beside it by implementing the same two protocols. No module but a format's writes syntax: the
+JSON format (``json_format.py``, ``trace.json``) and the binary one (``cbor_format.py``,
+``trace.bin``: CBOR in a seekable zstd stream) implement the same two protocols. No module but a format's writes syntax: the
 recorder (``monitor.py``), the value walk (``encoder.py``) and the writer only call these methods and
 join their results.
 
@@ -93,11 +93,13 @@ class ValueSpelling(Protocol):
     def none(self, type_id: int) -> bytes: ...
 
     def int(self, type_id: int, value: int) -> bytes: ...
-    def int_head(self, type_id: int) -> bytes: ...      # int_head(t) + b"%d" % i + int_tail
+    def int_head(self, type_id: int) -> bytes: ...      # int_head(t) + int_text(i) + int_tail
     int_tail: bytes
+    def int_text(self, value: int) -> bytes: ...        # a 64-bit int's value (JSON: b"%d" % i)
     def float(self, type_id: int, text: str) -> bytes: ...
-    def float_head(self, type_id: int) -> bytes: ...    # float_head(t) + ASCII text + float_tail
+    def float_head(self, type_id: int) -> bytes: ...    # float_head(t) + float_text(s) + float_tail
     float_tail: bytes
+    def float_text(self, text: str) -> bytes: ...       # a float's repr (JSON: its ASCII bytes)
     def bool(self, type_id: int, value: bool) -> bytes: ...
     def string(self, type_id: int, text: str) -> bytes: ...
     def raw(self, type_id: int, text: str) -> bytes: ...
@@ -168,6 +170,18 @@ class TraceFormat(Protocol):
     ``TraceWriter`` is given one (``fmt``, default ``json_format.JSON``), and every other part of a
     recording asks the writer (``writer.format``)."""
 
-    name: str                           # "json"
+    name: str                           # "json" or "bin"
     events: EventSpelling
     values: ValueSpelling
+
+    def frames(self) -> Framing | None: ...     # a new file's framing; None: a plain stream
+
+
+class Framing(Protocol):
+    """How a compressed format frames its file (``cbor_format.SeekableFrames``): ``header``, then
+    each batch the writer flushes as one ``frame`` (one piece of bytes, written whole), then
+    ``end`` of the (compressed, decompressed) sizes of the frames."""
+
+    header: bytes
+    def frame(self, data: bytes) -> bytes: ...
+    def end(self, frames: Sequence[tuple[int, int]]) -> bytes: ...

@@ -144,6 +144,9 @@ class JsonValues:
     tuple_tail = b"]}"
     struct_tail = b"]}"
     int_tail = b"}"
+    #: The bytes of an int's value and of a float's text, between int_head/float_head and the tail.
+    int_text = staticmethod(b"%d".__mod__)
+    float_text = staticmethod(str.encode)
 
     @staticmethod
     def none(type_id: int) -> bytes:
@@ -235,6 +238,11 @@ class JsonFormat:
     name = "json"
     events = JsonEvents()
     values = JsonValues()
+
+    @staticmethod
+    def frames() -> None:
+        """A plain stream: the writer writes ``events.begin``, the batches and ``events.end``."""
+        return None
 
 
 #: The JSON format (stateless: one instance serves every trace).

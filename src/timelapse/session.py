@@ -30,6 +30,7 @@ from typing import Any, Unpack
 from timelapse._version import __version__
 from timelapse.config import Options, OptionValues
 from timelapse.encoder import ValueEncoder
+from timelapse.cbor_format import BIN
 from timelapse.json_format import JSON
 from timelapse.errors import RecorderError
 from timelapse.interrupts import deferral
@@ -222,9 +223,15 @@ class Session:
                 ) from None
             self._started_at = _now()
             options = self.options
-            # The one place the trace format is chosen (issue 12 adds trace.bin beside it): the
-            # writer spells the events with it, the encoder the values.
-            self.writer = _SessionWriter(self._temp_dir, self.program, fmt=JSON)
+            # The one place the trace format is chosen: the writer spells the events with it (and
+            # frames the file), the encoder the values.
+            fmt = BIN if options.format == "bin" else JSON
+            try:
+                self.writer = _SessionWriter(self._temp_dir, self.program, fmt=fmt)
+            except ImportError as exc:  # the zstd binding (pyzstd) is not installed
+                self._remove_temp_dir()
+                raise RecorderError(f"--format bin needs the {exc.name} package "
+                                    f"(pip install {exc.name})") from None
             encoder = ValueEncoder(self.writer.type_id, max_depth=options.max_depth,
                                    max_items=options.max_items, max_string=options.max_string,
                                    max_nodes=options.max_nodes, spelling=self.writer.format.values)

@@ -16,7 +16,9 @@ head), is about twice as fast as building dicts and serializing them later, and 
 collector out of the way (bytes are not tracked). ``flush()`` writes the batch (joined in buffers of a few
 hundred events, with ``os.writev``), so memory stays bounded however long the program runs.
 ``close()`` ends the stream and writes the side files (JSON in every format): after it, the folder is a
-complete trace.
+complete trace. A compressed format (``trace.bin``) frames the file itself (``fmt.frames()``): each
+flushed batch is one zstd frame, written as one piece, and ``close()`` ends the file with the seek
+table of those frames; the interrupt-safe write below is the same for both.
 
 Batches are bounded by bytes, not only by events: the recorder calls ``flush_if_full()`` whenever
 ``len(events)`` reaches ``batch_size``, and the writer measures what came since the last check and either
@@ -69,7 +71,8 @@ _MAX_IO_EVENT = 64 * 1024
 
 
 class TraceWriter:
-    """Owns the id tables and the open event stream (``trace.json``) of one trace folder."""
+    """Owns the id tables and the open event stream (``trace.json`` or ``trace.bin``) of one trace
+    folder."""
 
     def __init__(self, folder: Path, program: str, *, batch_size: int = _CHECK_EVERY,
                  fmt: TraceFormat = JSON) -> None:
@@ -93,18 +96,23 @@ class TraceWriter:
         #: chunks]. Consecutive writes of one step become one Event without re-serializing it each time.
         self._open_io: list[Any] | None = None
         self._open_io_size = 0     # characters in the open IO Event
-        self.bytes_written = 0  # = the size of trace.json
+        self.bytes_written = 0  # = the size of the stream file
         #: The batch being written: its pieces (separators and events), and the file's size before it.
-        self._unwritten: tuple[list[bytes], int] | None = None
+        self._unwritten: tuple[list[bytes], int, tuple[int, tuple[int, int]] | None] | None = None
         self._paths: dict[str, int] = {}
         self._functions: dict[tuple[int, int, str], int] = {}
         self._types: dict[tuple[int, str, tuple[tuple[str, int], ...] | None], int] = {}
         self._variables: dict[str, int] = {}
         self._copied_sources: set[str] = set()
+        #: A compressed format's framing (``trace.bin``: zstd frames and a seek table), else None.
+        self._framing = fmt.frames()
+        #: (compressed, decompressed) sizes of the frames written so far (for the seek table).
+        self._frames: list[tuple[int, int]] = []
         # Unbuffered: after fork() a child must find no half-written bytes of ours to flush.
         self._file = open(folder / spelling.file_name, "wb", buffering=0)
-        self._file.write(spelling.begin)
-        self.bytes_written = len(spelling.begin)
+        begin = spelling.begin if self._framing is None else self._framing.header
+        self._file.write(begin)
+        self.bytes_written = len(begin)
         self.detached = False
         self._separator = b""   # before the next batch: nothing before the first
         self.closed = False
@@ -243,20 +251,28 @@ class TraceWriter:
         # buffers of _BUFFER_BYTES (one buffer per small event would cost the kernel more).
         spelling = self._spelling
         separator = spelling.separator
-        sample = events[:: len(events) // 32 + 1]    # a few events from all over the batch
-        average = sum(map(len, sample)) // len(sample) + 1
-        if average >= _BIG_EVENT:
-            buffers = events
+        frame = None
+        if self._framing is not None:
+            # One independent zstd frame per batch (the events are only concatenated), its sizes
+            # kept for the seek table once it is in the file (_settle).
+            data = separator.join(events)
+            pieces = [self._framing.frame(data)]
+            frame = (len(self._frames), (len(pieces[0]), len(data)))
         else:
-            step = _BUFFER_BYTES // average     # events per buffer
-            join = separator.join
-            buffers = [join(events[i:i + step]) for i in range(0, len(events), step)]
-        pieces = [separator] * (2 * len(buffers))
-        pieces[0] = self._separator
-        pieces[1::2] = buffers
+            sample = events[:: len(events) // 32 + 1]    # a few events from all over the batch
+            average = sum(map(len, sample)) // len(sample) + 1
+            if average >= _BIG_EVENT:
+                buffers = events
+            else:
+                step = _BUFFER_BYTES // average     # events per buffer
+                join = separator.join
+                buffers = [join(events[i:i + step]) for i in range(0, len(events), step)]
+            pieces = [separator] * (2 * len(buffers))
+            pieces[0] = self._separator
+            pieces[1::2] = buffers
         # One statement: no signal handler runs between the two assignments (pending signals are
         # handled after calls and backward jumps), then the batch is cleared.
-        self._unwritten, self._separator = (pieces, self.bytes_written), spelling.batch_separator
+        self._unwritten, self._separator = (pieces, self.bytes_written, frame), spelling.batch_separator
         self.events_flushed += len(events)
         events.clear()  # the same list object: the recorder holds a reference to it
         self._definitions.clear()
@@ -268,7 +284,7 @@ class TraceWriter:
         """Write what the file does not hold yet of the batch in ``_unwritten``."""
         if self._unwritten is None:
             return
-        pieces, start = self._unwritten
+        pieces, start, frame = self._unwritten
         if not self.detached:
             fd = self._file.fileno()
             done = os.fstat(fd).st_size - start
@@ -281,6 +297,8 @@ class TraceWriter:
                     raise OSError(errno.ENOSPC, "no space left on the device (a write wrote nothing)")
                 pieces = _skip_bytes(pieces, written)     # a short write: the rest again
             self.bytes_written = os.fstat(fd).st_size
+        if frame is not None and len(self._frames) == frame[0]:    # once, even if interrupted here
+            self._frames.append(frame[1])
         self._unwritten = None
 
     def close(self, metadata: dict[str, Any]) -> None:
@@ -288,7 +306,8 @@ class TraceWriter:
         if self.closed:
             return
         self.flush()
-        self._file.write(self._spelling.end)
+        end = self._spelling.end if self._framing is None else self._framing.end(self._frames)
+        self._file.write(end)
         self._file.close()
         self.closed = True
         _write_side_file(self.folder / PATHS_FILE, self.paths)
