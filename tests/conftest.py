@@ -85,14 +85,27 @@ def checked_trace(out: Path) -> Trace:
     return Trace.load(out)
 
 
+#: The trace formats every end-to-end test records in (the ``record`` fixture is parametrized).
+FORMATS = ("json", "bin")
+
+
+@pytest.fixture(params=FORMATS)
+def trace_format(request) -> str:
+    """The format the ``record`` fixture records in: each end-to-end test runs once per format."""
+    return request.param
+
+
 @pytest.fixture
-def record(tmp_path):
-    """record(program, *args, options=[...]) -> Recorded, run through the ``timelapse`` console script."""
+def record(tmp_path, trace_format):
+    """record(program, *args, options=[...]) -> Recorded, run through the ``timelapse`` console
+    script, in the test's ``trace_format`` (unless the options name a format themselves)."""
 
     def _record(program: str | Path, *args: str, options: tuple[str, ...] = (), cwd: Path | None = None,
                 input: str | None = None, out: Path | None = None, expect_trace: bool = True) -> Recorded:
         out = out or tmp_path / "trace"
         target = program if isinstance(program, str) and program.startswith("-m") else str(program)
+        if "--format" not in options:
+            options = ("--format", trace_format, *options)
         command = ["record", "-o", str(out), *options]
         command += target.split(" ", 1) if target.startswith("-m") else [target]
         result = run_timelapse([*command, *args], cwd=cwd, input=input)

@@ -7,7 +7,7 @@ import os
 from conftest import PROGRAMS, run_python
 
 from timelapse.config import DEFAULT_MAX_ITEMS
-from timelapse.reader import decode_value
+from timelapse.reader import decode_value, stream_path
 
 
 def module_values(trace):
@@ -18,7 +18,7 @@ def module_values(trace):
 def test_huge_values_across_many_steps_make_a_small_trace(record):
     result = record(PROGRAMS / "values_big.py")
     assert result.stdout == "44850 1000000\n"
-    size = os.path.getsize(result.out / "trace.json")
+    size = os.path.getsize(stream_path(result.out))
     assert size < 5_000_000, size
     values = module_values(result.trace)
     elements = values["big_list"]["elements"]

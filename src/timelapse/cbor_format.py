@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from timelapse.json_format import JsonEvents
+from timelapse.jsonbytes import to_json
 
 __all__ = ["BIN", "HEADER", "CborEvents", "CborFormat", "CborValues", "SeekableFrames",
            "seek_table"]
@@ -281,6 +282,17 @@ class CborValues:
     def variant(type_id: int, discriminator: str, contents: bytes) -> bytes:
         return _pairs(_record_head("Variant", 4, type_id), _key("discriminator"),
                       cbor_text(discriminator), _key("contents"), contents)
+
+    @staticmethod
+    def order_key(data: bytes) -> bytes:
+        """What orders set members that tie (tuples, frozensets, objects): the record's JSON
+        spelling, so that a set lists its members in the same order in both formats. Rare (only
+        ties need it), so decoding is affordable; a record nested too deep for the decoders is
+        ordered by its own bytes."""
+        try:
+            return to_json(CborValues.decode(data))
+        except (RecursionError, ValueError, TypeError):
+            return data
 
     @staticmethod
     def decode(data: bytes) -> Any:

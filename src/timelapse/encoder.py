@@ -261,11 +261,15 @@ class ValueEncoder:
 
     def _spell_set(self, parts: list, arg: tuple) -> bytes:
         """Members in an order of their own: by sort_key, ties (members that are not plain
-        scalars) by their spelled records — never by comparing the program's objects."""
+        scalars) by their records — never by comparing the program's objects."""
         head, members, more = arg
         keys = [sort_key(m) for m in members]
+        # The tie-break is the record's JSON spelling in every format (order_key), so that a set
+        # shows its members in the same order in trace.json and trace.bin.
+        order_key = self._spell.order_key
         order = sorted(range(len(members)), key=lambda i: (
-            keys[i], (_flatten(parts[i]) if type(parts[i]) is list else parts[i]) if keys[i][0] >= 5 else b""))
+            keys[i], order_key(_flatten(parts[i]) if type(parts[i]) is list else parts[i])
+            if keys[i][0] >= 5 else b""))
         parts = [parts[i] for i in order]
         if more:
             parts.append(more)

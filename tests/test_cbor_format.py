@@ -1,0 +1,254 @@
+"""The binary format (cbor_format): every event and value record is the JSON format's, as CBOR, read
+back by independent decoders (cbor2, pyzstd's SeekableZstdFile); the file's framing and seek table."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import cbor2
+import orjson
+import pytest
+import pyzstd
+from hypothesis import given, settings
+
+from test_encoder import Registry, graph_values, limit_sets, values
+from timelapse.cbor_format import BIN, HEADER, cbor_int, cbor_text, seek_table
+from timelapse.encoder import ValueEncoder
+from timelapse.json_format import JSON
+from timelapse.writer import TraceWriter
+
+E, V = BIN.events, BIN.values
+JE, JV = JSON.events, JSON.values
+
+
+def same(cbor: bytes, json: bytes) -> None:
+    """``cbor`` is one CBOR item (nothing after it) holding what the JSON text ``json`` holds."""
+    stream = io.BytesIO(cbor)
+    item = cbor2.CBORDecoder(stream).decode()
+    assert stream.read() == b"", "bytes after the item"
+    assert item == orjson.loads(json)
+
+
+# -- CBOR items ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [0, 1, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**63 - 1,
+                               -1, -24, -25, -256, -257, -(2**63)])
+def test_ints_are_shortest_form_cbor(n):
+    assert cbor_int(n) == cbor2.dumps(n)
+
+
+@pytest.mark.parametrize("text", ["", "a", "x" * 23, "x" * 24, "é" * 200, "\u2603" * 30000, "\x00\n\""])
+def test_texts_are_cbor_text_strings(text):
+    assert cbor_text(text) == cbor2.dumps(text)
+
+
+# -- events -------------------------------------------------------------------------------------------
+
+EVENTS = [
+    ("path", ("/a/b.py",)),
+    ("path", ("/é/☃.py",)),
+    ("function", (0, 1, "<toplevel>")),
+    ("function", (3, 100000, "f")),
+    ("type", (7, "int", None)),
+    ("type", (6, "Point", (("x", 1), ("y", 2)))),
+    ("type", (6, "Empty", ())),
+    ("variable_name", ("self",)),
+    ("step", (0, 1)),
+    ("step", (300, 70000)),
+    ("thread_start", (1,)),
+    ("thread_switch", (2**40,)),
+    ("thread_exit", (3,)),
+    ("event", (0, '{"stream": "stdout"}', "hello\n")),
+    ("event", (11, "", "")),
+]
+
+
+@pytest.mark.parametrize("name,args", EVENTS)
+def test_every_event_is_the_json_event_as_cbor(name, args):
+    same(getattr(E, name)(*args), getattr(JE, name)(*args))
+
+
+def test_value_call_and_return_pieces_join_into_the_json_events():
+    record, json_record = V.int(1, 5), JV.int(1, 5)
+    same(E.value_head(3) + record + E.value_tail, JE.value_head(3) + json_record + JE.value_tail)
+    args = [E.arg_head(i) + V.string(2, f"a{i}") + E.arg_tail for i in range(3)]
+    json_args = [JE.arg_head(i) + JV.string(2, f"a{i}") + JE.arg_tail for i in range(3)]
+    same(E.call(4, args), JE.call(4, json_args))
+    same(E.call(4, []), JE.call(4, []))
+    same(E.arg_value_head + args[1] + E.arg_value_tail, JE.arg_value_head + json_args[1] + JE.arg_value_tail)
+    same(E.return_event(record), JE.return_event(json_record))
+    assert E.event_metadata("stdout", 1, (0, 2), {"x": "y"}) == JE.event_metadata("stdout", 1, (0, 2), {"x": "y"})
+
+
+def test_events_concatenate_with_nothing_between_them():
+    events = [E.step(0, 1), E.value_head(0) + V.none(0), E.thread_exit(1)]
+    decoder = cbor2.CBORDecoder(io.BytesIO(E.begin + E.separator.join(events) + E.end))
+    assert [decoder.decode() for _ in events] == [
+        {"Step": {"path_id": 0, "line": 1}},
+        {"Value": {"variable_id": 0, "value": {"kind": "None", "type_id": 0}}},
+        {"ThreadExit": 1}]
+
+
+# -- values -------------------------------------------------------------------------------------------
+
+def test_every_kind_of_record_is_the_json_record_as_cbor():
+    for name, args in [("none", (0,)), ("int", (1, -7)), ("float", (2, "1.5")), ("float", (2, "nan")),
+                       ("bool", (3, True)), ("bool", (3, False)), ("string", (4, "t\u00e9xt")),
+                       ("raw", (5, "<raw>")), ("error", (6, "boom")), ("big_int", (7, "AQA=", True)),
+                       ("variant", (8, "Some", JV.int(1, 2)))]:
+        cbor_args = args if name != "variant" else (8, "Some", V.int(1, 2))
+        same(getattr(V, name)(*cbor_args), getattr(JV, name)(*args))
+    parts = [V.int(1, i) for i in range(3)]
+    json_parts = [JV.int(1, i) for i in range(3)]
+    for head, tail in [("sequence_head", "sequence_tail"), ("tuple_head", "tuple_tail"),
+                       ("struct_head", "struct_tail")]:
+        for n in (0, 3):
+            same(getattr(V, head)(9) + V.separator.join(parts[:n]) + getattr(V, tail),
+                 getattr(JV, head)(9) + JV.separator.join(json_parts[:n]) + getattr(JV, tail))
+    same(V.int_head(1) + V.int_text(2**40) + V.int_tail, JV.int_head(1) + JV.int_text(2**40) + JV.int_tail)
+    same(V.float_head(1) + V.float_text("-0.0") + V.float_tail,
+         JV.float_head(1) + JV.float_text("-0.0") + JV.float_tail)
+
+
+def _both(value, limits=None):
+    """The record of ``value`` spelled by each format, decoded; each format with its own types."""
+    records = []
+    for fmt in (JSON, BIN):
+        registry = Registry()
+        enc = ValueEncoder(registry, spelling=fmt.values, **(limits or {}))
+        # Twice: the second walk is the one the reuse caches serve.
+        records.append([fmt.values.decode(enc.encode_json(value)) for _ in range(3)])
+        records.append(registry.types)
+    return records
+
+
+@settings(max_examples=200, deadline=None)
+@given(values)
+def test_property_values_spell_the_same_records_in_both_formats(value):
+    json_records, json_types, cbor_records, cbor_types = _both(value)
+    assert cbor_records == json_records
+    assert cbor_types == json_types
+
+
+@settings(max_examples=150, deadline=None)
+@given(graph_values, limit_sets)
+def test_property_object_graphs_and_limits_spell_the_same_in_both_formats(value, limits):
+    json_records, json_types, cbor_records, cbor_types = _both(value, limits)
+    assert cbor_records == json_records
+    assert cbor_types == json_types
+
+
+# -- the file -----------------------------------------------------------------------------------------
+
+def read_bin(path):
+    """The events of a trace.bin read by independent decoders, and its frames' sizes (from pyzstd's
+    view of the seek table)."""
+    data = path.read_bytes()
+    assert data[:8] == HEADER
+    stream = pyzstd.SeekableZstdFile(io.BytesIO(data[8:]))
+    decoder = cbor2.CBORDecoder(stream)
+    events = []
+    while stream.peek(1):
+        events.append(decoder.decode())
+    return events
+
+
+def frames_of(data: bytes) -> list[tuple[int, int]]:
+    """The (compressed, decompressed) entries of a seekable stream's seek table, read by hand."""
+    count, descriptor, magic = struct.unpack("<IBI", data[-9:])
+    assert (descriptor, magic) == (0, 0x8F92EAB1)
+    table = data[-9 - 8 * count:-9]
+    skippable, size = struct.unpack("<II", data[-17 - 8 * count:-9 - 8 * count])
+    assert (skippable, size) == (0x184D2A5E, 8 * count + 9)
+    return [struct.unpack("<II", table[i:i + 8]) for i in range(0, len(table), 8)]
+
+
+def test_the_seek_table_names_each_frame_and_every_decoder_reads_the_stream(tmp_path):
+    frames = [pyzstd.compress(b"a" * n) for n in (10, 100000, 0)]
+    data = b"".join(frames) + seek_table([(len(f), n) for f, n in zip(frames, (10, 100000, 0))])
+    assert frames_of(data) == [(len(f), n) for f, n in zip(frames, (10, 100000, 0))]
+    assert pyzstd.SeekableZstdFile(io.BytesIO(data)).read() == b"a" * 100010
+    assert pyzstd.decompress(data) == b"a" * 100010      # a plain zstd decoder skips the table
+
+
+def test_the_writer_streams_frames_as_it_flushes_and_ends_with_the_seek_table(tmp_path):
+    writer = TraceWriter(tmp_path, "/prog.py", fmt=BIN)
+    path = tmp_path / "trace.bin"
+    sizes = []
+    for batch in range(4):
+        writer.events.extend(E.step(0, line) for line in range(batch * 100, batch * 100 + 100))
+        writer.flush()
+        sizes.append(path.stat().st_size)
+    assert sizes == sorted(set(sizes)), "each flush writes a frame at once"
+    writer.close({})
+    events = read_bin(path)
+    steps = [e["Step"]["line"] for e in events if "Step" in e]
+    assert steps == list(range(400))
+    assert events[:4] == [{"Path": "/prog.py"}, {"Function": {"path_id": 0, "line": 1, "name": "<toplevel>"}},
+                          {"Call": {"function_id": 0, "args": []}},
+                          {"Type": {"kind": 30, "lang_type": "None", "specific_info": {"kind": "None"}}}]
+    data = path.read_bytes()
+    frames = frames_of(data)
+    assert len(frames) == 4
+    assert sum(c for c, _ in frames) == len(data) - 8 - (17 + 8 * len(frames))
+    offset = 8
+    for compressed, size in frames:   # each entry is the frame at its place: a whole zstd frame
+        frame = data[offset:offset + compressed]
+        assert pyzstd.get_frame_size(frame) == compressed
+        assert len(pyzstd.decompress(frame)) == size
+        offset += compressed
+
+
+def test_a_writer_with_nothing_more_to_write_still_makes_a_valid_file(tmp_path):
+    writer = TraceWriter(tmp_path, "/prog.py", fmt=BIN)
+    writer.close({})
+    assert [next(iter(e)) for e in read_bin(tmp_path / "trace.bin")] == ["Path", "Function", "Call", "Type"]
+    assert len(frames_of((tmp_path / "trace.bin").read_bytes())) == 1
+
+
+@pytest.mark.parametrize("when", ["before", "after", "halfway"])
+@pytest.mark.parametrize("call", [1, 2, 3])
+def test_an_interrupted_flush_of_frames_neither_loses_nor_repeats_events(tmp_path, monkeypatch, when, call):
+    import timelapse.writer as writer_module
+
+    real_writev = writer_module.os.writev
+    calls = []
+
+    def writev(fd, buffers):
+        calls.append(len(calls) + 1)
+        if len(calls) == call:
+            if when == "after":
+                real_writev(fd, buffers)
+            elif when == "halfway":     # a part of the frame reached the file
+                data = b"".join(buffers)
+                writer_module.os.write(fd, data[: len(data) // 2])
+            raise KeyboardInterrupt
+        return real_writev(fd, buffers)
+
+    monkeypatch.setattr(writer_module.os, "writev", writev)
+    writer = TraceWriter(tmp_path, "/prog.py", fmt=BIN)
+    lines = iter(range(1, 100))
+    for _ in range(3):
+        writer.events.extend(E.step(0, next(lines)) for _ in range(7))
+        try:
+            writer.flush()
+        except KeyboardInterrupt:
+            pass
+    writer.close({})
+    steps = [e["Step"]["line"] for e in read_bin(tmp_path / "trace.bin") if "Step" in e]
+    assert steps == list(range(1, 22))
+    assert len(frames_of((tmp_path / "trace.bin").read_bytes())) == 3
+
+
+def test_the_frame_is_kept_in_the_table_once_even_if_interrupted_after_writing(tmp_path, monkeypatch):
+    """A Ctrl-C after the frame is in the file but before _settle forgets it: the next flush writes
+    nothing again and names the frame once."""
+    writer = TraceWriter(tmp_path, "/prog.py", fmt=BIN)
+    writer.events.append(E.step(0, 1))
+    writer.flush()
+    writer._unwritten = ([], writer.bytes_written, (0, writer._frames[0]))   # as if interrupted there
+    writer.events.append(E.step(0, 2))
+    writer.close({})
+    assert len(frames_of((tmp_path / "trace.bin").read_bytes())) == 2
+    assert [e["Step"]["line"] for e in read_bin(tmp_path / "trace.bin") if "Step" in e] == [1, 2]
