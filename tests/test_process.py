@@ -9,9 +9,9 @@ import pytest
 from conftest import PROGRAMS, checked_trace, run_python, run_timelapse
 
 
-def recorded(tmp_path, *args, options=("-q",), cwd=None):
+def recorded(tmp_path, *args, options=("-q",), cwd=None, fmt="json"):
     out = tmp_path / "trace"
-    result = run_timelapse(["record", "-o", str(out), *options, *args], cwd=cwd)
+    result = run_timelapse(["record", "-o", str(out), "--format", fmt, *options, *args], cwd=cwd)
     return result, out
 
 
@@ -22,10 +22,10 @@ def hidden(folder):
 # -- item 10: os.exec* ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("how", ["execv", "execlp", "fails"])
-def test_exec_saves_the_trace_first(tmp_path, how):
+def test_exec_saves_the_trace_first(tmp_path, how, trace_format):
     program = PROGRAMS / "sv_exec.py"
     expected = run_python([str(program), how])
-    result, out = recorded(tmp_path, str(program), how, options=())
+    result, out = recorded(tmp_path, str(program), how, options=(), fmt=trace_format)
     assert (result.returncode, result.stdout) == (expected.returncode, expected.stdout)
     [line] = result.stderr.splitlines()  # the summary line, once, before the exec
     assert line.startswith("timelapse: ") and " steps, " in line
@@ -39,12 +39,12 @@ def test_exec_saves_the_trace_first(tmp_path, how):
 
 # -- item 15: fork --------------------------------------------------------------------------------
 
-def test_a_forked_child_dies_of_sigterm_at_once_and_prints_no_summary(tmp_path):
+def test_a_forked_child_dies_of_sigterm_at_once_and_prints_no_summary(tmp_path, trace_format):
     program = PROGRAMS / "sv_fork.py"
     expected = run_python([str(program)])
     assert expected.stdout.splitlines() == [
         "child sees SIGTERM default: True", "child killed by SIGTERM: True", "at once: True"]
-    result, out = recorded(tmp_path, str(program), options=())
+    result, out = recorded(tmp_path, str(program), options=(), fmt=trace_format)
     assert (result.returncode, result.stdout) == (expected.returncode, expected.stdout)
     assert len(result.stderr.splitlines()) == 1, result.stderr  # the parent's summary only
     checked_trace(out)
@@ -53,10 +53,10 @@ def test_a_forked_child_dies_of_sigterm_at_once_and_prints_no_summary(tmp_path):
 # -- item 19: the program's code runs as often as without recording ----------------------------------
 
 @pytest.mark.parametrize("how", ["raise", "exit"])
-def test_an_uncaught_exceptions_own_code_runs_once(tmp_path, how):
+def test_an_uncaught_exceptions_own_code_runs_once(tmp_path, how, trace_format):
     program = PROGRAMS / "sv_counts.py"
     expected = run_python([str(program), how])
-    result, out = recorded(tmp_path, str(program), how)
+    result, out = recorded(tmp_path, str(program), how, fmt=trace_format)
     assert (result.returncode, result.stdout, result.stderr) == (
         expected.returncode, expected.stdout, expected.stderr)
     trace = checked_trace(out)
@@ -123,19 +123,19 @@ print("bye", flush=True)
 """
 
 
-def test_a_sigterm_while_the_trace_is_saved_at_exit_kills_the_process_once_it_is_saved(tmp_path):
+def test_a_sigterm_while_the_trace_is_saved_at_exit_kills_the_process_once_it_is_saved(tmp_path, trace_format):
     script = tmp_path / "term_at_save.py"
     script.write_text(_SIGNAL_WHILE_SAVING.format(signal="SIGTERM"))
-    result, out = recorded(tmp_path, str(script))
+    result, out = recorded(tmp_path, str(script), fmt=trace_format)
     assert (result.returncode, result.stdout, result.stderr) == (-15, "bye\n", "")
     checked_trace(out)
     assert hidden(tmp_path) == []
 
 
-def test_a_ctrl_c_while_the_trace_is_saved_at_exit_is_dropped(tmp_path):
+def test_a_ctrl_c_while_the_trace_is_saved_at_exit_is_dropped(tmp_path, trace_format):
     script = tmp_path / "int_at_save.py"
     script.write_text(_SIGNAL_WHILE_SAVING.format(signal="SIGINT"))
-    result, out = recorded(tmp_path, str(script))
+    result, out = recorded(tmp_path, str(script), fmt=trace_format)
     assert (result.returncode, result.stdout, result.stderr) == (0, "bye\n", "")
     checked_trace(out)
 

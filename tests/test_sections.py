@@ -32,12 +32,13 @@ def exception_events(trace):
 # -- A. program code inside the recorder -------------------------------------------------------------
 
 @pytest.mark.parametrize("attempt", range(4))
-def test_sigterm_on_a_busy_program_finishes_the_trace_and_kills(tmp_path, attempt):
+def test_sigterm_on_a_busy_program_finishes_the_trace_and_kills(tmp_path, attempt, trace_format):
     """Item 1: SIGTERM in the middle of a callback used to deadlock (the handler started a thread
     that waited for the lock its own thread held)."""
     out = tmp_path / "trace"
     process = subprocess.Popen(
-        [str(CONSOLE_SCRIPT), "record", "-q", "-o", str(out), str(PROGRAMS / "sec_sigterm_busy.py")],
+        [str(CONSOLE_SCRIPT), "record", "-q", "--format", trace_format, "-o", str(out),
+         str(PROGRAMS / "sec_sigterm_busy.py")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stdout.readline() == "ready\n"
     time.sleep(0.2 + 0.05 * attempt)
@@ -164,11 +165,12 @@ def test_an_empty_module_has_no_step_at_line_zero(record):
 # -- B. saving ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM])
-def test_signals_while_the_trace_is_saved_do_not_lose_it(tmp_path, second):
+def test_signals_while_the_trace_is_saved_do_not_lose_it(tmp_path, second, trace_format):
     """Item 6: Ctrl-C, then Ctrl-C or SIGTERM again and again while the trace is being saved."""
     out = tmp_path / "trace"
     process = subprocess.Popen(
-        [str(CONSOLE_SCRIPT), "record", "-q", "-o", str(out), str(PROGRAMS / "sec_busy_values.py")],
+        [str(CONSOLE_SCRIPT), "record", "-q", "--format", trace_format, "-o", str(out),
+         str(PROGRAMS / "sec_busy_values.py")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stdout.readline() == "ready\n"
     time.sleep(0.5)
