@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import copy
 import io
+import re
 from pathlib import Path
 
 import pytest
-from conftest import HAND_MADE_LIB, HAND_MADE_PROG, opening_events, write_trace_folder
+from conftest import PROGRAMS, HAND_MADE_LIB, HAND_MADE_PROG, opening_events, run_timelapse, write_trace_folder
 
 from timelapse.checker import LIMIT_PER_RULE, Violation, check_folder, check_trace, run_check
 from timelapse.reader import BIN_MAGIC, Trace, TraceUnreadable
@@ -716,8 +717,10 @@ def test_bin_without_seek_table(tmp_path):
     pyzstd = pytest.importorskip("pyzstd")
     folder = write_bin(tmp_path / "t", valid())
     payload = b"".join(cbor2.dumps(e) for e in valid())
-    (folder / "trace.bin").write_bytes(BIN_MAGIC + pyzstd.compress(payload))
-    assert "not a zstd seekable stream" in unreadable(folder)
+    frame = pyzstd.compress(payload)
+    (folder / "trace.bin").write_bytes(BIN_MAGIC + frame)
+    assert unreadable(folder) == (f"timelapse: error: trace.bin is truncated: it ends at byte"
+                                  f" {8 + len(frame)}, after frame 0; the seek table is missing\n")
 
 
 def test_bin_truncated_cbor(tmp_path):
@@ -729,3 +732,209 @@ def test_bin_truncated_cbor(tmp_path):
         with pyzstd.SeekableZstdFile(f, "w") as z:
             z.write(cbor2.dumps(valid()[0]) + cbor2.dumps(valid()[1])[:-3])
     assert "CBOR item 1 cannot be decoded" in unreadable(folder)
+
+
+# -- trace.bin: frames, seek table, truncation ------------------------------------------------------
+
+
+def write_framed(folder: Path, events, per_frame: int = 8, *, table: bool = True):
+    """Write trace.bin as the recorder frames it (``per_frame`` events a frame); return each frame's
+    (offset, compressed size, decompressed size) and the offset of the seek table."""
+    cbor2 = pytest.importorskip("cbor2")
+    from timelapse.cbor_format import SeekableFrames, seek_table
+
+    write_trace(folder, events, stream=False)
+    framing = SeekableFrames()
+    data = bytearray(BIN_MAGIC)
+    frames = []
+    for start in range(0, len(events), per_frame):
+        raw = b"".join(cbor2.dumps(e) for e in events[start:start + per_frame])
+        frame = framing.frame(raw)
+        frames.append((len(data), len(frame), len(raw)))
+        data += frame
+    table_at = len(data)
+    if table:
+        data += seek_table([(c, d) for _, c, d in frames])
+    (folder / "trace.bin").write_bytes(bytes(data))
+    return frames, table_at
+
+
+def cut(folder: Path, size: int) -> Path:
+    data = (folder / "trace.bin").read_bytes()
+    (folder / "trace.bin").write_bytes(data[:size])
+    return folder
+
+
+def test_bin_summary_names_frames_sizes_and_ratio(tmp_path):
+    frames, _ = write_framed(tmp_path / "t", valid())
+    out = io.StringIO()
+    assert run_check(tmp_path / "t", out=out) == 0
+    size = (tmp_path / "t" / "trace.bin").stat().st_size
+    cbor = sum(d for _, _, d in frames)
+    assert out.getvalue() == (f"{tmp_path / 't'}: valid trace (24 events; trace.bin: 3 frames, {cbor} B -> "
+                              f"{size} B, ratio {cbor / size:.1f}x)\n")
+    broken = valid()[:22]
+    write_framed(tmp_path / "bad", broken, per_frame=100)
+    out = io.StringIO()
+    assert run_check(tmp_path / "bad", out=out) == 1
+    assert out.getvalue().splitlines()[-1].startswith(
+        f"{tmp_path / 'bad'}: INVALID trace (22 events; trace.bin: 1 frame, ")
+
+
+def test_bin_summary_of_a_recording(tmp_path):
+    out = tmp_path / "t"
+    result = run_timelapse(["record", "-q", "--format", "bin", "-o", str(out), str(PROGRAMS / "values_tricky.py")])
+    assert result.returncode == 0, result.stderr
+    result = run_timelapse(["check", str(out)])
+    assert result.returncode == 0 and result.stderr == "", result
+    line = result.stdout
+    assert re.fullmatch(rf"{re.escape(str(out))}: valid trace \(\d+ events; trace\.bin: 1 frame,"
+                        r" \d+\.\d KB -> \d+\.\d KB, ratio \d+\.\dx\)\n", line), line
+
+
+def test_empty_bin_stream_is_valid_but_header_alone_is_truncated(tmp_path):
+    from timelapse.cbor_format import seek_table
+
+    folder = write_trace(tmp_path / "t", [], stream=False)
+    (folder / "trace.bin").write_bytes(BIN_MAGIC + seek_table([]))
+    assert [v.rule for v in check_folder(folder)] == ["toplevel"]  # an empty stream, read fine
+    (folder / "trace.bin").write_bytes(BIN_MAGIC)
+    assert unreadable(folder) == ("timelapse: error: trace.bin is truncated: it ends after its 8-byte header;"
+                                  " frame 0 and the seek table are missing\n")
+
+
+def truncated_message(frames, table_at, size):
+    """What check says of the trace written by write_framed, cut to ``size`` bytes."""
+    if size == 0:
+        return "trace.bin is empty (truncated: not even its 8-byte header)"
+    if size < 8:
+        return f"trace.bin is truncated: it ends at byte {size}, inside its 8-byte header"
+    if size == 8:
+        return "trace.bin is truncated: it ends after its 8-byte header; frame 0 and the seek table are missing"
+    if size > table_at:
+        return (f"trace.bin is truncated: the seek table (at byte {table_at}, after frame {len(frames) - 1})"
+                " is cut short")
+    for index, (start, compressed, _) in enumerate(frames):
+        if size == start:
+            return (f"trace.bin is truncated: it ends at byte {size}, after frame {index - 1}; the seek"
+                    " table is missing")
+        if size < start + compressed:
+            return (f"trace.bin is truncated: frame {index} (at byte {start}) is cut short; the seek table"
+                    " is missing")
+    return (f"trace.bin is truncated: it ends at byte {size}, after frame {len(frames) - 1}; the seek table"
+            " is missing")
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["empty", "in the header", "after the header", "in frame 0's magic", "in frame 0", "after frame 0",
+     "in frame 1", "in frame 1's last byte", "in frame 2", "after frame 2", "in the table's magic",
+     "in the table's entries", "in the footer", "a byte short"],
+)
+def test_truncated_bin_names_the_frame_it_was_cut_in(tmp_path, where):
+    frames, table_at = write_framed(tmp_path / "t", valid())
+    end = (tmp_path / "t" / "trace.bin").stat().st_size
+    (f0, c0, _), (f1, c1, _), (f2, c2, _) = frames
+    size = {
+        "empty": 0, "in the header": 5, "after the header": 8, "in frame 0's magic": 10,
+        "in frame 0": f0 + c0 // 2, "after frame 0": f1, "in frame 1": f1 + 7, "in frame 1's last byte": f2 - 1,
+        "in frame 2": f2 + c2 - 3, "after frame 2": table_at, "in the table's magic": table_at + 2,
+        "in the table's entries": table_at + 12, "in the footer": end - 5, "a byte short": end - 1,
+    }[where]
+    message = unreadable(cut(tmp_path / "t", size))
+    assert message == f"timelapse: error: {truncated_message(frames, table_at, size)}\n"
+
+
+def test_truncated_bin_keeps_the_events_of_whole_frames(tmp_path):
+    from timelapse.reader import iter_events
+
+    frames, _ = write_framed(tmp_path / "t", valid())
+    cut(tmp_path / "t", frames[2][0] + 5)
+    events = iter_events(tmp_path / "t")
+    assert [next(events) for _ in range(16)] == valid()[:16]
+    with pytest.raises(TraceUnreadable, match=r"frame 2 \(at byte \d+\) is cut short"):
+        next(events)
+
+
+def test_truncated_bin_on_the_command_line(tmp_path):
+    frames, _ = write_framed(tmp_path / "t", valid())
+    cut(tmp_path / "t", frames[1][0] + 3)
+    result = run_timelapse(["check", str(tmp_path / "t")])
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (f"timelapse: error: trace.bin is truncated: frame 1 (at byte {frames[1][0]}) is cut"
+                             " short; the seek table is missing\n")
+
+
+def rewrite_table(folder: Path, frames, table_at, *, entries=None, footer=None, header=None) -> Path:
+    """Replace the seek table of a write_framed trace by one with other entries, footer or header."""
+    import struct
+
+    entries = [(c, d) for _, c, d in frames] if entries is None else entries
+    body = b"".join(struct.pack("<II", c, d) for c, d in entries)
+    body += struct.pack("<IBI", len(entries), 0, 0x8F92EAB1) if footer is None else footer
+    head = struct.pack("<II", 0x184D2A5E, len(body)) if header is None else header
+    data = (folder / "trace.bin").read_bytes()[:table_at]
+    (folder / "trace.bin").write_bytes(data + head + body)
+    return folder
+
+
+def test_a_seek_table_whose_sizes_lie(tmp_path):
+    import struct
+
+    frames, table_at = write_framed(tmp_path / "t", valid())
+    folder = tmp_path / "t"
+    (f0, c0, d0), (f1, c1, d1), (f2, c2, d2) = frames
+    mismatch = "timelapse: error: trace.bin's seek table does not match its frames: "
+    damaged = "timelapse: error: trace.bin's seek table is damaged: "
+    # one frame given a byte more, the next one less: the sum is right, the frames are not
+    rewrite_table(folder, frames, table_at, entries=[(c0 + 1, d0), (c1 - 1, d1), (c2, d2)])
+    assert unreadable(folder) == mismatch + f"frame 0 (at byte 8) is {c0} bytes, not the {c0 + 1} it gives\n"
+    rewrite_table(folder, frames, table_at, entries=[(c0 - 1, d0), (c1 + 1, d1), (c2, d2)])
+    assert unreadable(folder) == mismatch + f"frame 0 (at byte 8) is longer than the {c0 - 1} bytes it gives\n"
+    rewrite_table(folder, frames, table_at, entries=[(c0, d0), (c1, d1 + 1), (c2, d2)])
+    assert unreadable(folder) == mismatch + f"frame 1 (at byte {f1}) decompresses to {d1} bytes, not the" \
+        f" {d1 + 1} it gives\n"
+    rewrite_table(folder, frames, table_at, entries=[(c0, d0), (c1, d1), (c2, d2 - 1)])
+    assert unreadable(folder) == mismatch + f"frame 2 (at byte {f2}) decompresses to more than the {d2 - 1}" \
+        " bytes it gives\n"
+    rewrite_table(folder, frames, table_at, entries=[(c0, d0), (c1 + 1, d1), (c2, d2)])
+    assert unreadable(folder) == mismatch + f"its 3 frames add up to {c0 + c1 + c2 + 1} bytes, but" \
+        f" {c0 + c1 + c2} bytes lie between the header and the table\n"
+    rewrite_table(folder, frames, table_at, entries=[(c0, d0), (0, 5), (c1 + c2, d1 + d2)])
+    assert unreadable(folder) == mismatch + "it gives frame 1 0 bytes that decompress to 5\n"
+    # the table itself broken
+    size = table_at + 8 + 3 * 8 + 9
+    rewrite_table(folder, frames, table_at, footer=struct.pack("<IBI", 1000, 0, 0x8F92EAB1))
+    assert unreadable(folder) == damaged + f"it lists 1000 frames, more than a file of {size} bytes can hold\n"
+    rewrite_table(folder, frames, table_at, footer=struct.pack("<IBI", 3, 0x04, 0x8F92EAB1))
+    assert unreadable(folder) == damaged + "the reserved bits of its descriptor are set\n"
+    rewrite_table(folder, frames, table_at, header=struct.pack("<II", 0x184D2A5E, 7))
+    assert unreadable(folder) == damaged + f"the header of its skippable frame (at byte {table_at}) is wrong\n"
+    rewrite_table(folder, frames, table_at, footer=struct.pack("<IBI", 2, 0, 0x8F92EAB1))
+    assert unreadable(folder) == damaged + f"the header of its skippable frame (at byte {table_at + 8}) is wrong\n"
+
+
+def test_a_seek_table_with_checksums_is_read(tmp_path):
+    import struct
+
+    frames, table_at = write_framed(tmp_path / "t", valid())
+    body = b"".join(struct.pack("<III", c, d, 0) for _, c, d in frames) + struct.pack("<IBI", 3, 0x80, 0x8F92EAB1)
+    rewrite_table(tmp_path / "t", frames, table_at, entries=[], footer=body)
+    data = (tmp_path / "t" / "trace.bin").read_bytes()
+    assert data[table_at + 4:table_at + 8] == (3 * 12 + 9).to_bytes(4, "little")
+    assert check_folder(tmp_path / "t") == []
+
+
+def test_a_damaged_frame_is_not_called_truncated(tmp_path):
+    frames, table_at = write_framed(tmp_path / "t", valid())
+    data = bytearray((tmp_path / "t" / "trace.bin").read_bytes())
+    f1 = frames[1][0]
+    data[f1:f1 + 4] = b"junk"
+    (tmp_path / "t" / "trace.bin").write_bytes(bytes(data))
+    message = unreadable(tmp_path / "t")
+    assert message.startswith(f"timelapse: error: trace.bin is damaged: frame 1 (at byte {f1}) cannot be"
+                              " decompressed: ")
+    assert message.endswith("Unknown frame descriptor\n")  # zstd's words
+    cut(tmp_path / "t", table_at)  # and without the table: the walk stops at it
+    assert unreadable(tmp_path / "t") == (f"timelapse: error: trace.bin is damaged: frame 1 (at byte {f1}) is not a"
+                                          " zstd frame; the seek table is missing\n")

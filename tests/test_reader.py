@@ -172,6 +172,69 @@ def test_unreadable_folder(tmp_path):
         Trace.load(tmp_path / "missing")
 
 
+# -- trace.bin: frames and seek table -------------------------------------------------------------
+
+
+def test_read_seek_table(tmp_path):
+    from timelapse.reader import SeekTable, read_seek_table
+
+    folder = write_bin(tmp_path / "t")
+    path = folder / "trace.bin"
+    table = read_seek_table(path)
+    assert isinstance(table, SeekTable)
+    assert len(table.frames) > 5  # write_bin makes frames of 128 bytes
+    assert table.file_size == path.stat().st_size
+    assert table.decompressed_size == sum(d for _, d in table.frames) == 128 * (len(table.frames) - 1) + \
+        table.frames[-1][1]
+    data = path.read_bytes()
+    path.write_bytes(data[:-1])
+    assert read_seek_table(path) is None  # cut: no table (iter_events says where)
+    path.write_bytes(b"PK" + data[2:])
+    with pytest.raises(TraceUnreadable, match="does not start with the magic"):
+        read_seek_table(path)
+
+
+def test_items_longer_than_a_piece_and_spanning_many_frames(tmp_path):
+    """Items cut by the end of a frame or of a decompressed piece are put together again,
+    however many frames or pieces they span."""
+    pyzstd = pytest.importorskip("pyzstd")
+    cbor2 = pytest.importorskip("cbor2")
+    big = [{"Event": {"kind": 0, "metadata": "", "content": "x" * n}} for n in (3_000_000, 10, 1_500_000)]
+    events = [*EVENTS[:5], *big, *EVENTS[5:]]
+    for frame_size in (64 * 1024, 8 * 1024 * 1024):  # many frames an item; many pieces a frame
+        folder = write_trace(tmp_path / str(frame_size), events)
+        (folder / "trace.json").unlink()
+        with open(folder / "trace.bin", "wb") as f:
+            f.write(BIN_MAGIC)
+            with pyzstd.SeekableZstdFile(f, "w", max_frame_content_size=frame_size) as z:
+                z.write(b"".join(cbor2.dumps(e) for e in events))
+        assert Trace.load(folder).events == events
+
+
+def test_skippable_frames_between_frames_are_skipped(tmp_path):
+    pytest.importorskip("cbor2")
+    from timelapse.cbor_format import SeekableFrames, seek_table
+    from timelapse.reader import iter_events
+
+    import cbor2
+
+    folder = write_trace(tmp_path / "t")
+    (folder / "trace.json").unlink()
+    framing = SeekableFrames()
+    first, second = (b"".join(cbor2.dumps(e) for e in part) for part in (EVENTS[:10], EVENTS[10:]))
+    frames = [framing.frame(first), (0x184D2A50).to_bytes(4, "little") + (3).to_bytes(4, "little") + b"abc",
+              framing.frame(second)]
+    sizes = [(len(frames[0]), len(first)), (len(frames[1]), 0), (len(frames[2]), len(second))]
+    data = BIN_MAGIC + b"".join(frames)
+    (folder / "trace.bin").write_bytes(data + seek_table(sizes))
+    assert list(iter_events(folder)) == EVENTS
+    (folder / "trace.bin").write_bytes(data)  # without the table: walked, then reported as cut
+    events = iter_events(folder)
+    assert [next(events) for _ in EVENTS] == EVENTS
+    with pytest.raises(TraceUnreadable, match=f"it ends at byte {len(data)}, after frame 2; the seek table"):
+        next(events)
+
+
 # -- id tables ------------------------------------------------------------------------------------
 
 

@@ -33,9 +33,11 @@ from typing import Any, Callable, TextIO
 
 from timelapse.format import NONE_TYPE_ID, EventKind, TypeKind
 from timelapse.reader import (
+    SeekTable,
     Trace,
     TraceUnreadable,
     iter_events,
+    read_seek_table,
     read_side_files,
     split_event,
     stream_path,
@@ -158,12 +160,16 @@ def run_check(
     """Print the violations and a summary line on ``out``; return 0 valid, 1 invalid.
 
     A folder that cannot be read gives one line ``timelapse: error: ...`` on ``err`` (default
-    stderr) and 2, as the command line's other bad input does.
+    stderr) and 2, as the command line's other bad input does. For a ``trace.bin`` the summary
+    also gives its frames and how well they compress.
     """
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     try:
         violations, count = _check_folder(folder, LIMIT_PER_RULE)
+        stream_file = stream_path(folder)
+        # The whole stream was read, every frame checked against its entry: the table is true.
+        table = read_seek_table(stream_file) if stream_file.name == "trace.bin" else None
     except TraceUnreadable as exc:
         print(f"timelapse: error: {exc}", file=err)
         return 2
@@ -173,12 +179,32 @@ def run_check(
     for violation in violations:
         print(violation, file=out)
     total = sum(v.suppressed or 1 for v in violations)
-    size = f"{count} events"
+    size = f"{count} events" if table is None else f"{count} events; {_bin_summary(table)}"
     if not violations:
         print(f"{folder}: valid trace ({size})", file=out)
         return 0
     print(f"{folder}: INVALID trace ({size}): {total} violation{'s' * (total != 1)}", file=out)
     return 1
+
+
+def _bin_summary(table: SeekTable) -> str:
+    """``trace.bin: 3 frames, 12.6 MB -> 1.1 MB, ratio 11.5x``: CBOR bytes, then the file's.
+    (ASCII: the summary goes to stdout, which may not take an arrow.)"""
+    frames = len(table.frames)
+    text = (f"trace.bin: {frames} frame{'s' * (frames != 1)},"
+            f" {_human_size(table.decompressed_size)} -> {_human_size(table.file_size)}")
+    if table.decompressed_size:
+        text += f", ratio {table.decompressed_size / table.file_size:.1f}x"
+    return text
+
+
+def _human_size(size: float) -> str:
+    """Decimal units, as the recorder's summary line gives them."""
+    for unit in ("B", "KB", "MB"):
+        if size < 1000:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"
 
 
 class _Report:

@@ -1,4 +1,5 @@
-"""The ``timelapse`` command: ``record`` a program into a trace folder, ``check`` a trace folder.
+"""The ``timelapse`` command: ``record`` a program into a trace folder, ``check`` a trace folder,
+``convert`` its event stream between trace.json and trace.bin.
 
 Bad input (a missing script, an unknown option, an output folder we must not touch, ...) is one line on
 stderr and exit status 2, before anything is recorded. Once the program runs, everything about it (its
@@ -12,6 +13,7 @@ summary line — is ``process.ProgramEnd``'s.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +31,8 @@ from timelapse.session import Session
 USAGE = """\
 timelapse record [options] script.py [args ...]
        timelapse record [options] -m module [args ...]
-       timelapse check TRACE_DIR"""
+       timelapse check TRACE_DIR
+       timelapse convert TRACE_DIR --to {json,bin} [-o OUT_DIR]"""
 
 #: Recorder options that take a value (needed to find where the program's own arguments start).
 _VALUE_OPTIONS = {
@@ -155,9 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not argv:  # bad input like any other: one line on stderr, exit status 2
             raise UsageError("missing the command (usage: timelapse record [options] script.py [args ...]"
-                             " | timelapse check TRACE_DIR; see timelapse --help)")
+                             " | timelapse check TRACE_DIR | timelapse convert TRACE_DIR --to {json,bin};"
+                             " see timelapse --help)")
         if argv[0] in ("-h", "--help"):
-            print(f"usage: {USAGE}\n\nRun 'timelapse record --help' for the recording options.")
+            print(f"usage: {USAGE}\n\nRun 'timelapse record --help' for the recording options,"
+                  " 'timelapse convert --help' for converting a trace between trace.json and trace.bin.")
             return 0
         if argv[0] == "--version":
             from timelapse import snapshot  # which signature is in use: a bug report needs it
@@ -169,8 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         command, rest = argv[0], argv[1:]
         if command == "check":
             return _check(rest)
+        if command == "convert":
+            return _convert(rest)
         if command != "record":
-            raise UsageError(f"unknown command {command!r} (expected 'record' or 'check')")
+            raise UsageError(f"unknown command {command!r} (expected 'record', 'check' or 'convert')")
         record = parse_record(rest)
         session = _make_session(record)
     except (UsageError, RecorderError, config.OptionError) as exc:
@@ -205,6 +212,39 @@ def _check(args: list[str]) -> int:
     from timelapse.checker import run_check
 
     return run_check(args[0])
+
+
+def _convert_parser() -> _Parser:
+    parser = _Parser(prog="timelapse convert", usage="timelapse convert TRACE_DIR --to {json,bin} [-o OUT_DIR]",
+                     description="Convert the event stream of a trace folder between trace.json and "
+                                 "trace.bin, streaming (bounded memory). Without -o the folder is converted "
+                                 "in place: it ends with the new stream file instead of the old one.")
+    parser.add_argument("folder", metavar="TRACE_DIR", help="the trace folder to convert")
+    parser.add_argument("--to", required=True, choices=("json", "bin"),
+                        help="json (trace.json) or bin (trace.bin: CBOR in seekable zstd)")
+    parser.add_argument("-o", "--out", metavar="OUT_DIR",
+                        help="write a new trace folder (it must not exist, or be empty) with the converted "
+                             "stream and copies of the side files and files/, and leave TRACE_DIR as it is")
+    return parser
+
+
+def _convert(args: list[str]) -> int:
+    options = _convert_parser().parse_args(args)
+    from timelapse.convert import run_convert
+
+    # SIGTERM, like Ctrl-C, removes what the conversion wrote so far instead of leaving it behind.
+    terminated = []
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        status = run_convert(options.folder, options.to, options.out)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 128 + signal.SIGTERM if terminated else status
 
 
 def _make_session(record: _RecordCommand) -> Session:
