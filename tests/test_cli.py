@@ -273,3 +273,16 @@ def test_everything_after_the_program_is_the_programs(tokens, split):
     from timelapse.cli import _split_record_args
 
     assert _split_record_args(tokens) == split
+
+
+def test_usage_help_and_errors_name_convert():
+    usage = "timelapse convert TRACE_DIR --to {json,bin} [-o OUT_DIR]"
+    helped = run_timelapse(["--help"])
+    assert helped.returncode == 0 and usage in helped.stdout and "'timelapse convert --help'" in helped.stdout
+    assert usage in run_timelapse(["record", "--help"]).stdout  # the record parser's usage is USAGE
+    converting = run_timelapse(["convert", "--help"])
+    assert converting.returncode == 0 and converting.stdout.startswith(f"usage: {usage}\n")
+    assert "--to {json,bin}" in converting.stdout and "--out OUT_DIR" in converting.stdout
+    assert "timelapse convert TRACE_DIR --to {json,bin}" in run_timelapse([]).stderr
+    unknown = run_timelapse(["frobnicate"])
+    assert unknown.returncode == 2 and "(expected 'record', 'check' or 'convert')" in unknown.stderr
