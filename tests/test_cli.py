@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import CONSOLE_SCRIPT, PROGRAMS, checked_trace, run_python, run_timelapse
+from timelapse.reader import stream_path
 
 
 def plain(program, *args, cwd=None):
@@ -245,7 +247,8 @@ def test_version_and_help():
 def test_a_killed_recording_leaves_the_old_trace_as_it_was(record, tmp_path):
     out = tmp_path / "trace"
     record(PROGRAMS / "recursion.py", out=out)
-    before = (out / "trace.json").read_bytes()
+    stream = stream_path(out)
+    before = stream.read_bytes()
     script = tmp_path / "forever.py"
     script.write_text("print('ready', flush=True)\nn = 0\nwhile True:\n    n += 1\n")
     process = subprocess.Popen(
@@ -256,7 +259,7 @@ def test_a_killed_recording_leaves_the_old_trace_as_it_was(record, tmp_path):
     time.sleep(0.2)
     process.kill()
     process.wait(timeout=60)
-    assert (out / "trace.json").read_bytes() == before
+    assert stream.read_bytes() == before
     checked_trace(out)
 
 
@@ -285,4 +288,4 @@ def test_usage_help_and_errors_name_convert():
     assert "--to {json,bin}" in converting.stdout and "--out OUT_DIR" in converting.stdout
     assert "timelapse convert TRACE_DIR --to {json,bin}" in run_timelapse([]).stderr
     unknown = run_timelapse(["frobnicate"])
-    assert unknown.returncode == 2 and "(expected 'record', 'check' or 'convert')" in unknown.stderr
+    assert unknown.returncode == 2 and "(expected 'record', 'check', 'convert' or 'config')" in unknown.stderr

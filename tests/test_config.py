@@ -137,8 +137,9 @@ def test_fd_capture_counts_only_with_io_capture():
 
 def test_session_keyword_arguments_override_an_options_object(tmp_path):
     session = Session(tmp_path / "t", options=Options(max_depth=3, max_items=4), max_items=5)
-    assert session.options == Options(max_depth=3, max_items=5)
-    assert Session(tmp_path / "t").options == Options()
+    out = str(tmp_path / "t")
+    assert session.options == Options(max_depth=3, max_items=5, out=out)
+    assert Session(tmp_path / "t").options == Options(out=out)
 
 
 def test_the_keyword_arguments_type_lists_every_option():
@@ -154,7 +155,8 @@ def test_the_command_line_makes_its_options_from_the_flags_given(tmp_path, monke
     record = parse_record(["-o", str(tmp_path / "t"), "--max-depth", "3", "--no-capture-io",
                            "--on-recorder-error", "continue", str(PROGRAMS / "recursion.py")])
     session = _make_session(record)
+    out = str(tmp_path / "t")
     assert session.options == Options(max_depth=3, capture_io=False, on_error="continue",
-                                      exclude_files=("/usr/bin/timelapse",))
-    plain = _make_session(parse_record(["-o", str(tmp_path / "t"), str(PROGRAMS / "recursion.py")]))
-    assert plain.options == Options(exclude_files=("/usr/bin/timelapse",))
+                                      exclude_files=("/usr/bin/timelapse",), out=out)
+    plain = _make_session(parse_record(["-o", out, str(PROGRAMS / "recursion.py")]))
+    assert plain.options == Options(exclude_files=("/usr/bin/timelapse",), out=out)

@@ -31,30 +31,33 @@ __all__ = ["RecorderError", "Session", "__version__", "is_recording", "record", 
 
 
 def start(
-    out_dir: str | os.PathLike[str] = "trace-out",
+    out_dir: str | os.PathLike[str] | None = None,
     *,
     program: str | None = None,
     args: list[str] | None = None,
     options: Options | None = None,
+    config: str | os.PathLike[str] | bool | None = None,
     **option_values: Unpack[OptionValues],
 ) -> Session:
     """Start recording into ``out_dir`` now; call ``stop()`` on the returned session to finish.
 
     The lines of the calling function that run before ``stop()`` are recorded too. ``program`` and
     ``args`` go into the trace's metadata; the recording options are keyword arguments, or an
-    ``Options`` that they override. Raises RecorderError if already recording, or if ``out_dir``
+    ``Options`` that they override, over the environment and the configuration file (``config``:
+    None finds ``[tool.timelapse]`` in the nearest pyproject.toml, False reads none, or a path). Raises RecorderError if already recording, or if ``out_dir``
     holds something that is not a trace.
     """
-    session = Session(out_dir, program=program, args=args, options=options, **option_values)
+    session = Session(out_dir, program=program, args=args, options=options, config=config, **option_values)
     return session.start(sys._getframe(1))
 
 
 def record(
-    out_dir: str | os.PathLike[str] = "trace-out",
+    out_dir: str | os.PathLike[str] | None = None,
     *,
     program: str | None = None,
     args: list[str] | None = None,
     options: Options | None = None,
+    config: str | os.PathLike[str] | bool | None = None,
     **option_values: Unpack[OptionValues],
 ) -> Session:
     """A session to use as a context manager: ``with timelapse.record("out"): ...``.
@@ -62,4 +65,4 @@ def record(
     Recording starts when the ``with`` block is entered and the trace is saved when it is left.
     Arguments as for ``start``.
     """
-    return Session(out_dir, program=program, args=args, options=options, **option_values)
+    return Session(out_dir, program=program, args=args, options=options, config=config, **option_values)

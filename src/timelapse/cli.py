@@ -13,6 +13,7 @@ summary line — is ``process.ProgramEnd``'s.
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 from collections.abc import Callable
@@ -32,16 +33,17 @@ USAGE = """\
 timelapse record [options] script.py [args ...]
        timelapse record [options] -m module [args ...]
        timelapse check TRACE_DIR
-       timelapse convert TRACE_DIR --to {json,bin} [-o OUT_DIR]"""
+       timelapse convert TRACE_DIR --to {json,bin} [-o OUT_DIR]
+       timelapse config [options]"""
 
 #: Recorder options that take a value (needed to find where the program's own arguments start).
 _VALUE_OPTIONS = {
     "-o", "--out", "--on-recorder-error", "--max-depth", "--max-items", "--max-string", "--max-nodes",
-    "--format",
+    "--format", "--config",
 }
 #: The Options fields that flags of `timelapse record` set (each flag's dest is the field's name).
 _OPTION_FLAGS = ("on_error", "max_depth", "max_items", "max_string", "max_nodes", "capture_io", "capture_fd",
-                 "format")
+                 "format", "out")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,8 +72,13 @@ def _record_parser() -> _Parser:
     # over Options' own defaults (the command line is the last layer: see config.py).
     given = argparse.SUPPRESS
     parser = _Parser(prog="timelapse record", usage=USAGE, description="Record a Python program.")
-    parser.add_argument("-o", "--out", default="trace-out", metavar="DIR",
+    parser.add_argument("-o", "--out", type=_option("out"), default=given, metavar="DIR",
                         help="trace folder to write (default: ./trace-out)")
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="read the options in FILE's [tool.timelapse] table (default: the nearest "
+                             "pyproject.toml that has one, from the working directory upwards)")
+    parser.add_argument("--no-config", dest="config", action="store_false",
+                        help="read no configuration file")
     parser.add_argument("-q", "--quiet", action="store_true", help="no summary line at the end")
     parser.add_argument("--on-recorder-error", dest="on_error", type=_option("on_error"), default=given,
                         metavar="{raise,continue}",
@@ -176,8 +183,10 @@ def main(argv: list[str] | None = None) -> int:
             return _check(rest)
         if command == "convert":
             return _convert(rest)
+        if command == "config":
+            return _config(rest)
         if command != "record":
-            raise UsageError(f"unknown command {command!r} (expected 'record', 'check' or 'convert')")
+            raise UsageError(f"unknown command {command!r} (expected 'record', 'check', 'convert' or 'config')")
         record = parse_record(rest)
         session = _make_session(record)
     except (UsageError, RecorderError, config.OptionError) as exc:
@@ -247,15 +256,49 @@ def _convert(args: list[str]) -> int:
     return 128 + signal.SIGTERM if terminated else status
 
 
-def _make_session(record: _RecordCommand) -> Session:
-    given = vars(record.options)
-    options = Options.from_mapping(
-        {name: given[name] for name in _OPTION_FLAGS if name in given},
+def _loaded(options: argparse.Namespace) -> config.Loaded:
+    """The effective options: the flags given (the command line, the last layer) over the
+    environment and the configuration file (``--config``/``--no-config``)."""
+    given = vars(options)
+    return config.load(
+        {name: given[name] for name in _OPTION_FLAGS if name in given}, given_by="command line",
+        config=options.config,
         # The console script (or python -m timelapse's __main__) is not the program's code.
         base=Options(exclude_files=(sys.argv[0],) if sys.argv and sys.argv[0] else ()),
     )
-    return Session(record.options.out, program=record.program.path, args=record.program.args,
-                   options=options)
+
+
+def _make_session(record: _RecordCommand) -> Session:
+    return Session(program=record.program.path, args=record.program.args,
+                   _loaded=_loaded(record.options))
+
+
+def _config(args: list[str]) -> int:
+    """``timelapse config [options]``: the effective options, each with where it came from."""
+    parser = _record_parser()
+    parser.prog, parser.usage = "timelapse config", "timelapse config [recording options]"
+    parser.description = ("Print the effective recording options as a [tool.timelapse] table, each "
+                          "with where its value came from (default, configuration file, environment, "
+                          "command line).")
+    options = parser.parse_args(args)
+    loaded = _loaded(options)
+    print(f"# configuration file: {loaded.config_file or 'none'}")
+    print("[tool.timelapse]")
+    for name in config.LAYERED:
+        value = getattr(loaded.options, name)
+        print(f"{name} = {_toml(value)}  # {loaded.sources[name]}")
+    return 0
+
+
+def _toml(value: Any) -> str:
+    """A value as TOML text (the options' values are bools, ints, strings and string tuples)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value)    # a TOML basic string is a JSON string
+    return str(value)
 
 
 def _start(record: _RecordCommand, session: Session, base_depth: int) -> ProgramEnd | None:

@@ -10,14 +10,19 @@ after argparse's ``argument --max-depth:``. Text (a command-line word) becomes a
 An ``Options`` is frozen: a session reads its options once, when it is made, and nothing changes
 them while it records. ``replace`` and ``from_mapping`` make new ones, checked again.
 
-Where the layers will go (issue 13): defaults (here) < ``[tool.timelapse]`` in pyproject.toml <
-environment < command line / API. Each layer will be a mapping of option names to values, applied
-over the one below with ``Options.from_mapping(layer, base=below)``; text from pyproject or the
-environment goes through ``parse`` first. Only the last layer exists today.
+The layers (``load``): defaults (here) < ``[tool.timelapse]`` in the nearest ``pyproject.toml`` that
+has that table (from the working directory upwards, as pytest and ruff find theirs; ``--config FILE``
+or ``TIMELAPSE_CONFIG`` names another, ``--no-config`` or ``TIMELAPSE_CONFIG=""`` reads none) <
+environment variables ``TIMELAPSE_<OPTION>`` < command line / API keywords. Each layer is a mapping
+of option names to values applied over the one below (``Options.from_mapping``), and ``load`` keeps
+where each value came from (``Loaded.sources``): the trace's metadata records both, and
+``timelapse config`` prints them. Text from the environment goes through ``parse``; TOML values are
+typed already and go straight to ``check``. A bad key or value in any layer is one ``OptionError``
+naming where it is (the file and key, or the variable) and what was expected.
 
-The output folder is not an option: it is checked against the file system (it may hold something
-that is not a trace) and resolved against the working directory when the session is made, so it
-stays the first argument of ``Session`` / ``start`` / ``record``.
+Paths: ``out`` (and the patterns of file paths) given in a configuration file are relative to that
+file's folder, so a project's settings mean the same from any working directory; given on the command
+line or in the environment, to the working directory.
 """
 
 from __future__ import annotations
@@ -36,10 +41,13 @@ __all__ = [
     "DEFAULT_FORMAT",
     "FORMATS",
     "MAX_DEPTH_LIMIT",
+    "Loaded",
     "OptionError",
     "OptionValues",
     "Options",
     "check",
+    "find_config",
+    "load",
     "parse",
 ]
 
@@ -59,6 +67,8 @@ DEFAULT_MAX_NODES = 50
 #: The deepest max_depth: each level is two levels of JSON nesting, and readers stop at a few hundred.
 MAX_DEPTH_LIMIT = 100
 
+#: The trace folder when none is given.
+DEFAULT_OUT = "trace-out"
 #: The trace formats: ``json`` writes trace.json, ``bin`` trace.bin (CBOR in seekable zstd).
 FORMATS = ("json", "bin")
 #: Chosen from the benchmarks' figures (README, "Formats"): both stay first-class.
@@ -89,7 +99,8 @@ class Options:
     ``capture_io``: record stdin/stdout/stderr; ``capture_fd``: also output written to file
     descriptors 1 and 2 directly (only with ``capture_io``). ``exclude_files``: source files never
     recorded (the CLI's own console script). ``format``: the trace format, ``"json"``
-    (trace.json) or ``"bin"`` (trace.bin, CBOR in a seekable zstd stream).
+    (trace.json) or ``"bin"`` (trace.bin, CBOR in a seekable zstd stream). ``out``: the trace
+    folder when none is given to the session itself.
     """
 
     on_error: OnError = "raise"
@@ -101,6 +112,7 @@ class Options:
     capture_fd: bool = False
     exclude_files: tuple[str, ...] = ()
     format: FormatName = DEFAULT_FORMAT  # type: ignore[assignment]
+    out: str = DEFAULT_OUT
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -140,6 +152,7 @@ class OptionValues(TypedDict, total=False):
     capture_fd: bool
     exclude_files: Iterable[str | os.PathLike[str]]
     format: FormatName
+    out: str | os.PathLike[str]
 
 
 # -- the one validator -----------------------------------------------------------------------------
@@ -166,6 +179,13 @@ def _format(name: str, value: object) -> str:
     if type(value) is not str or value not in FORMATS:
         raise OptionError(name, f"must be 'json' or 'bin', not {value!r}")
     return value
+
+
+def _path(name: str, value: object) -> str:
+    if not isinstance(value, (str, os.PathLike)) or not isinstance(os.fspath(value), str) \
+            or not os.fspath(value):
+        raise OptionError(name, f"must be a folder path, not {value!r}")
+    return os.fspath(value)
 
 
 def _flag(name: str, value: object) -> bool:
@@ -196,15 +216,19 @@ _CHECKS: dict[str, Callable[[str, object], Any]] = {
     "capture_fd": _flag,
     "exclude_files": _paths,
     "format": _format,
+    "out": _path,
 }
 #: How a word of text becomes each option's value, for the options that can be given as text.
-_FROM_TEXT: dict[str, Callable[[str], object]] = {
+_FROM_TEXT: dict[str, Callable[[str], object] | str] = {
     "on_error": str,
     "max_depth": int,
     "max_items": int,
     "max_string": int,
     "max_nodes": int,
     "format": str,
+    "out": str,
+    "capture_io": "flag",
+    "capture_fd": "flag",
 }
 
 
@@ -215,11 +239,181 @@ def check(name: str, value: object) -> Any:
 
 
 def parse(name: str, text: str) -> Any:
-    """The checked value of option ``name`` written as ``text`` (a command-line word); OptionError
-    if the text is not a value of the option, or the value is refused by ``check``."""
+    """The checked value of option ``name`` written as ``text`` (a command-line word or an
+    environment variable); OptionError if the text is not a value of the option, or the value is
+    refused by ``check``."""
     convert = _FROM_TEXT[name]
+    if convert == "flag":
+        word = text.strip().lower()
+        if word not in _FLAG_WORDS:
+            raise OptionError(name, f"must be one of {', '.join(_FLAG_WORDS)}, not {text!r}")
+        return check(name, _FLAG_WORDS[word])
     try:
         value = convert(text)
     except ValueError:
         raise OptionError(name, f"not a whole number: {text!r}") from None
     return check(name, value)
+
+
+_FLAG_WORDS = {"1": True, "true": True, "yes": True, "on": True,
+               "0": False, "false": False, "no": False, "off": False}
+
+
+# -- the layers ------------------------------------------------------------------------------------
+
+#: What sets the environment layer: TIMELAPSE_ and the option's name in capitals.
+ENV_PREFIX = "TIMELAPSE_"
+#: Variables of ours that are not options (the implementation switch, the configuration file).
+_OTHER_VARIABLES = {"TIMELAPSE_PURE", "TIMELAPSE_CONFIG"}
+#: The options a configuration file and the environment can set (exclude_files is the CLI's own).
+LAYERED = tuple(name for name in _CHECKS if name != "exclude_files")
+CONFIG_TABLE = ("tool", "timelapse")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The effective options and, for each, where its value came from: ``"default"``, the
+    configuration file (``"pyproject.toml (/path/to/it)"``), ``"environment (TIMELAPSE_X)"``, or
+    the last layer's name (``"command line"``, ``"API"``)."""
+
+    options: Options
+    sources: Mapping[str, str]
+    config_file: str | None = None
+
+    def as_metadata(self) -> dict[str, Any]:
+        """The options and their sources as JSON-shaped data (the trace's metadata)."""
+        values = {name: _shown(getattr(self.options, name)) for name in LAYERED}
+        return {"values": values, "sources": {name: self.sources[name] for name in LAYERED},
+                "config_file": self.config_file}
+
+
+def _shown(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def find_config(start: str | os.PathLike[str]) -> str | None:
+    """The nearest ``pyproject.toml`` with a ``[tool.timelapse]`` table, from ``start`` upwards
+    (a pyproject.toml without the table is passed over, as pytest and ruff do), or None."""
+    folder = os.path.abspath(start)
+    while True:
+        candidate = os.path.join(folder, "pyproject.toml")
+        if os.path.isfile(candidate) and _table(candidate, _read_toml(candidate)) is not None:
+            return candidate
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
+
+
+def load(given: Mapping[str, Any] = (), *, given_by: str = "API", cwd: str | None = None,
+         environ: Mapping[str, str] | None = None, config: str | os.PathLike[str] | bool | None = None,
+         base: Options | None = None) -> Loaded:
+    """The options of a recording, layered: defaults (or ``base``) < configuration file <
+    environment < ``given`` (by ``given_by``). ``config``: None to find the file (or take
+    ``TIMELAPSE_CONFIG``), False to read none, or the file to read. Raises OptionError (one line,
+    naming the place) for a bad key or value in any layer, TypeError for an unknown keyword."""
+    cwd = os.getcwd() if cwd is None else cwd
+    environ = os.environ if environ is None else environ
+    options = base if base is not None else Options()
+    sources = {name: "default" for name in _CHECKS}
+    path = _config_path(config, cwd, environ)
+    if path is not None:
+        where = f"{os.path.basename(path)} ({path})"
+        layer = _file_layer(path, where)
+        options = _apply(options, layer, where)
+        sources.update(dict.fromkeys(layer, where))
+    layer = _environment_layer(environ)
+    for name, (variable, value) in layer.items():
+        options = _apply(options, {name: value}, f"environment {variable}")
+        sources[name] = f"environment ({variable})"
+    if given:
+        options = Options.from_mapping(given, base=options)
+        sources.update(dict.fromkeys(given, given_by))
+    return Loaded(options, sources, path)
+
+
+def _apply(options: Options, layer: Mapping[str, Any], where: str) -> Options:
+    try:
+        return Options.from_mapping(layer, base=options)
+    except OptionError as exc:
+        raise OptionError(f"{where}: {exc.option}", exc.reason) from None
+
+
+def _config_path(config: str | os.PathLike[str] | bool | None, cwd: str,
+                 environ: Mapping[str, str]) -> str | None:
+    if config is False:
+        return None
+    if config is None or config is True:
+        named = environ.get("TIMELAPSE_CONFIG")
+        if named is None:
+            return find_config(cwd)
+        if named == "":
+            return None
+        config = named
+    path = os.path.join(cwd, os.fspath(config))
+    if not os.path.isfile(path):
+        raise OptionError("config", f"names no file: {os.fspath(config)!r}")
+    return os.path.abspath(path)
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise OptionError(path, f"cannot be read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise OptionError(path, f"is not valid TOML: {exc}") from None
+
+
+def _table(path: str, data: dict[str, Any]) -> dict[str, Any] | None:
+    table: Any = data
+    for key in CONFIG_TABLE:
+        if not isinstance(table, dict) or key not in table:
+            return None
+        table = table[key]
+    if not isinstance(table, dict):
+        raise OptionError(path, "has [tool.timelapse] that is not a table")
+    return table
+
+
+def _file_layer(path: str, where: str) -> dict[str, Any]:
+    """The options set in the ``[tool.timelapse]`` table of ``path``: keys as in the API
+    (``max_depth``) or as on the command line (``max-depth``); paths relative to the file's folder."""
+    table = _table(path, _read_toml(path))
+    if table is None:
+        raise OptionError(path, "has no [tool.timelapse] table")
+    layer: dict[str, Any] = {}
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name not in LAYERED:
+            raise OptionError(f"{where}: [tool.timelapse] has no option {key!r} (the options are:",
+                              f"{', '.join(LAYERED)})")
+        if name in layer:
+            raise OptionError(f"{where}: [tool.timelapse] {key}", "is given twice (as - and as _)")
+        if type(value) is list:
+            value = tuple(value)
+        if name == "out" and isinstance(value, str) and value:
+            value = os.path.join(os.path.dirname(path), value)
+        layer[name] = value
+    return layer
+
+
+def _environment_layer(environ: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
+    """The options set by ``TIMELAPSE_<OPTION>`` variables: option -> (variable, checked value). A
+    variable of ours that names no option is refused (a typo would silently do nothing)."""
+    layer: dict[str, tuple[str, Any]] = {}
+    for variable in sorted(environ):
+        if not variable.startswith(ENV_PREFIX) or variable in _OTHER_VARIABLES:
+            continue
+        name = variable[len(ENV_PREFIX):].lower()
+        if name not in LAYERED or name not in _FROM_TEXT:
+            raise OptionError(f"environment {variable}", f"names no option (the variables are: "
+                              f"{', '.join(ENV_PREFIX + n.upper() for n in LAYERED if n in _FROM_TEXT)})")
+        try:
+            layer[name] = (variable, parse(name, environ[variable]))
+        except OptionError as exc:
+            raise OptionError(f"environment {variable}", exc.reason) from None
+    return layer

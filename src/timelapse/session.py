@@ -13,6 +13,7 @@ run (no lock) is told apart from one of a recording still running, and removed a
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import errno
 import json
@@ -28,7 +29,7 @@ from types import CodeType, FrameType, ModuleType
 from typing import Any, Unpack
 
 from timelapse._version import __version__
-from timelapse.config import Options, OptionValues
+from timelapse.config import Loaded, Options, OptionValues, load
 from timelapse.encoder import ValueEncoder
 from timelapse.cbor_format import BIN
 from timelapse.json_format import JSON
@@ -61,6 +62,13 @@ class _SessionWriter(TraceWriter):
         except OSError as exc:
             self.write_error = exc
             raise
+
+
+def _set_fields(options: Options) -> dict[str, Any]:
+    """The fields of ``options`` that differ from the defaults: what a caller's Options sets."""
+    defaults = Options()
+    return {f.name: getattr(options, f.name) for f in dataclasses.fields(Options)
+            if getattr(options, f.name) != getattr(defaults, f.name)}
 
 
 def is_recording() -> bool:
@@ -156,21 +164,36 @@ class Session:
     RecorderError). ``program``, ``args``: the trace's metadata (default: ``__main__``'s file and
     ``sys.argv[1:]``). The recording options are keyword arguments (``max_depth=3``, ...), or an
     ``Options`` (``options=``) that keyword arguments override; see ``timelapse.config.Options``.
-    A bad option is an ``OptionError`` (a ValueError), an unknown one a TypeError.
+    They are the last layer over the environment (``TIMELAPSE_*``) and the configuration file
+    (``[tool.timelapse]`` in the nearest pyproject.toml; ``config=`` names another, ``config=False``
+    reads none): see ``timelapse.config.load``. ``out_dir`` is the ``out`` option (default
+    ``trace-out``). A bad option is an ``OptionError`` (a ValueError), an unknown one a TypeError.
     """
 
     def __init__(
         self,
-        out_dir: str | os.PathLike[str] = "trace-out",
+        out_dir: str | os.PathLike[str] | None = None,
         *,
         program: str | None = None,
         args: list[str] | None = None,
         options: Options | None = None,
+        config: str | os.PathLike[str] | bool | None = None,
+        _loaded: Loaded | None = None,
         _fault: Callable[[CodeType, int], None] | None = None,
         **option_values: Unpack[OptionValues],
     ) -> None:
-        self.options = Options.from_mapping(option_values, base=options)
-        self.out_dir = check_out_dir(out_dir)
+        if _loaded is None:
+            # The API is the last layer: what the caller set (in ``options`` or as keywords) over
+            # the environment, over the configuration file (``config``: see config.load).
+            given: dict[str, Any] = _set_fields(options) if options is not None else {}
+            given.update(option_values)
+            if out_dir is not None:
+                given["out"] = out_dir
+            _loaded = load(given, given_by="API", config=config)
+        #: The effective options and where each came from (recorded in the metadata).
+        self.loaded = _loaded
+        self.options = _loaded.options
+        self.out_dir = check_out_dir(self.options.out)
         # Read now: the program may change or delete its working directory before the end.
         self.workdir = os.getcwd()
         relative = os.path.relpath(self.out_dir)
@@ -483,6 +506,7 @@ class Session:
                 "implementation": platform.python_implementation(),
                 "executable": sys.executable,
             },
+            "options": self.loaded.as_metadata(),
             "process_exit_status": self.exit_status,
             "start_time": self._started_at,
             "end_time": _now(),
