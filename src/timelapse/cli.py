@@ -39,11 +39,11 @@ timelapse record [options] script.py [args ...]
 #: Recorder options that take a value (needed to find where the program's own arguments start).
 _VALUE_OPTIONS = {
     "-o", "--out", "--on-recorder-error", "--max-depth", "--max-items", "--max-string", "--max-nodes",
-    "--format", "--config",
+    "--format", "--config", "--include", "--exclude", "--redact-name", "--redact-pattern",
 }
 #: The Options fields that flags of `timelapse record` set (each flag's dest is the field's name).
 _OPTION_FLAGS = ("on_error", "max_depth", "max_items", "max_string", "max_nodes", "capture_io", "capture_fd",
-                 "format", "out")
+                 "format", "out", "include", "exclude", "redact", "redact_names", "redact_patterns")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,6 +60,19 @@ def _option(name: str) -> Callable[[str], Any]:
     def read(text: str) -> Any:
         try:
             return config.parse(name, text)
+        except config.OptionError as exc:
+            raise argparse.ArgumentTypeError(exc.reason) from None
+
+    read.__name__ = name
+    return read
+
+
+def _word(name: str) -> Callable[[str], str]:
+    """An argparse ``type`` for one element of a list option (``--include P``, repeatable)."""
+
+    def read(text: str) -> str:
+        try:
+            return config.check(name, (text,))[0]
         except config.OptionError as exc:
             raise argparse.ArgumentTypeError(exc.reason) from None
 
@@ -101,6 +114,23 @@ def _record_parser() -> _Parser:
     parser.add_argument("--format", type=_option("format"), default=given, metavar="{json,bin}",
                         help=f"trace format: json (trace.json) or bin (trace.bin: CBOR in seekable "
                              f"zstd, much smaller) (default {config.DEFAULT_FORMAT})")
+    parser.add_argument("--include", action="append", type=_word("include"), default=given,
+                        metavar="PATTERN",
+                        help="also record this code: a module name pattern (myapp.*, requests.*) or a "
+                             "file path pattern (src/**/*.py); repeatable")
+    parser.add_argument("--exclude", action="append", type=_word("exclude"), default=given,
+                        metavar="PATTERN",
+                        help="do not record this code (module or path pattern; wins over --include); "
+                             "repeatable")
+    parser.add_argument("--no-redact", dest="redact", action="store_false", default=given,
+                        help="record values whose names or forms look like secrets as they are "
+                             "(default: recorded as <redacted>)")
+    parser.add_argument("--redact-name", dest="redact_names", action="append", type=_word("redact_names"),
+                        default=given, metavar="NAME",
+                        help="also redact variables, arguments, attributes and keys named NAME; repeatable")
+    parser.add_argument("--redact-pattern", dest="redact_patterns", action="append",
+                        type=_word("redact_patterns"), default=given, metavar="REGEX",
+                        help="also redact strings matching REGEX; repeatable")
     parser.add_argument("-m", dest="module", metavar="MODULE", help="record a module, as python -m")
     return parser
 

@@ -100,7 +100,11 @@ class Options:
     descriptors 1 and 2 directly (only with ``capture_io``). ``exclude_files``: source files never
     recorded (the CLI's own console script). ``format``: the trace format, ``"json"``
     (trace.json) or ``"bin"`` (trace.bin, CBOR in a seekable zstd stream). ``out``: the trace
-    folder when none is given to the session itself.
+    folder when none is given to the session itself. ``include``, ``exclude``: patterns of
+    module names (``myapp.*``) or file paths (``src/**/*.py``) put into or taken out of the
+    recorded code, exclude winning (docs/scope.md). ``redact``: record values whose names or forms
+    look like secrets as ``<redacted>``; ``redact_names``, ``redact_patterns``: more names and
+    regular expressions of values to redact (docs/redaction.md).
     """
 
     on_error: OnError = "raise"
@@ -113,6 +117,11 @@ class Options:
     exclude_files: tuple[str, ...] = ()
     format: FormatName = DEFAULT_FORMAT  # type: ignore[assignment]
     out: str = DEFAULT_OUT
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    redact: bool = True
+    redact_names: tuple[str, ...] = ()
+    redact_patterns: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -153,6 +162,11 @@ class OptionValues(TypedDict, total=False):
     exclude_files: Iterable[str | os.PathLike[str]]
     format: FormatName
     out: str | os.PathLike[str]
+    include: Iterable[str]
+    exclude: Iterable[str]
+    redact: bool
+    redact_names: Iterable[str]
+    redact_patterns: Iterable[str]
 
 
 # -- the one validator -----------------------------------------------------------------------------
@@ -188,6 +202,29 @@ def _path(name: str, value: object) -> str:
     return os.fspath(value)
 
 
+def _words(name: str, value: object) -> tuple[str, ...]:
+    # A single string is refused rather than read as a sequence of one-letter patterns.
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise OptionError(name, f"must be a list of strings, not {value!r}")
+    words = tuple(value)
+    for word in words:
+        if type(word) is not str or not word:
+            raise OptionError(name, f"must be a list of non-empty strings, not {value!r}")
+    return words
+
+
+def _expressions(name: str, value: object) -> tuple[str, ...]:
+    import re
+
+    expressions = _words(name, value)
+    for expression in expressions:
+        try:
+            re.compile(expression)
+        except re.error as exc:
+            raise OptionError(name, f"has {expression!r}, not a regular expression: {exc}") from None
+    return expressions
+
+
 def _flag(name: str, value: object) -> bool:
     if type(value) is not bool:
         raise OptionError(name, f"must be True or False, not {value!r}")
@@ -217,6 +254,11 @@ _CHECKS: dict[str, Callable[[str, object], Any]] = {
     "exclude_files": _paths,
     "format": _format,
     "out": _path,
+    "include": _words,
+    "exclude": _words,
+    "redact": _flag,
+    "redact_names": _words,
+    "redact_patterns": _expressions,
 }
 #: How a word of text becomes each option's value, for the options that can be given as text.
 _FROM_TEXT: dict[str, Callable[[str], object] | str] = {
@@ -229,6 +271,13 @@ _FROM_TEXT: dict[str, Callable[[str], object] | str] = {
     "out": str,
     "capture_io": "flag",
     "capture_fd": "flag",
+    "redact": "flag",
+    # Lists as text (the environment): comma-separated.
+    "include": "list",
+    "exclude": "list",
+    "redact_names": "list",
+    # Regular expressions hold commas ({1,3}): one a line.
+    "redact_patterns": "lines",
 }
 
 
@@ -243,6 +292,10 @@ def parse(name: str, text: str) -> Any:
     environment variable); OptionError if the text is not a value of the option, or the value is
     refused by ``check``."""
     convert = _FROM_TEXT[name]
+    if convert == "list":
+        return check(name, tuple(word.strip() for word in text.split(",") if word.strip()))
+    if convert == "lines":
+        return check(name, tuple(line for line in text.splitlines() if line.strip()))
     if convert == "flag":
         word = text.strip().lower()
         if word not in _FLAG_WORDS:
@@ -397,8 +450,20 @@ def _file_layer(path: str, where: str) -> dict[str, Any]:
             value = tuple(value)
         if name == "out" and isinstance(value, str) and value:
             value = os.path.join(os.path.dirname(path), value)
+        if name in ("include", "exclude") and type(value) is tuple:
+            value = tuple(_from_folder(os.path.dirname(path), p) for p in value)
         layer[name] = value
     return layer
+
+
+def _from_folder(folder: str, pattern: Any) -> Any:
+    """A relative file-path pattern of a configuration file, made absolute against its folder
+    (``src/**/*.py``); module names (no ``/``) and patterns for any folder (``*/migrations/*``,
+    ``**/x.py``) stay as they are."""
+    if (type(pattern) is str and "/" in pattern and not pattern.startswith(("*", "/"))
+            and not os.path.isabs(pattern)):
+        return os.path.join(folder, pattern)
+    return pattern
 
 
 def _environment_layer(environ: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
