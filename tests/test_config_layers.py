@@ -137,7 +137,7 @@ def test_the_command_line_reads_the_layers_and_the_metadata_records_them(tmp_pat
     assert recorded["sources"]["max_string"] == "default"
     assert recorded["config_file"] == str(tmp_path / "pyproject.toml")
     ignored = run_timelapse(["record", "-q", "--no-config", "-o", "plain", "prog.py"], cwd=tmp_path)
-    assert ignored.returncode == 0 and (tmp_path / "plain" / "trace.json").is_file()
+    assert ignored.returncode == 0 and (tmp_path / "plain" / f"trace.{config.DEFAULT_FORMAT}").is_file()
 
 
 def test_a_bad_layer_stops_the_command_line_with_one_line(tmp_path):

@@ -16,6 +16,7 @@ import pytest
 from conftest import CONSOLE_SCRIPT, PROGRAMS, checked_trace, run_python, run_timelapse
 
 import timelapse
+from timelapse.reader import stream_path
 from timelapse.errors import RecorderError
 
 
@@ -105,7 +106,7 @@ def test_api_a_failed_write_raises_at_stop_and_leaves_nothing(tmp_path, monkeypa
 def test_api_a_failed_publish_leaves_the_old_trace(tmp_path, monkeypatch):
     out = tmp_path / "t"
     timelapse.start(out).stop()
-    before = (out / "trace.json").read_bytes()
+    before = stream_path(out).read_bytes()
     session = timelapse.start(out)
     real_rename = os.rename
 
@@ -117,7 +118,7 @@ def test_api_a_failed_publish_leaves_the_old_trace(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "rename", rename)
     with pytest.raises(RecorderError, match="could not save the trace"):
         session.stop()
-    assert (out / "trace.json").read_bytes() == before
+    assert stream_path(out).read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t"]
 
 

@@ -52,7 +52,7 @@ def test_sets_are_in_a_stable_order_and_recording_is_deterministic(record, tmp_p
         result = run_python(["-m", "timelapse", "record", "-q", "-o", str(out),
                              str(PROGRAMS / "values_tricky.py")], env=env)
         assert result.returncode == 0, result.stderr
-        runs.append((out / "trace.json").read_bytes())
+        runs.append(stream_path(out).read_bytes())
     assert runs[0] == runs[1]
     values = module_values(record(PROGRAMS / "values_tricky.py").trace)
     assert [e["text"] for e in values["names"]["elements"]] == ["apple", "fig", "pear"]

@@ -72,7 +72,7 @@ DEFAULT_OUT = "trace-out"
 #: The trace formats: ``json`` writes trace.json, ``bin`` trace.bin (CBOR in seekable zstd).
 FORMATS = ("json", "bin")
 #: Chosen from the benchmarks' figures (README, "Formats"): both stay first-class.
-DEFAULT_FORMAT = "json"
+DEFAULT_FORMAT = "bin"
 
 OnError = Literal["raise", "continue"]
 _ON_ERROR = ("raise", "continue")
