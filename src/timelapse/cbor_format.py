@@ -26,6 +26,7 @@ written here with ``SeekableZstdFile`` and cbor2 (independent decoders).
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -65,16 +66,37 @@ def _head(major: int, n: int) -> bytes:
     return bytes((m | 27,)) + n.to_bytes(8, "big")
 
 
+# Hot path (values and events are spelled at every step): the small heads come from tables, the
+# rest from one struct.pack; measured on `generators` (benchmarks/README.md), building every head
+# with _head cost a third more instructions than the JSON format's one ``%`` formatting.
+_SMALL_INTS = {n: _head(0, n) if n >= 0 else _head(1, -1 - n) for n in range(-256, 256)}
+_TEXT_HEADS = [_head(3, n) for n in range(256)]
+_pack_u16, _pack_u32, _pack_u64 = struct.Struct(">BH").pack, struct.Struct(">BI").pack, struct.Struct(">BQ").pack
+
+
 def cbor_int(n: int) -> bytes:
     """An integer item (the walk gives only 64-bit ints; larger ones are BigInt records)."""
-    return _head(0, n) if n >= 0 else _head(1, -1 - n)
+    data = _SMALL_INTS.get(n)
+    if data is not None:
+        return data
+    major = 0
+    if n < 0:
+        major, n = 0x20, -1 - n
+    if n < 0x10000:
+        return _pack_u16(major | 25, n) if n >= 0x100 else bytes((major | 24, n))
+    if n < 0x100000000:
+        return _pack_u32(major | 26, n)
+    return _pack_u64(major | 27, n)
 
 
 def cbor_text(text: str) -> bytes:
     """A text string item. ``text`` is valid text already (the walk and the writer replaced lone
     surrogates), so it encodes to UTF-8."""
     data = text.encode("utf-8")
-    return _head(3, len(data)) + data
+    size = len(data)
+    if size < 256:
+        return _TEXT_HEADS[size] + data
+    return _head(3, size) + data
 
 
 def _map(count: int) -> bytes:
@@ -206,9 +228,14 @@ class CborEvents:
 _K_KIND, _K_TYPE_ID = _key("kind"), _key("type_id")
 
 
+@functools.lru_cache(maxsize=4096)
 def _record_head(kind: str, keys: int, type_id: int) -> bytes:
-    """``{"kind": kind, "type_id": type_id, ...``: the head of a ValueRecord of ``keys`` keys."""
+    """``{"kind": kind, "type_id": type_id, ...``: the head of a ValueRecord of ``keys`` keys (cached:
+    a few kinds times the type ids of a trace)."""
     return _map(keys) + _K_KIND + cbor_text(kind) + _K_TYPE_ID + cbor_int(type_id)
+
+
+_K_I, _K_F, _K_B, _K_TEXT, _K_R, _K_MSG = map(_key, ("i", "f", "b", "text", "r", "msg"))
 
 
 class CborValues:
@@ -235,11 +262,11 @@ class CborValues:
 
     @staticmethod
     def int_head(type_id: int) -> bytes:
-        return _record_head("Int", 3, type_id) + _key("i")
+        return _record_head("Int", 3, type_id) + _K_I
 
     @staticmethod
     def float_head(type_id: int) -> bytes:
-        return _record_head("Float", 3, type_id) + _key("f")
+        return _record_head("Float", 3, type_id) + _K_F
 
     @staticmethod
     def float(type_id: int, text: str) -> bytes:
@@ -247,23 +274,23 @@ class CborValues:
 
     @staticmethod
     def bool(type_id: int, value: bool) -> bytes:
-        return _record_head("Bool", 3, type_id) + _key("b") + (_TRUE if value else _FALSE)
+        return _record_head("Bool", 3, type_id) + _K_B + (_TRUE if value else _FALSE)
 
     @staticmethod
     def string(type_id: int, text: str) -> bytes:
-        return _record_head("String", 3, type_id) + _key("text") + cbor_text(text)
+        return _record_head("String", 3, type_id) + _K_TEXT + cbor_text(text)
 
     @staticmethod
     def raw(type_id: int, text: str) -> bytes:
-        return _record_head("Raw", 3, type_id) + _key("r") + cbor_text(text)
+        return _record_head("Raw", 3, type_id) + _K_R + cbor_text(text)
 
     @staticmethod
     def error(type_id: int, message: str) -> bytes:
-        return _record_head("Error", 3, type_id) + _key("msg") + cbor_text(message)
+        return _record_head("Error", 3, type_id) + _K_MSG + cbor_text(message)
 
     @staticmethod
     def big_int(type_id: int, base64: str, negative: bool) -> bytes:
-        return _pairs(_record_head("BigInt", 4, type_id), _key("b"), cbor_text(base64),
+        return _pairs(_record_head("BigInt", 4, type_id), _K_B, cbor_text(base64),
                       _key("negative"), _TRUE if negative else _FALSE)
 
     @staticmethod
