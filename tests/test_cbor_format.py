@@ -252,3 +252,34 @@ def test_the_frame_is_kept_in_the_table_once_even_if_interrupted_after_writing(t
     writer.close({})
     assert len(frames_of((tmp_path / "trace.bin").read_bytes())) == 2
     assert [e["Step"]["line"] for e in read_bin(tmp_path / "trace.bin") if "Step" in e] == [1, 2]
+
+
+def test_an_interruption_while_a_frame_is_compressed_leaves_the_batch_whole(tmp_path, monkeypatch):
+    import timelapse.cbor_format as cbor_module
+
+    monkeypatch.setattr(cbor_module, "_FEED_BYTES", 10)     # several compress calls per frame
+    writer = TraceWriter(tmp_path, "/prog.py", fmt=BIN)
+    real = writer._framing._compressor
+    calls = []
+
+    class Interrupted:
+        def __init__(self, level):
+            self.inner = real(level)
+
+        def compress(self, data):
+            calls.append(1)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            return self.inner.compress(data)
+
+        def flush(self, mode):
+            return self.inner.flush(mode)
+
+    writer._framing._compressor = Interrupted
+    writer.events.extend(E.step(0, line) for line in range(1, 8))
+    with pytest.raises(KeyboardInterrupt):
+        writer.flush()
+    assert len(writer.events) == 11 and writer._frames == []   # nothing written, nothing lost
+    writer.close({})
+    assert [e["Step"]["line"] for e in read_bin(tmp_path / "trace.bin") if "Step" in e] == list(range(1, 8))
+    assert len(frames_of((tmp_path / "trace.bin").read_bytes())) == 1

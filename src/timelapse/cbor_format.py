@@ -16,11 +16,11 @@ parts. Two CBOR choices make that possible:
   a count. Every conforming decoder reads both kinds (cbor2, and the cbor4ii crate CodeTracer's
   reader uses); fixed, known-length arrays (a Type's fields) are definite.
 
-The container (``SeekableFrames``): each batch the writer flushes becomes one zstd frame, compressed
-in one C call (``pyzstd.compress``), and ``seek_table`` ends the file. pyzstd's ``SeekableZstdFile``
-writes the same layout, but from Python code that a Ctrl-C can split between a frame and its entry
-in the table; the writer needs each frame as one piece of bytes it writes (and re-writes after an
-interruption) itself. The table is 9 + 8 n bytes of ``struct.pack``; the tests read every file
+The container (``SeekableFrames``): each batch the writer flushes becomes one zstd frame, made
+whole by a fresh compressor before anything of it is written (``frame_of``), and ``seek_table`` ends
+the file. pyzstd's ``SeekableZstdFile`` writes the same layout, but from Python code that a Ctrl-C
+can split between a frame and its entry in the table; the writer needs each frame as bytes it
+writes (and completes after an interruption) itself. The table is 9 + 8 n bytes of ``struct.pack``; the tests read every file
 written here with ``SeekableZstdFile`` and cbor2 (independent decoders).
 """
 
@@ -46,6 +46,8 @@ ZSTD_LEVEL = 3
 # Seekable format (zstd contrib/seekable_format): a skippable frame at the end of the stream.
 _SKIPPABLE_MAGIC = 0x184D2A5E
 _SEEKABLE_MAGIC = 0x8F92EAB1
+#: Events are handed to the compressor about this many bytes at a time (SeekableFrames.frame_of).
+_FEED_BYTES = 1 << 20
 #: The most frames one seek table can name (its count is a u32; the zstd spec caps it lower).
 MAX_FRAMES = 0x8000000
 
@@ -353,10 +355,38 @@ class SeekableFrames:
 
         self.level = level
         self._compress = pyzstd.compress
+        self._compressor = pyzstd.ZstdCompressor
+        self._end_frame = pyzstd.ZstdCompressor.FLUSH_FRAME
 
     def frame(self, data: bytes) -> bytes:
         """One complete zstd frame holding ``data`` (one C call: no Python code runs inside it)."""
         return self._compress(data, self.level)
+
+    def frame_of(self, events: list[bytes]) -> tuple[list[bytes], int]:
+        """One complete zstd frame holding the concatenated ``events``, as pieces of compressed
+        bytes, and its decompressed size. Fed in pieces of about ``_FEED_BYTES``: joining a whole
+        batch first would double its memory (a batch of IO can be tens of MB). A fresh compressor
+        each time, so a frame cut short by an interruption leaves nothing behind."""
+        compressor = self._compressor(self.level)
+        compress, pieces, size = compressor.compress, [], 0
+        start, pending = 0, 0
+        for i, event in enumerate(events):
+            pending += len(event)
+            if pending >= _FEED_BYTES:
+                data = b"".join(events[start:i + 1])
+                size += len(data)
+                piece = compress(data)
+                if piece:
+                    pieces.append(piece)
+                start, pending = i + 1, 0
+        if start < len(events):
+            data = b"".join(events[start:])
+            size += len(data)
+            piece = compress(data)
+            if piece:
+                pieces.append(piece)
+        pieces.append(compressor.flush(self._end_frame))
+        return pieces, size
 
     @staticmethod
     def end(frames: Sequence[tuple[int, int]]) -> bytes:

@@ -180,9 +180,11 @@ class TraceFormat(Protocol):
 
 class Framing(Protocol):
     """How a compressed format frames its file (``cbor_format.SeekableFrames``): ``header``, then
-    each batch the writer flushes as one ``frame`` (one piece of bytes, written whole), then
-    ``end`` of the (compressed, decompressed) sizes of the frames."""
+    each batch the writer flushes as one frame (``frame_of`` the batch's events: the frame's
+    compressed pieces, made before anything is written), then ``end`` of the (compressed,
+    decompressed) sizes of the frames."""
 
     header: bytes
     def frame(self, data: bytes) -> bytes: ...
+    def frame_of(self, events: list[bytes]) -> tuple[list[bytes], int]: ...   # pieces, size
     def end(self, frames: Sequence[tuple[int, int]]) -> bytes: ...

@@ -17,7 +17,7 @@ collector out of the way (bytes are not tracked). ``flush()`` writes the batch (
 hundred events, with ``os.writev``), so memory stays bounded however long the program runs.
 ``close()`` ends the stream and writes the side files (JSON in every format): after it, the folder is a
 complete trace. A compressed format (``trace.bin``) frames the file itself (``fmt.frames()``): each
-flushed batch is one zstd frame, written as one piece, and ``close()`` ends the file with the seek
+flushed batch is one zstd frame, compressed whole before it is written, and ``close()`` ends the file with the seek
 table of those frames; the interrupt-safe write below is the same for both.
 
 Batches are bounded by bytes, not only by events: the recorder calls ``flush_if_full()`` whenever
@@ -253,11 +253,10 @@ class TraceWriter:
         separator = spelling.separator
         frame = None
         if self._framing is not None:
-            # One independent zstd frame per batch (the events are only concatenated), its sizes
-            # kept for the seek table once it is in the file (_settle).
-            data = separator.join(events)
-            pieces = [self._framing.frame(data)]
-            frame = (len(self._frames), (len(pieces[0]), len(data)))
+            # One independent zstd frame per batch (the events are only concatenated: the format's
+            # separator is empty), its sizes kept for the seek table once it is in the file (_settle).
+            pieces, size = self._framing.frame_of(events)
+            frame = (len(self._frames), (sum(map(len, pieces)), size))
         else:
             sample = events[:: len(events) // 32 + 1]    # a few events from all over the batch
             average = sum(map(len, sample)) // len(sample) + 1
