@@ -238,6 +238,9 @@ class Session:
                 raise RecorderError(
                     f"already recording into {str(_active.out_dir)!r}; stop that session first"
                 )
+            # Before anything is made: a bad include/exclude pattern is refused here (PatternError).
+            scope = Scope(self.options.exclude_files, include=self.options.include,
+                          exclude=self.options.exclude, main=self.program, cwd=self.workdir)
             try:
                 self._make_temp_dir()
             except OSError as exc:
@@ -261,7 +264,7 @@ class Session:
             self.recorder = Recorder(
                 self.writer,
                 encoder,
-                Scope(options.exclude_files),
+                scope,
                 on_failure=self._recorder_failed,
                 fault=self._fault,
             )

@@ -1,0 +1,5 @@
+"""A package of the program."""
+
+
+def describe():
+    return "shop"

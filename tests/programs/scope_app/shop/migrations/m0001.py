@@ -1,0 +1,3 @@
+def migrate():
+    step = "add orders"
+    return step
