@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
 """Benchmark harness: timelapse vs. untraced Python vs. two peer recorders.
 
-    python benchmarks/run.py [--quick] [--programs a,b] [--no-reference] [--no-pyttd]
-                             [--repeat N] [--baseline SRC] [--json FILE]
+    python benchmarks/run.py [--quick] [--programs a,b] [--no-reference] [--no-pyttd] [--no-peers]
+                             [--formats json,bin] [--repeat N] [--baseline SRC] [--json FILE]
 
 Every run is a subprocess. Reported per program and runner: wall time (best of N, with the min-max
 spread when N > 1), ratio to the untraced run, Step events per second, trace bytes per step, values
 encoded per second, peak RSS. The peers are the reference recorder (codetracer-python-recorder) and
 py-tt-debug, each installed on first use into its own venv under benchmarks/.work/.
 See benchmarks/README.md for the meaning of each column and for the targets.
+
+With ``--formats json,bin`` our recorder runs once per format (``timelapse-json``, ``timelapse-bin``
+rows, their repeats interleaved), and a second table compares the formats: time and its ratio,
+trace file size and its ratio, bytes per step, peak RSS (issue 12's targets under it). Every
+timelapse run passes ``--format`` explicitly (by default the recorder's own default format).
 
 Exit status: 0 when everything ran (whatever the figures), 1 when something crashed (an untraced
 program, our recorder, or a checksum mismatch between a timelapse run and the untraced run).
@@ -47,6 +52,11 @@ TARGET_VS_PYTTD = 1.0  # timelapse no slower than py-tt-debug where it completes
 TARGET_UNCHANGED_PAIR = 2.0  # time per step, "unchanged" vs "unchanged-int", within this factor
 TARGET_RECURSION_OVERHEAD = 100.0  # recorded / untraced on "recursion", at most
 TARGET_PEAK_MB = 100.0  # timelapse peak RSS, any program, any length
+# Targets of issue 12 (trace.bin against trace.json, with --formats json,bin).
+TARGET_BIN_SMALLER = 10.0  # trace.json / trace.bin, every program, at least
+TARGET_BIN_TIME = 1.3  # time recording trace.bin / time recording trace.json, every program, at most
+FORMATS = ("json", "bin")  # what `timelapse record --format` takes
+STREAM_FILES = {"json": "trace.json", "bin": "trace.bin"}
 
 UNTRACED_MIN_REPEAT = 5  # untraced runs are cheap: always take the best of at least this many
 RECORDED = ("timelapse", "baseline", "reference", "pyttd")  # runners, in table order
@@ -181,6 +191,58 @@ def checksum_lines(stdout: str) -> list[str]:
     return [ln.strip() for ln in stdout.splitlines() if ln.startswith("checksum")]
 
 
+class Runs:
+    """The runs of one runner so far: ``once()`` runs it again (unless it failed), ``result()`` sums
+    them up. ``run_repeated`` runs one runner N times; ``run_interleaved`` takes turns between
+    several (on a shared machine, a slow spell then weighs on each of them alike)."""
+
+    def __init__(self, make_cmd, timeout: float, out_dir: Path | None, check_output=None) -> None:
+        self.make_cmd, self.timeout, self.out_dir = make_cmd, timeout, out_dir
+        self.check_output = check_output
+        self.walls: list[float] = []
+        self.peak = 0.0
+        self.stdout = ""
+        self.trace: dict | None = None
+        self.failed: RunResult | None = None
+
+    def once(self) -> bool:
+        """One more run; False (and ``failed`` set) if it failed, or an earlier one did."""
+        if self.failed is not None:
+            return False
+        out_dir = self.out_dir
+        if out_dir is not None:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        wall, code, peak_mb, out, err = run_once(self.make_cmd(out_dir), self.timeout)
+        if code != 0:
+            reason = last_line(err) or last_line(out) or "no output"
+            return self._fail(f"exit status {code}: {reason}", out)
+        reason = self.check_output(out) if self.check_output else ""
+        if reason:
+            return self._fail(reason, out)
+        self.walls.append(wall)
+        self.peak = max(self.peak, peak_mb)
+        self.stdout = out
+        if out_dir is not None and self.trace is None:
+            self.trace = count_trace(out_dir)
+            if self.trace is None:
+                return self._fail(f"no trace written in {out_dir}", out)
+            if self.trace.get("error"):
+                return self._fail(self.trace["error"], out)
+        return True
+
+    def _fail(self, error: str, stdout: str) -> bool:
+        self.failed = RunResult(False, error=error, stdout=stdout)
+        return False
+
+    def result(self, keep: bool) -> RunResult:
+        if self.out_dir is not None and not keep:
+            shutil.rmtree(self.out_dir, ignore_errors=True)
+        if self.failed is not None:
+            return self.failed
+        return RunResult(True, wall=min(self.walls), walls=self.walls, peak_mb=self.peak,
+                         stdout=self.stdout, trace=self.trace)  # fmt: skip
+
+
 def run_repeated(
     make_cmd, repeat: int, timeout: float, out_dir: Path | None, keep: bool, check_output=None
 ) -> RunResult:
@@ -188,32 +250,27 @@ def run_repeated(
 
     check_output(stdout) -> '' or the reason a run that exited 0 still failed (e.g. a recorder that
     reports the program's exception on its stdout and exits 0)."""
-    walls: list[float] = []
-    peak = 0.0
-    stdout = ""
-    trace = None
+    runs = Runs(make_cmd, timeout, out_dir, check_output)
     for _ in range(repeat):
-        if out_dir is not None:
-            shutil.rmtree(out_dir, ignore_errors=True)
-        wall, code, peak_mb, out, err = run_once(make_cmd(out_dir), timeout)
-        if code != 0:
-            reason = last_line(err) or last_line(out) or "no output"
-            return RunResult(False, error=f"exit status {code}: {reason}", stdout=out)
-        reason = check_output(out) if check_output else ""
-        if reason:
-            return RunResult(False, error=reason, stdout=out)
-        walls.append(wall)
-        peak = max(peak, peak_mb)
-        stdout = out
-        if out_dir is not None and trace is None:
-            trace = count_trace(out_dir)
-            if trace is None:
-                return RunResult(False, error=f"no trace written in {out_dir}", stdout=out)
-            if trace.get("error"):
-                return RunResult(False, error=trace["error"], stdout=out)
-    if out_dir is not None and not keep:
-        shutil.rmtree(out_dir, ignore_errors=True)
-    return RunResult(True, wall=min(walls), walls=walls, peak_mb=peak, stdout=stdout, trace=trace)
+        if not runs.once():
+            break
+    return runs.result(keep)
+
+
+def run_interleaved(specs, repeat: int, timeout: float, keep: bool) -> dict[str, RunResult]:
+    """Best-of-`repeat` of several runners, taking turns: round 1 runs each once, in order, then round
+    2... So ``walls[i]`` of each is from the same round (``paired_ratios``). specs: (name, make_cmd,
+    out_dir, check_output). A runner that fails is left out of the later rounds."""
+    runs = {name: Runs(make, timeout, out_dir, check) for name, make, out_dir, check in specs}
+    for _ in range(repeat):
+        for r in runs.values():
+            r.once()
+    return {name: r.result(keep) for name, r in runs.items()}
+
+
+def paired_ratios(a: RunResult, b: RunResult) -> list[float]:
+    """a's time / b's time in each round both ran (``run_interleaved``)."""
+    return [x / y for x, y in zip(a.walls, b.walls) if y]
 
 
 # --------------------------------------------------------------------------- trace counting
@@ -256,6 +313,90 @@ def count_events(path: Path) -> dict[str, int]:
     return counts
 
 
+# trace.bin (CBOR items in a seekable zstd stream, after an 8-byte header): the same events, counted
+# the same way in the decompressed frames. The Step, Return and Call patterns are an event's map
+# head, its variant key and the head of its payload, e.g. a Step is A1 64 "Step" A2 ({"Step": {2
+# keys}}): none can occur inside a CBOR text string (valid UTF-8: an ASCII byte is never followed by
+# a continuation byte 0xA1/0xA2) nor straddle items (no other map key is "Step"...), so those counts
+# are exact (barring the 8 payload bytes of a huge int spelling one). "variable_id" is, as in
+# trace.json, one per Value event and one per Call argument ({"variable_id", "value"} maps, A2 6B
+# "variable_id"); that one would also count a string value holding e.g. "¢kvariable_id" (¢ ends in
+# 0xA2). The recorder writes no DropLastStep.
+_BIN_PATTERNS = {
+    "steps": b"\xa1dStep\xa2",
+    "variable_ids": b"\xa2kvariable_id",
+    "returns": b"\xa1fReturn\xa1",
+    "calls": b"\xa1dCall\xa2",
+}
+BIN_HEADER = bytes.fromhex("C0DE72ACE2010000")
+_SKIPPABLE_MAGIC = 0x184D2A5E
+_SEEKABLE_MAGIC = 0x8F92EAB1
+
+
+def bin_frames(path: Path) -> list[tuple[int, int, int]]:
+    """The frames of a trace.bin, from its seek table: (offset, compressed size, decompressed size).
+    Raises ValueError if the file is not a complete trace.bin of this encoding."""
+    import struct
+
+    with open(path, "rb") as f:
+        if f.read(8) != BIN_HEADER:
+            raise ValueError("not a trace.bin (header)")
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        if size < 8 + 17:
+            raise ValueError("no seek table")
+        f.seek(size - 9)
+        count, descriptor, magic = struct.unpack("<IBI", f.read(9))
+        if magic != _SEEKABLE_MAGIC:
+            raise ValueError("no seek table at the end (unfinished recording?)")
+        entry = 12 if descriptor & 0x80 else 8
+        body = count * entry + 9
+        f.seek(size - body - 8)
+        skippable, length = struct.unpack("<II", f.read(8))
+        if skippable != _SKIPPABLE_MAGIC or length != body:
+            raise ValueError("seek table frame malformed")
+        table = f.read(count * entry)
+    frames, offset = [], 8
+    for i in range(count):
+        compressed, decompressed = struct.unpack_from("<II", table, i * entry)
+        frames.append((offset, compressed, decompressed))
+        offset += compressed
+    if offset != size - body - 8:
+        raise ValueError("the frames do not fill the file up to its seek table")
+    return frames
+
+
+def bin_stream(path: Path, frames: list[tuple[int, int, int]] | None = None):
+    """The decompressed frames of a trace.bin (bytes, one per frame, in order)."""
+    import pyzstd
+
+    frames = bin_frames(path) if frames is None else frames
+    with open(path, "rb") as f:
+        for offset, compressed, decompressed in frames:
+            f.seek(offset)
+            data = pyzstd.decompress(f.read(compressed))
+            if len(data) != decompressed:
+                raise ValueError(f"frame at {offset}: {len(data)} bytes, seek table says {decompressed}")
+            yield data
+
+
+def count_bin(path: Path) -> dict:
+    """Event counts of a trace.bin, and its frames (count, decompressed bytes)."""
+    try:
+        frames = bin_frames(path)
+        counts = dict.fromkeys(_BIN_PATTERNS, 0)
+        for data in bin_stream(path, frames):
+            for key, pat in _BIN_PATTERNS.items():
+                counts[key] += data.count(pat)  # events never straddle two frames
+    except ImportError:
+        return {"steps": None, "values": None, "calls": None, "frames": None, "cbor_bytes": None}
+    except (ValueError, OSError) as e:
+        return {"error": f"trace.bin unreadable: {e}"}
+    return {"steps": counts["steps"], "values": counts["variable_ids"] + counts["returns"],
+            "calls": counts["calls"], "frames": len(frames),
+            "cbor_bytes": sum(d for _, _, d in frames)}  # fmt: skip
+
+
 def folder_bytes(path: Path) -> int:
     total = 0
     for root, _dirs, files in os.walk(path):
@@ -295,14 +436,16 @@ def count_trace(out_dir: Path) -> dict | None:
     info = {"bytes": folder_bytes(out_dir), "format": None}
     if (out_dir / "trace.json").is_file():
         info["format"] = "json"
+        info["stream_bytes"] = (out_dir / "trace.json").stat().st_size
         c = count_events(out_dir / "trace.json")
         drops = c["drops"] - c["drops_as_value"] - c["drops_as_value_sp"]
         info["steps"] = c["steps"] - drops
         info["values"] = c["variable_ids"] + c["returns"]
         info["calls"] = c["calls"]
     elif (out_dir / "trace.bin").is_file():
-        info["format"] = "bin"  # CBOR+zstd: not counted here (needs a zstd decoder)
-        info["steps"] = info["values"] = info["calls"] = None
+        info["format"] = "bin"  # counted if this interpreter has pyzstd (timelapse needs it)
+        info["stream_bytes"] = (out_dir / "trace.bin").stat().st_size
+        info.update(count_bin(out_dir / "trace.bin"))
     elif (out_dir / PYTTD_DB).is_file():
         info["format"] = "pyttd-sqlite"
         info.update(count_pyttd(out_dir / PYTTD_DB))
@@ -318,20 +461,49 @@ def untraced_cmd(prog: Program):
     return lambda _out: [sys.executable, str(PROGRAMS_DIR / prog.script), *prog.args]
 
 
-def timelapse_cmd(prog: Program):
+def timelapse_cmd(prog: Program, fmt: str):
+    """Our recorder, the format always given (whatever the default, or a config, would choose)."""
     return lambda out: [
-        sys.executable, "-m", "timelapse", "record", "-q", "-o", str(out),
+        sys.executable, "-m", "timelapse", "record", "-q", "--format", fmt, "-o", str(out),
         str(PROGRAMS_DIR / prog.script), *prog.args,
     ]  # fmt: skip
 
 
-def baseline_cmd(src: Path, prog: Program):
-    """timelapse from another checkout (its ``src`` folder first on the path): before/after a change."""
+def baseline_cmd(src: Path, prog: Program, fmt: str | None):
+    """timelapse from another checkout (its ``src`` folder first on the path): before/after a change.
+    fmt: the --format to pass, None for a checkout that has no such option (it writes trace.json)."""
+    given = ["--format", fmt] if fmt else []
     return lambda out: [
         shutil.which("env") or "/usr/bin/env", f"PYTHONPATH={src}",
-        sys.executable, "-m", "timelapse", "record", "-q", "-o", str(out),
+        sys.executable, "-m", "timelapse", "record", "-q", *given, "-o", str(out),
         str(PROGRAMS_DIR / prog.script), *prog.args,
     ]  # fmt: skip
+
+
+def baseline_knows_format(src: Path) -> bool:
+    """Whether the checkout's `timelapse record` takes --format (older ones write only trace.json)."""
+    try:
+        return '"--format"' in (src / "timelapse" / "cli.py").read_text(encoding="utf-8")
+    except OSError:
+        return False
+
+
+def default_format() -> str:
+    """The format `timelapse record` writes when not told (timelapse.config.DEFAULT_FORMAT), asked
+    of the interpreter that is measured; "json" if it cannot say (a recorder older than --format)."""
+    probe = "from timelapse.config import DEFAULT_FORMAT; print(DEFAULT_FORMAT)"
+    try:
+        r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return "json"
+    got = r.stdout.strip()
+    return got if r.returncode == 0 and got in FORMATS else "json"
+
+
+def timelapse_runner(fmt: str, formats: list[str]) -> str:
+    """The runner name of our recorder writing fmt: "timelapse" when only one format is measured
+    (tables and --json as before the format axis), else "timelapse-json", "timelapse-bin"."""
+    return "timelapse" if len(formats) == 1 else f"timelapse-{fmt}"
 
 
 def reference_cmd(ref_python: str, prog: Program):
@@ -462,13 +634,14 @@ def ensure_pyttd(preload: bool) -> tuple[list[str] | None, str, str]:
 PROBE_SOURCE = "def f(x):\n    y = x + 1\n    return y\n\nprint('checksum', f(41))\n"
 
 
-def probe_timelapse(timeout: float, traces: Path) -> str:
-    """Record a tiny program; return '' if it works, else the reason."""
+def probe_timelapse(timeout: float, traces: Path, fmt: str) -> str:
+    """Record a tiny program in format fmt; return '' if it works, else the reason."""
     script = traces / "probe.py"
     script.write_text(PROBE_SOURCE)
     out = traces / "probe-timelapse"
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "timelapse", "record", "-q", "-o", str(out), str(script)]
+    cmd = [sys.executable, "-m", "timelapse", "record", "-q", "--format", fmt, "-o", str(out),
+           str(script)]  # fmt: skip
     try:
         _wall, code, _peak, stdout, stderr = run_once(cmd, timeout)
     except OSError as e:
@@ -482,6 +655,10 @@ def probe_timelapse(timeout: float, traces: Path) -> str:
     script.unlink(missing_ok=True)
     if info is None:
         return f"no trace.json / trace.bin written in {out}"
+    if info.get("error"):
+        return info["error"]
+    if info["format"] != fmt:
+        return f"asked for --format {fmt}, it wrote {STREAM_FILES.get(info['format'], info['format'])}"
     if info["steps"] is not None and info["steps"] == 0:
         return "trace has no Step events"
     return ""
@@ -522,25 +699,26 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-def print_table(rows: list[list[str]]) -> None:
-    widths = [len(h) for h, _ in COLUMNS]
+def print_table(rows: list[list[str]], columns=COLUMNS) -> None:
+    """Aligned columns; the last one (free text) is not padded. A None row is an empty line."""
+    widths = [len(h) for h, _ in columns]
     for row in rows:
         if row is None:
             continue
-        for i, cell in enumerate(row[: len(COLUMNS) - 1]):
+        for i, cell in enumerate(row[: len(columns) - 1]):
             widths[i] = max(widths[i], len(cell))
 
     def line(cells):
         parts = []
         for i, cell in enumerate(cells):
-            align = COLUMNS[i][1] if i < len(COLUMNS) else "<"
-            if i == len(COLUMNS) - 1:
+            align = columns[i][1] if i < len(columns) else "<"
+            if i == len(columns) - 1:
                 parts.append(cell)
             else:
                 parts.append(cell.ljust(widths[i]) if align == "<" else cell.rjust(widths[i]))
         return "  ".join(parts).rstrip()
 
-    header = line([h for h, _ in COLUMNS])
+    header = line([h for h, _ in columns])
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -654,6 +832,9 @@ def compute_targets(results: dict[str, dict[str, RunResult]]) -> list[dict]:
 
     # 3. trace bytes per step no more than the reference's on every program
     def size(ours: RunResult, other: RunResult):
+        # like for like: both trace.json (trace.bin is compared with trace.json in the format table)
+        if (ours.trace or {}).get("format") != "json":
+            return None
         a, b = bytes_per_step(ours), bytes_per_step(other)
         if a is None or b is None:
             return None
@@ -711,6 +892,146 @@ def print_targets(targets: list[dict]) -> None:
         print(f"  {i}. {t['text']}: {t['status']}{detail}")
 
 
+# --------------------------------------------------------------------------- formats
+
+FORMAT_COLUMNS = [
+    ("program", "<"), ("format", "<"), ("time s", ">"), ("x json", ">"), ("steps", ">"),
+    ("trace file", ">"), ("json / x", ">"), ("B/step", ">"), ("peak MB", ">"), ("frames", "<"),
+]  # fmt: skip
+
+
+def reference_format(formats: list[str]) -> str:
+    """What the other formats are compared with: json when measured, else the first."""
+    return "json" if "json" in formats else formats[0]
+
+
+def stream_bytes(r: RunResult | None) -> int | None:
+    return (r.trace or {}).get("stream_bytes") if r and r.ok else None
+
+
+def format_versus(r: RunResult, ref: RunResult) -> dict | None:
+    """r against ref (another format, same program): wall (best / best), wall_rounds (per round,
+    run_interleaved), bytes (ref's trace file / r's), peak (r / ref)."""
+    if not (r.ok and ref.ok):
+        return None
+    a, b = stream_bytes(r), stream_bytes(ref)
+    return {"wall": r.wall / ref.wall, "wall_rounds": paired_ratios(r, ref),
+            "bytes": b / a if a and b else None, "peak": r.peak_mb / ref.peak_mb}  # fmt: skip
+
+
+def fmt_rounds(xs: list[float]) -> str:
+    return f" ({min(xs):.2f}–{max(xs):.2f})" if len(xs) > 1 else ""
+
+
+def format_rows(name: str, res: dict[str, RunResult], formats: list[str]) -> list[list[str]]:
+    """The rows of one program in the format table: one per format."""
+    ref_fmt = reference_format(formats)
+    ref = res.get(timelapse_runner(ref_fmt, formats))
+    rows = []
+    for fmt in formats:
+        r = res.get(timelapse_runner(fmt, formats))
+        label = name if not rows else ""
+        if r is None:
+            continue
+        if not r.ok:
+            rows.append([label, fmt, "FAILED", "", "", "", "", "", "", r.error])
+            continue
+        t = r.trace or {}
+        vs = format_versus(r, ref) if ref is not None and fmt != ref_fmt else None
+        if fmt == ref_fmt:
+            x_time, x_bytes = "1.00", "1.0x"
+        elif vs is None:
+            x_time = x_bytes = "-"
+        else:
+            x_time = f"{vs['wall']:.2f}{fmt_rounds(vs['wall_rounds'])}"
+            x_bytes = f"{vs['bytes']:.1f}x" if vs["bytes"] else "-"
+        size, steps = t.get("stream_bytes"), t.get("steps")
+        frames = "-"
+        if t.get("frames"):
+            frames = f"{t['frames']:,} x {fmt_bytes(t['cbor_bytes'] // t['frames'])} CBOR"
+        rows.append([
+            label, fmt, fmt_wall(r), x_time, fmt_int(steps),
+            fmt_bytes(size) if size is not None else "-", x_bytes,
+            (f"{size / steps:.1f}" if size / steps < 100 else f"{size / steps:.0f}")
+            if size is not None and steps else "-",
+            f"{r.peak_mb:.1f}", frames,
+        ])  # fmt: skip
+    return rows
+
+
+def compute_format_targets(results: dict[str, dict[str, RunResult]], formats: list[str]) -> list[dict]:
+    """Issue 12's targets, trace.bin against trace.json (n/a unless both were measured)."""
+    targets = []
+
+    def add(text: str, flags: list[bool], parts: list[str], values, na: str = "") -> None:
+        status = "n/a" if not flags else "met" if all(flags) else "MISSED"
+        targets.append({"text": text, "status": status,
+                        "detail": ", ".join(parts) or (na if not flags else ""),
+                        "value": values if flags else None})  # fmt: skip
+
+    both = "json" in formats and "bin" in formats
+    pairs = {}
+    if both:
+        for name, res in results.items():
+            j, b = res.get(timelapse_runner("json", formats)), res.get(timelapse_runner("bin", formats))
+            if j is not None and b is not None:
+                pairs[name] = (j, b)
+    na = "needs --formats json,bin"
+
+    # 1. trace.bin at least 10x smaller than trace.json, every program
+    flags, parts, values = [], [], {}
+    for name, (j, b) in pairs.items():
+        vs = format_versus(b, j)
+        if vs is None or vs["bytes"] is None:
+            flags.append(False)
+            parts.append(f"{name}: a run failed")
+            values[name] = None
+            continue
+        flags.append(vs["bytes"] >= TARGET_BIN_SMALLER)
+        parts.append(f"{name} {vs['bytes']:.1f}x")
+        values[name] = vs["bytes"]
+    add(f"trace.bin >= {TARGET_BIN_SMALLER:.0f}x smaller than trace.json on every program", flags,
+        parts, values, na)  # fmt: skip
+
+    # 2. recording trace.bin takes at most 1.3x the time of trace.json, every program
+    flags, parts, values = [], [], {}
+    for name, (j, b) in pairs.items():
+        vs = format_versus(b, j)
+        if vs is None:
+            flags.append(False)
+            parts.append(f"{name}: a run failed")
+            values[name] = None
+            continue
+        flags.append(vs["wall"] <= TARGET_BIN_TIME)
+        parts.append(f"{name} {vs['wall']:.2f}x{fmt_rounds(vs['wall_rounds'])}")
+        values[name] = {"best": vs["wall"], "rounds": vs["wall_rounds"]}
+    add(f"recording trace.bin <= {TARGET_BIN_TIME}x the time of trace.json on every program "
+        "(best / best; per round min–max)", flags, parts, values, na)  # fmt: skip
+
+    # 3. peak memory under 100 MB recording trace.bin, every program
+    peaks = {name: b.peak_mb for name, (_j, b) in pairs.items() if b.ok}
+    text = f"peak memory < {TARGET_PEAK_MB:.0f} MB recording trace.bin on every program"
+    if pairs:
+        flags = [b.ok and b.peak_mb < TARGET_PEAK_MB for _j, b in pairs.values()]
+        worst = max(peaks, key=peaks.get) if peaks else None
+        detail = [f"max {peaks[worst]:.1f} MB on {worst}"] if worst else []
+        detail += [f"{n}: failed" for n, (_j, b) in pairs.items() if not b.ok]
+        j_peaks = [j.peak_mb for j, _b in pairs.values() if j.ok]
+        if j_peaks:
+            detail.append(f"trace.json max {max(j_peaks):.1f} MB")
+        add(text, flags, detail, peaks)
+    else:
+        add(text, [], [], None, na)
+    return targets
+
+
+def print_format_targets(targets: list[dict]) -> None:
+    print("Targets (issue 12, trace.bin vs trace.json; benchmark figures, not tests)")
+    for i, t in enumerate(targets, 1):
+        detail = f" ({t['detail']})" if t["detail"] else ""
+        print(f"  {i}. {t['text']}: {t['status']}{detail}")
+
+
 # --------------------------------------------------------------------------- --json
 
 
@@ -734,13 +1055,19 @@ def runner_figures(r: RunResult, base: RunResult | None) -> dict:
             values=t.get("values"), calls=t.get("calls"),
             values_per_s=t["values"] / r.wall if t.get("values") is not None else None,
         )  # fmt: skip
-        for key in ("frames_recorded", "frames_written"):
+        for key in ("stream_bytes", "frames", "cbor_bytes", "frames_recorded", "frames_written"):
             if key in t:
                 d[key] = t[key]
+        if t.get("stream_bytes") is not None and steps:
+            d["stream_bytes_per_step"] = t["stream_bytes"] / steps
     return d
 
 
-def write_json(path: Path, args, env: dict, results, skipped, targets, failures, peer_failures):
+def write_json(path: Path, args, env: dict, results, skipped, targets, failures, peer_failures,
+               format_targets):  # fmt: skip
+    formats = args.formats
+    ours_name = timelapse_runner(formats[0], formats)
+    ref_fmt = reference_format(formats)
     programs = {}
     for prog in args.selected:
         res = results.get(prog.name)
@@ -750,24 +1077,33 @@ def write_json(path: Path, args, env: dict, results, skipped, targets, failures,
         runners = {name: runner_figures(r, base) for name, r in res.items()}
         for name, why in skipped.get(prog.name, {}).items():
             runners[name] = {"ok": None, "skipped": why}
-        ours = res.get("timelapse")
+        ours = res.get(ours_name)
         ratios = {}
         for other in ("baseline", "reference", "pyttd"):
             o = res.get(other)
             if ours and o and ours.ok and o.ok:
                 ratios[f"{other}_over_ours"] = {"wall": o.wall / ours.wall,
                                                 "peak": o.peak_mb / ours.peak_mb}  # fmt: skip
+        versus = {}
+        ref = res.get(timelapse_runner(ref_fmt, formats))
+        for fmt in formats:
+            r = res.get(timelapse_runner(fmt, formats))
+            if fmt != ref_fmt and r is not None and ref is not None:
+                versus[f"{fmt}_vs_{ref_fmt}"] = format_versus(r, ref)
         programs[prog.name] = {
             "script": prog.script, "args": prog.args, "note": prog.note,
             "checksum": checksum_lines(base.stdout) if base and base.ok else None,
             "runners": runners, "ratios": ratios,
         }  # fmt: skip
+        if versus:
+            programs[prog.name]["formats"] = versus
     doc = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "argv": sys.argv[1:],
         **env,
         "programs": programs,
         "targets": targets,
+        "format_targets": format_targets,
         "failures": failures,
         "peer_failures": peer_failures,
     }
@@ -793,7 +1129,12 @@ def parse_args(argv):
     ap.add_argument("--pyttd-as-installed", action="store_true",
                     help="run py-tt-debug without LD_PRELOADing its bundled SQLite (its database "
                     "then comes out corrupt on most runs; see README)")  # fmt: skip
+    ap.add_argument("--no-peers", action="store_true",
+                    help="skip both peers (--no-reference --no-pyttd)")  # fmt: skip
     ap.add_argument("--no-timelapse", action="store_true", help="skip our recorder")
+    ap.add_argument("--formats", default=None, metavar="LIST",
+                    help="comma-separated trace formats our recorder writes, one run of each per "
+                    "program, side by side (e.g. json,bin; default: the recorder's default format)")
     ap.add_argument("--baseline", type=Path, default=None,
                     help="also run timelapse from another checkout's src folder (before/after a change)")
     ap.add_argument("--repeat", type=int, default=None,
@@ -812,6 +1153,17 @@ def parse_args(argv):
         args.repeat = 1 if args.quick else 3
     if args.repeat < 1:
         ap.error("--repeat must be at least 1")
+    if args.no_peers:
+        args.no_reference = args.no_pyttd = True
+    if args.formats is not None:
+        formats = [s.strip() for s in args.formats.split(",") if s.strip()]
+        bad = [f for f in formats if f not in FORMATS]
+        if bad or not formats:
+            ap.error(f"--formats: unknown format(s) {', '.join(bad) or '(none)'} "
+                     f"(known: {', '.join(FORMATS)})")  # fmt: skip
+        if len(set(formats)) != len(formats):
+            ap.error("--formats: a format given twice")
+        args.formats = formats
     if args.programs:
         wanted = [s.strip() for s in args.programs.split(",") if s.strip()]
         known = {p.name for p in PROGRAMS}
@@ -864,13 +1216,28 @@ def main(argv=None) -> int:
             "note": note or None, "unavailable": reason or None,
         }  # fmt: skip
 
+    if args.formats is None:
+        args.formats = [default_format()]
+    formats = args.formats
+    env["formats"] = formats
+    ours_name = timelapse_runner(formats[0], formats)  # "ours" in the issue-11 targets and ratios
     use_timelapse = not args.no_timelapse
     if use_timelapse:
-        reason = probe_timelapse(args.timeout, traces)
-        if reason:
-            print(f"timelapse recorder failed: {reason}")
-            failures.append(f"timelapse recorder failed: {reason}")
-            use_timelapse = False
+        for fmt in formats:
+            reason = probe_timelapse(args.timeout, traces, fmt)
+            if reason:
+                print(f"timelapse recorder failed (--format {fmt}): {reason}")
+                failures.append(f"timelapse recorder failed (--format {fmt}): {reason}")
+                use_timelapse = False
+        if use_timelapse:
+            print(f"timelapse: --format {', '.join(formats)}"
+                  + (", runs interleaved" if len(formats) > 1 else ""))  # fmt: skip
+    baseline_format = None
+    if args.baseline is not None:
+        if baseline_knows_format(args.baseline.resolve()):
+            baseline_format = formats[0]
+        else:
+            print(f"baseline: {args.baseline} has no --format (it writes trace.json)")
     print(flush=True)
 
     rows: list = []
@@ -901,9 +1268,12 @@ def main(argv=None) -> int:
 
         runners = []
         if use_timelapse:
-            runners.append(("timelapse", timelapse_cmd(prog), None))
+            # one group, its repeats interleaved (run_interleaved): a round per format in turn
+            runners.append(([timelapse_runner(fmt, formats) for fmt in formats],
+                            [timelapse_cmd(prog, fmt) for fmt in formats], None))  # fmt: skip
         if args.baseline is not None:
-            runners.append(("baseline", baseline_cmd(args.baseline.resolve(), prog), None))
+            runners.append(("baseline", baseline_cmd(args.baseline.resolve(), prog,
+                                                     baseline_format), None))  # fmt: skip
         if ref_python and prog.reference:
             runners.append(("reference", reference_cmd(ref_python, prog), None))
         elif ref_python:
@@ -912,15 +1282,24 @@ def main(argv=None) -> int:
             runners.append(("pyttd", pyttd_cmd(pyttd, prog), pyttd_output_error))
         elif pyttd:
             skipped.setdefault(prog.name, {})["pyttd"] = "not run on this program"
+        measured: list[tuple[str, RunResult]] = []
         for runner, make, output_error in runners:
+            if isinstance(runner, list):  # our recorder, one runner per format
+                print(f" {', '.join(runner)} ...", end="", flush=True)
+                specs = [(name, mk, traces / f"{name}-{prog.name}", output_error)
+                         for name, mk in zip(runner, make)]  # fmt: skip
+                measured += run_interleaved(specs, repeat, args.timeout, args.keep_traces).items()
+                continue
             print(f" {runner} ...", end="", flush=True)
-            r = run_repeated(make, repeat, args.timeout, traces / f"{runner}-{prog.name}",
-                             args.keep_traces, output_error)  # fmt: skip
+            measured.append((runner, run_repeated(make, repeat, args.timeout,
+                                                  traces / f"{runner}-{prog.name}",
+                                                  args.keep_traces, output_error)))  # fmt: skip
+        for runner, r in measured:
             res[runner] = r
             r.check = check(r)
             if runner == "pyttd":
                 r.incomplete = pyttd_incomplete(r)
-            if runner in ("timelapse", "baseline"):
+            if runner.startswith("timelapse") or runner == "baseline":
                 if not r.ok:
                     failures.append(f"{prog.name}: {runner} run crashed: {r.error}")
                 elif r.check.startswith("CHECKSUM MISMATCH"):
@@ -936,13 +1315,14 @@ def main(argv=None) -> int:
         results[prog.name] = res
 
         rows.append(result_row(prog.name, "untraced", base, base))
-        for runner in RECORDED:
+        order = [timelapse_runner(fmt, formats) for fmt in formats] + list(RECORDED[1:])
+        for runner in order:
             if runner in res:
                 rows.append(result_row("", runner, res[runner], base))
             elif runner in skipped.get(prog.name, {}):
                 rows.append(["", runner, "skipped", "", "", "", "", "", "", "",
                              f"({skipped[prog.name][runner]})"])  # fmt: skip
-        ours = res.get("timelapse")
+        ours = res.get(ours_name)
         if ours and ours.ok:
             for other, label in (("baseline", "baseline / ours"), ("reference", "ref / ours"),
                                  ("pyttd", "pyttd / ours")):  # fmt: skip
@@ -952,8 +1332,26 @@ def main(argv=None) -> int:
 
     print()
     print_table(rows)
-    targets = compute_targets(results)
+    # The issue-11 targets take the first format's runs as "timelapse".
+    targets = compute_targets({name: {**res, "timelapse": res[ours_name]} if ours_name in res else res
+                               for name, res in results.items()})  # fmt: skip
     print_targets(targets)
+    format_targets = []
+    if use_timelapse and len(formats) > 1:
+        ref_fmt = reference_format(formats)
+        print()
+        print(f"Formats: {', '.join(formats)} (x {ref_fmt}: time / {ref_fmt}'s time, best / best, "
+              "per round min–max; trace file: the stream file alone)")  # fmt: skip
+        print()
+        frows: list = []
+        for prog in args.selected:
+            if prog.name in results:
+                frows += format_rows(prog.name, results[prog.name], formats)
+                frows.append(None)
+        print_table(frows[:-1], FORMAT_COLUMNS)
+        print()
+        format_targets = compute_format_targets(results, formats)
+        print_format_targets(format_targets)
 
     if peer_failures:
         print()
@@ -964,7 +1362,8 @@ def main(argv=None) -> int:
         for f in failures:
             print(f"FAILED: {f}")
     if args.json is not None:
-        write_json(args.json, args, env, results, skipped, targets, failures, peer_failures)
+        write_json(args.json, args, env, results, skipped, targets, failures, peer_failures,
+                   format_targets)  # fmt: skip
         print(f"\nfigures written to {args.json}")
     return 1 if failures else 0
 
