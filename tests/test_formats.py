@@ -42,7 +42,7 @@ DIFFER_EVERY_RUN = {
 }
 #: Programs that need arguments, run too long for this comparison, or drive other programs.
 NOT_RUN_ALONE = {
-    "fd_capture_driver", "pkg", "subdir", "sv_stackpkg",
+    "fd_capture_driver", "pkg", "subdir", "sv_stackpkg", "scope_app",
 }
 
 

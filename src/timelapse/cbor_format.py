@@ -94,7 +94,10 @@ def cbor_int(n: int) -> bytes:
 def cbor_text(text: str) -> bytes:
     """A text string item. ``text`` is valid text already (the walk and the writer replaced lone
     surrogates), so it encodes to UTF-8."""
-    data = text.encode("utf-8")
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate the caller did not replace: "?" as in JSON
+        data = text.encode("utf-8", "replace")
     size = len(data)
     if size < 256:
         return _TEXT_HEADS[size] + data
@@ -328,7 +331,7 @@ class CborValues:
         """A ValueRecord as a dict: for tests and tools (``ValueEncoder.encode``), never the hot path."""
         import cbor2
 
-        return cbor2.loads(data)
+        return cbor2.loads(data, max_depth=8 * 100 + 64)
 
 
 # -- the file: header, frames, seek table -----------------------------------------------------------

@@ -639,6 +639,11 @@ def read_seek_table(path: str | os.PathLike[str]) -> SeekTable | None:
         return _seek_table(file, os.fstat(file.fileno()).st_size)
 
 
+#: Nesting a valid trace can reach: 4 CBOR levels per value level (a dict's entries are Tuples),
+#: at most 100 levels (config.MAX_DEPTH_LIMIT), and the event around the value.
+_CBOR_DEPTH = 8 * 100 + 64
+
+
 def _iter_bin_stream(path: Path) -> Iterator[Any]:
     """Decode ``trace.bin``: the header, then CBOR items in a zstd seekable stream (section 5).
 
@@ -825,7 +830,7 @@ def _cbor_items(pieces: Iterator[bytes], cbor2: Any) -> Iterator[Any]:
         elif piece is None:
             return
         stream = io.BytesIO(piece)
-        decoder = cbor2.CBORDecoder(stream)
+        decoder = cbor2.CBORDecoder(stream, max_depth=_CBOR_DEPTH)
         while (start := stream.tell()) < len(piece):
             try:
                 event = decoder.decode()
