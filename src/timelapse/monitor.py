@@ -95,8 +95,11 @@ class Recorder:
         *,
         on_failure: Callable[[BaseException], None],
         fault: Callable[[CodeType, int], None] | None = None,
+        redact_io: Callable[[int, str], str] | None = None,
     ) -> None:
         self.writer = writer
+        #: IO contents -> the same with secrets replaced (redact.IORedactor.redact), or None.
+        self._redact_io = redact_io
         self.encoder = encoder
         self.scope = scope
         self._on_failure = on_failure
@@ -328,6 +331,8 @@ class Recorder:
                     mark = len(writer.events)
                     where = self._step_here(state, sys._getframe(1))
                     metadata = event_metadata(stream, state.number, where, None)
+                if self._redact_io is not None:
+                    content = self._redact_io(kind, content)
                 writer.emit_io(kind, metadata, content)
                 mark = -1
                 if len(writer.events) >= writer.batch_size:
