@@ -62,7 +62,7 @@ def test_a_second_recording_reuses_the_facts_and_has_its_own_ids(tmp_path, monke
     first_writer, first = table(tmp_path / "a", str(tmp_path / "prog.py"), watched)
     info = first.learn(work.__code__, None)
     assert dis_calls == [work.__code__]
-    assert info.kind == FUNCTION and [name for name, _ in info.arg_vars] == ["a", "key", "rest", "options"]
+    assert info.kind == FUNCTION and [name for name, _, _ in info.arg_vars] == ["a", "key", "rest", "options"]
 
     second_writer, second = table(tmp_path / "b", str(tmp_path / "prog.py"), watched)
     second_writer.variable_id("defined first")   # so this trace's variable ids differ from the first's
@@ -78,10 +78,10 @@ def test_a_second_recording_reuses_the_facts_and_has_its_own_ids(tmp_path, monke
         assert learned.path_id == path_id
         assert learned.def_step == spelling.step(path_id, work.__code__.co_firstlineno)
         assert learned.var_ids["total"] == spelling.value_head(writer.variable_id("total"))
-        assert learned.arg_vars[0] == ("a", spelling.arg_head(writer.variable_id("a")))
+        assert learned.arg_vars[0] == ("a", spelling.arg_head(writer.variable_id("a")), False)
     assert info.path_id != again.path_id and info.var_ids["total"] != again.var_ids["total"]
     # Globals shown at a step: data it reads (LIMIT), not names it calls or its locals.
-    assert [name for name, _ in again.global_vars] == ["LIMIT"]
+    assert [name for name, _, _ in again.global_vars] == ["LIMIT"]
 
 
 def test_recording_twice_in_one_process_gives_the_same_trace_without_dis(tmp_path, monkeypatch):

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from timelapse.format import EventSpelling
+    from timelapse.redact import Redactor
     from timelapse.scope import Scope
     from timelapse.writer import TraceWriter
 
@@ -167,8 +168,8 @@ class CodeInfo:
 
     __slots__ = (
         "code", "kind", "path_id", "function_id", "def_step", "call_head", "steps", "arg_vars",
-        "var_ids", "global_vars", "quiet_lines", "async_generator", "implicit_handler",
-        "shares_locals",
+        "var_ids", "global_vars", "secret_vars", "secret_return", "plain", "quiet_lines", "async_generator",
+        "implicit_handler", "shares_locals",
     )
 
     def __init__(self, code: CodeType, kind: int, facts: CodeFacts | None = None) -> None:
@@ -180,12 +181,21 @@ class CodeInfo:
         self.def_step = b""
         self.call_head = b""
         self.steps: dict[int, bytes] = {}  # line -> its Step event, spelled
-        #: (name, arg_head of its variable) per argument, in order.
-        self.arg_vars: tuple[tuple[str, bytes], ...] = ()
-        #: local name -> the value_head of its variable; None: never shown (dunders).
+        #: (name, arg_head of its variable, is it redacted) per argument, in order.
+        self.arg_vars: tuple[tuple[str, bytes, bool], ...] = ()
+        #: local name -> the value_head of its variable; None: not shown here (dunders), or shown
+        #: redacted (then it is in ``secret_vars``).
         self.var_ids: dict[str, bytes | None] = {}
-        #: (name, value_head) of the globals a step shows: data the code reads, not code.
-        self.global_vars: tuple[tuple[str, bytes], ...] = ()
+        #: (name, value_head, is it redacted) of the globals a step shows: data the code reads, not
+        #: code.
+        self.global_vars: tuple[tuple[str, bytes, bool], ...] = ()
+        #: (name, value_head) of the locals (or namespace names) whose values are shown redacted
+        #: (redact.py): decided once per name, so the steps of code without secrets pay nothing.
+        self.secret_vars: tuple[tuple[str, bytes], ...] = ()
+        #: A function named like a secret (``get_password``): what it returns is shown redacted.
+        self.secret_return = False
+        #: A function with no globals or secrets to show: its steps take the monitor's fastest path.
+        self.plain = False
         if facts is None:   # out of scope, or the thread root: only the kind matters
             self.quiet_lines: frozenset[int] = frozenset()
             self.async_generator = False
@@ -205,9 +215,12 @@ class CodeTable:
     root, so that the monitor switches its local events on.
     """
 
-    def __init__(self, writer: TraceWriter, scope: Scope, watch: Callable[[CodeType, int], None]) -> None:
+    def __init__(self, writer: TraceWriter, scope: Scope, watch: Callable[[CodeType, int], None],
+                 redactor: Redactor | None = None) -> None:
         self.writer = writer
         self.scope = scope
+        #: The recording's secret names (None: nothing is redacted).
+        self._redactor = redactor
         self._spelling: EventSpelling = writer.format.events
         self._watch = watch
         #: id(code) -> its CodeInfo. The hot path reads it directly (``infos.get(id(code))``).
@@ -258,13 +271,25 @@ class CodeTable:
         """(path_id, line) of a Step this table made."""
         return self._step_places.get(step) if step is not None else None
 
-    def new_variable(self, var_ids: dict[str, bytes | None], name: object) -> bytes | None:
+    def new_variable(self, info: CodeInfo, name: object) -> bytes | None:
         """A local the code object did not declare (module and class namespaces, exec): its Value
-        head, or None if it is never shown."""
-        head = var_ids[name] = (  # type: ignore[index]
-            None if type(name) is not str or is_dunder(name) else self.value_head(name)
-        )
+        head, or None if it is not shown by the caller's loop (never shown, or a secret: then it
+        joins ``info.secret_vars``, which the step shows after the loop, from now on)."""
+        if type(name) is not str or is_dunder(name):
+            head = None
+        else:
+            head = self.value_head(name)
+            if self._secret(name):
+                info.secret_vars += ((name, head),)
+                info.plain = False
+                head = None
+        info.var_ids[name] = head  # type: ignore[index]
         return head
+
+    def _secret(self, name: str) -> bool:
+        """Is ``name`` the name of a secret in this recording (decided once per name)?"""
+        redactor = self._redactor
+        return redactor is not None and redactor.secret_name(name)
 
     def value_head(self, name: str) -> bytes:
         return self._spelling.value_head(self.writer.variable_id(name))
@@ -306,18 +331,27 @@ class CodeTable:
         info.function_id = writer.function_id(info.path_id, code.co_firstlineno, name)
         info.call_head = spelling.call_head(info.function_id)
         info.def_step = self.new_step(info, code.co_firstlineno)
-        info.arg_vars = tuple((name, self.arg_head(name)) for name in facts.arg_names)
+        secret = self._secret
+        info.arg_vars = tuple((name, self.arg_head(name), secret(name)) for name in facts.arg_names)
         for name in facts.local_names:
-            info.var_ids[name] = None if is_dunder(name) else self.value_head(name)
+            if is_dunder(name):
+                info.var_ids[name] = None
+            elif secret(name):
+                info.var_ids[name] = None   # shown redacted, after the others (secret_vars)
+                info.secret_vars += ((name, self.value_head(name)),)
+            else:
+                info.var_ids[name] = self.value_head(name)
         if kind != MODULE:
             local_names = set(info.var_ids)
             f_globals = frame.f_globals if frame is not None else {}
             info.global_vars = tuple(
-                (name, self.value_head(name))
+                (name, self.value_head(name), secret(name))
                 for name in facts.globals_read
                 if name not in local_names and not is_dunder(name)
                 and not is_code(dict.get(f_globals, name))  # the functions and classes it calls
             )
+        info.plain = kind == FUNCTION and not info.global_vars and not info.secret_vars
+        info.secret_return = kind == FUNCTION and secret(code.co_name)
         return info
 
 

@@ -36,11 +36,12 @@ import gc
 import heapq
 from itertools import islice
 from operator import is_
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from timelapse.config import DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITEMS, DEFAULT_MAX_NODES, DEFAULT_MAX_STRING
 from timelapse.format import TypeKind, ValueSpelling
 from timelapse.json_format import JSON
+from timelapse.redact import REDACTED
 from timelapse import snapshot
 from timelapse.snapshot import signature
 from timelapse.valuetypes import (
@@ -64,6 +65,9 @@ from timelapse.valuetypes import (
     type_name,
 )
 
+if TYPE_CHECKING:
+    from timelapse.redact import Redactor
+
 __all__ = [
     "DEFAULT_MAX_DEPTH",
     "DEFAULT_MAX_ITEMS",
@@ -83,6 +87,8 @@ _SHORT_STRING = 64          # strings up to this length have cached records
 # emptied when full: refilling costs one classification or one register_type call per entry.
 _TYPE_CACHE_SIZE = 2048     # classified types kept at most (each keeps its class alive)
 _TYPE_ID_CACHE_SIZE = 4096  # type ids kept at most, struct shapes of all classes together
+#: Characters past max_string searched for a secret's form (a form the clip would cut).
+_FORM_MARGIN = 512
 _TRUNCATED = "<truncated>"  # lang_type of the "... N more" marker
 _FALLBACK_TEXT = "<value could not be captured>"
 #: Containers nested deeper than this are ropes until their ancestor at this depth is done (_join).
@@ -99,7 +105,7 @@ _FEWEST_ITEMS = 2
 _REUSE_ENTRIES = 4096
 _REUSE_BYTES = 16 << 20
 _REUSE_BACKOFF = 63     # encodings without a signature after a value had none (a set in reach)
-_NOT_SIGNED = (None, b"", None, 0, 0)   # a value met once before: signed this time
+_NOT_SIGNED = (None, b"", None, 0, 0, 0)    # a value met once before: signed this time
 _KEPT_OBJECT_SIZE = 80  # what one kept object is counted for (texts are kept up to snapshot.MAX_HELD_TEXT)
 
 
@@ -121,8 +127,13 @@ class ValueEncoder:
         *,
         max_nodes: int = DEFAULT_MAX_NODES,
         spelling: ValueSpelling = JSON.values,
+        redactor: Redactor | None = None,
     ) -> None:
         self._register = register_type
+        #: The recording's secret names and forms (redact.py); None: nothing is redacted.
+        self.redactor = redactor
+        #: Redacted records written, those inside reused bytes included (the metadata's count).
+        self.redactions = 0
         self.max_depth = max_depth
         self.max_items = max_items
         self.max_string = max_string
@@ -158,6 +169,12 @@ class ValueEncoder:
         #: Values whose bytes were reused / encoded afresh with a signature (for benchmarks and tests).
         self.reused = self.signed = 0
         self._pair_heads = [b""]
+        #: The stand-in for a value shown redacted inside a container (``_Secret``).
+        self._secret_info = TypeInfo(_Secret, REDACTED)
+        self._secret_info.handler = self._leaf_secret
+        #: With a redactor, the spelled records of dict keys that are not secrets' names (the keys
+        #: of ``_spelled_strs`` that were decided: see ``entries``).
+        self._spelled_keys: dict[str, bytes] = {}
         hot = _make_walk(self)
         self._walk, self._scalars, self._entries = hot["walk"], hot["scalars"], hot["entries"]
         self._openers: dict[int, Callable[..., Any]] = {
@@ -227,6 +244,22 @@ class ValueEncoder:
         """The ValueRecord of `value` as a dict (``encode_json`` decoded): for tests and tools."""
         return self._spell.decode(self.encode_json(value))
 
+    def redacted(self, value: object) -> bytes:
+        """The record of a secret: a ``Raw`` ``<redacted>`` whose type is the value's own. Nothing
+        of the value is read but its type."""
+        t = type(value)
+        try:
+            info = self._infos.get(id(t))
+            if info is None or info.type is not t:
+                info = self._classify(t)
+            return self._redacted_record(info)
+        except Exception:
+            return self._fallback()
+
+    def _redacted_record(self, info: TypeInfo) -> bytes:
+        self.redactions += 1
+        return self._raw(TypeKind.RAW, info.lang, REDACTED)
+
     # -- the walk (hot path) --------------------------------------------------------------------------
 
     def _reserve(self, total: int, state: list, limit: int) -> int:
@@ -264,12 +297,22 @@ class ValueEncoder:
         scalars) by their records — never by comparing the program's objects."""
         head, members, more = arg
         keys = [sort_key(m) for m in members]
-        # The tie-break is the record's JSON spelling in every format (order_key), so that a set
-        # shows its members in the same order in trace.json and trace.bin.
+        order = sorted(range(len(members)), key=keys.__getitem__)
+        # Members whose keys tie (first item 5 or more: tuples holding objects, objects) are put in
+        # the order of their records' JSON spelling in every format (order_key), so that a set
+        # shows them in the same order in trace.json and trace.bin. Only ties pay for it: in
+        # trace.bin, order_key decodes the record.
         order_key = self._spell.order_key
-        order = sorted(range(len(members)), key=lambda i: (
-            keys[i], order_key(_flatten(parts[i]) if type(parts[i]) is list else parts[i])
-            if keys[i][0] >= 5 else b""))
+        start, count = 0, len(order)
+        while start < count:
+            key = keys[order[start]]
+            end = start + 1
+            while end < count and keys[order[end]] == key:
+                end += 1
+            if end - start > 1 and key[0] >= 5:
+                order[start:end] = sorted(order[start:end], key=lambda i: order_key(
+                    _flatten(parts[i]) if type(parts[i]) is list else parts[i]))
+            start = end
         parts = [parts[i] for i in order]
         if more:
             parts.append(more)
@@ -343,6 +386,18 @@ class ValueEncoder:
     def _struct(self, info: TypeInfo, pairs: Any, total: int, shape_reusable: bool,
                 depth: int, state: list) -> Any:
         names, values, total = named_fields(pairs, total)
+        redactor = self.redactor
+        if redactor is not None:
+            # A field named like a secret shows its value redacted; its shape is never the class's
+            # shortcut (the shortcut spells every field as it is).
+            decided = redactor.names
+            for i, name in enumerate(names):
+                secret = decided.get(name)
+                if secret is None:
+                    secret = redactor.decide(name)
+                if secret:
+                    values[i] = _Secret(values[i])
+                    shape_reusable = False
         parts = self._scalars(values, depth, state)
         holes = _holes(parts, values) if state[1] else None
         cut = total > len(parts)
@@ -423,6 +478,13 @@ class ValueEncoder:
         if not exact:
             x = str.__str__(x)
         n = len(x)
+        # A text that holds a secret by its form is shown redacted, whole. Only what could be shown
+        # is searched (a long text is clipped), and a margin past it, so that a form cut by the
+        # clip is still seen. Never cached in _spelled_strs: each one is counted.
+        redactor = self.redactor
+        if redactor is not None and redactor.secret_text(
+                x if n <= self.max_string + _FORM_MARGIN else x[:self.max_string + _FORM_MARGIN]):
+            return self._redacted_record(info)
         if n > self.max_string:
             text = f"{sanitize_text(x[:self.max_string])}{ELLIPSIS} ({n:,} chars)"
         else:
@@ -461,11 +523,28 @@ class ValueEncoder:
     def _leaf_opaque(self, x: Any, info: TypeInfo) -> bytes:
         return self._raw(TypeKind.RAW, info.lang, f"<{info.lang} object>")
 
+    def _leaf_secret(self, x: _Secret, info: TypeInfo) -> bytes:
+        return self.redacted(x.value)
+
+    def _spell_key(self, key: str) -> bytes | None:
+        """A dict key (an exact str) spelled, or None if it is a secret's name (its entry is then
+        spelled by ``entries``' slower way, which redacts the value). Keys that are not are kept in
+        ``_spelled_keys`` once their string is in ``_spelled_strs``: decided once per key."""
+        if self.redactor.secret_name(key):  # type: ignore[union-attr]
+            return None
+        data = self.encode_json(key)
+        if self._spelled_strs.get(key) is data:    # a short string that is shown as it is
+            _remember(self._spelled_keys, key, data)
+        return data
+
     # -- types ----------------------------------------------------------------------------------------
 
     def _classify(self, t: type) -> TypeInfo:
         """Decide, once per class, how its values are encoded (``valuetypes.describe_type``), and
         register its type."""
+        if t is _Secret:
+            self._infos[id(t)] = self._secret_info
+            return self._secret_info
         try:
             info = describe_type(t)
             if info.family == Family.OBJECT or info.family == Family.NAMED_TUPLE \
@@ -584,6 +663,14 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
     sep, seq_tail, tuple_tail, struct_tail = (
         spelling.separator, spelling.sequence_tail, spelling.tuple_tail, spelling.struct_tail)
     max_items, max_depth, max_nodes = enc.max_items, enc.max_depth, enc.max_nodes
+    # Dict keys that are exact strs: with a redactor, spelled from a cache of decided keys, a
+    # secret's name spelled as None (see entries); without, as any other string.
+    redactor = enc.redactor
+    if redactor is None:
+        key_get, spell_key = str_get, encode
+    else:
+        key_get, spell_key = enc._spelled_keys.get, enc._spell_key
+        secret_name = redactor.secret_name
     items_at = enc._items   # elements shown per collection, by its depth
     TUPLE = Family.TUPLE
     pair_tail = tuple_tail
@@ -657,8 +744,10 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
             before = None
         if before is not None and entry is not None and before == entry[0]:
             state[0] = left - entry[2]  # what it was charged: the same elements are shown
+            if entry[4]:
+                enc.redactions += entry[4]  # the redacted records in the bytes reused
             return entry[1]
-        errors = enc.errors
+        errors, redactions = enc.errors, enc.redactions
         data = open_element(x, info, key, depth, state)
         if before is not None and type(data) is bytes and enc.errors == errors:
             try:
@@ -672,7 +761,7 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
                         enc._forget_reuse()
                 elif nodes.get(key) is not entry:   # forgotten while it was walked
                     entry = None
-                new = (before, data, left - state[0], keep)
+                new = (before, data, left - state[0], keep, enc.redactions - redactions)
                 total = enc._node_bytes - (_held_size(entry) if entry else 0) + _held_size(new)
                 if total > _REUSE_BYTES:
                     enc._forget_reuse()
@@ -751,7 +840,7 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
         before = None
         if entry is not None:
             if entry[4]:
-                reuse[key] = entry[:4] + (entry[4] - 1,)
+                reuse[key] = entry[:4] + (entry[4] - 1, entry[5])
             else:
                 keep: list = []
                 try:
@@ -759,14 +848,16 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
                 except Exception:
                     before = None
                 if before is None:      # no signature (a set, a function, ... in reach)
-                    reuse[key] = (None, b"", None, 0, _REUSE_BACKOFF)
+                    reuse[key] = (None, b"", None, 0, _REUSE_BACKOFF, 0)
                     enc._reused_bytes -= _held_size(entry)
                 elif before == entry[0]:
                     enc.reused += 1
                     if entry[3]:
-                        reuse[key] = entry[:3] + (0, 0)
+                        reuse[key] = entry[:3] + (0, 0, entry[5])
+                    if entry[5]:
+                        enc.redactions += entry[5]  # the redacted records in the bytes reused
                     return entry[1]
-                errors = enc.errors
+                errors, redactions = enc.errors, enc.redactions
         elif key in met_once:
             entry = _NOT_SIGNED
             keep = []
@@ -774,12 +865,14 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
                 before = signature(value, plain_objects, max_depth, items_at, max_nodes, keep)
             except Exception:
                 before = None
-            errors = enc.errors
+            errors, redactions = enc.errors, enc.redactions
         state = [max_nodes, False, {key: None}, 1]
+        counted = enc.redactions
         try:
             result = info.handler(value, info, 1, state)
         except Exception:   # (rare) too close to the recursion limit, or a failure: see open_here
             state[0], state[2] = max_nodes, {}
+            enc.redactions = counted    # what was redacted is redacted again, and counted then
             result = open_here(value, info, 1, state)
         if type(result) is tuple:
             result = fill(value, info, result, state)
@@ -804,7 +897,7 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
                         enc._forget_reuse()
                 elif reuse.get(key) is not entry:   # forgotten while it was walked
                     entry = _NOT_SIGNED
-                new = (before, result, keep, misses, wait)
+                new = (before, result, keep, misses, wait, enc.redactions - redactions)
                 total = enc._reused_bytes - _held_size(entry) + _held_size(new)
                 if total > _REUSE_BYTES:
                     enc._forget_reuse()
@@ -840,7 +933,7 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
                         continue
                     state[1] = False
                     state[3] = depth + 1
-                    left, mark = state[0], len(active)
+                    left, mark, counted = state[0], len(active), enc.redactions
                     active[key] = None
                     try:
                         if depth >= max_depth:
@@ -849,6 +942,7 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
                             result = element_info.handler(element, element_info, depth + 1, state)
                     except Exception:   # (rare) too close to the recursion limit, or a failure
                         state[0] = left
+                        enc.redactions = counted
                         _forget_after(active, mark)
                         result = open_here(element, element_info, depth + 1, state)
                     if type(result) is not tuple:
@@ -888,7 +982,7 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
         its bytes or its frame. Too close to the recursion limit for ``child`` to open anything at
         once, it is opened without; a failure of its own makes it an Error."""
         active = state[2]
-        left, mark = state[0], len(active)
+        left, mark, counted = state[0], len(active), enc.redactions
         active[id(x)] = None
         for base in (depth, -_NO_EAGER):
             state[1] = False
@@ -899,6 +993,7 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
                 return info.handler(x, info, depth, state)
             except RecursionError as exc:
                 state[0] = left
+                enc.redactions = counted
                 _forget_after(active, mark + 1)
                 failure: Exception = exc
             except Exception as exc:
@@ -968,12 +1063,14 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
         head = info.head or enc._head(info, False)
         pair = pair_head[0] or enc._pair_head()
         more_data = more(total - n) if n < total else b""
+        counted = enc.redactions    # (the fast way may give up after redacting some value)
         try:
             # The commonest mappings hold scalars only: each entry spelled `key,value` at once (the
-            # expression of `scalars`, twice: hot path). Anything else stops it (None + bytes).
+            # expression of `scalars`, twice: hot path). Anything else stops it (None + bytes), a
+            # key that is a secret's name too (spell_key).
             body = [
                 ((int_get(k) or encode(k)) if (t := type(k)) is int
-                 else (str_get(k) or encode(k)) if t is str
+                 else (key_get(k) or spell_key(k)) if t is str
                  else (float_get(k) or encode(k)) if t is float
                  else encode(k) if t is bool or k is None
                  else None)
@@ -986,7 +1083,7 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
                 for k, v in items
             ]
         except TypeError:
-            pass
+            enc.redactions = counted
         else:
             if body:    # each entry is wrapped in its Tuple by the join
                 body = pair + (pair_end + pair).join(body) + pair_tail
@@ -998,6 +1095,10 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
         # (Iterated as the program's mapping is: another thread changing its size makes it an Error.)
         arg = (head, pair, more_data)
         flat = [e for item in items for e in item]  # key, value, key, value: depth-first order
+        if redactor is not None:
+            for i in range(0, len(flat), 2):
+                if type(flat[i]) is str and secret_name(flat[i]):
+                    flat[i + 1] = _Secret(flat[i + 1])
         parts = scalars(flat, depth, state)
         if state[1]:
             return parts, _holes(parts, flat), enc._spell_entries, arg
@@ -1111,6 +1212,16 @@ def _flatten(rope: list) -> bytes:
         else:
             stack.pop()
     return b"".join(out)
+
+
+class _Secret:
+    """A value shown redacted inside a container (a field or a dict entry whose name is a
+    secret's): the walk spells it as ``ValueEncoder.redacted`` of the value it holds."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
 
 
 def _opaque_info(t: type) -> TypeInfo:

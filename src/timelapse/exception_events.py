@@ -37,9 +37,11 @@ StepHere = Callable[["ThreadState", "FrameType | None"], "tuple[int, int] | None
 class ExceptionEvents:
     """Writes the exception Events of one recording (under the recorder's lock)."""
 
-    def __init__(self, writer: TraceWriter) -> None:
+    def __init__(self, writer: TraceWriter, redact_text: Callable[[str], str] | None = None) -> None:
         self._writer = writer
         self._spelling = writer.format.events
+        #: A message with the secrets in it replaced (redact.Redactor.redact_text), or None.
+        self._redact_text = redact_text
 
     def note(self, what: str, exception: BaseException, state: ThreadState, frame: FrameType,
              step_here: StepHere) -> None:
@@ -66,7 +68,10 @@ class ExceptionEvents:
         spelling = self._spelling
         metadata = spelling.event_metadata(what, state.number, where, {"exception": type_name(type(exception))})
         kind = _LOG if what == "handled" else _ERROR
-        self._writer.events.append(spelling.event(kind, metadata, describe_exception(exception)))
+        content = describe_exception(exception)
+        if self._redact_text is not None:
+            content = self._redact_text(content)
+        self._writer.events.append(spelling.event(kind, metadata, content))
         if what != "handled":
             state.in_flight = (key, position())
         state.recent = (what, key, line, position())

@@ -115,9 +115,10 @@ class Recorder:
         # Not re-entrant: program code (which could come back in) never runs inside a section.
         self._lock = threading.Lock()
         self._deferral = deferral
-        self.codes = CodeTable(writer, scope, self._watch)
+        self.codes = CodeTable(writer, scope, self._watch, encoder.redactor)
         self.threads = Threads(writer)
-        self.exceptions = ExceptionEvents(writer)
+        redactor = encoder.redactor
+        self.exceptions = ExceptionEvents(writer, redactor.redact_text if redactor is not None else None)
         self._recursion = RecursionLimit()
         #: Python 3.12: id(frame) -> the dict its f_locals returns, for frames with a call open.
         self._held_locals: dict[int, dict] = {}
@@ -392,6 +393,7 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
     arg_value_head, arg_value_tail = spelling.arg_value_head, spelling.arg_value_tail
     return_head, return_tail = spelling.return_head, spelling.return_tail
     encode = recorder.encoder.encode_json
+    redacted = recorder.encoder.redacted   # the record of a value whose name is a secret's
     pending = recorder._deferral.pending
     run_pending = recorder._deferral.run_pending
     after_failure = recorder._after_failure
@@ -483,19 +485,24 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
                         try:
                             head = var_ids[name]
                         except KeyError:
-                            head = new_variable(var_ids, name)
+                            head = new_variable(info, name)
                         if head is not None:
                             append(head + encode(value) + value_tail)
+                    if info.secret_vars:
+                        emit_secrets(info, f_locals)
                 finally:
                     let_go(f_locals, saved)
             else:
-                for name, value in frame.f_locals.items():
+                f_locals = frame.f_locals
+                for name, value in f_locals.items():
                     try:
                         head = var_ids[name]
                     except KeyError:
-                        head = new_variable(var_ids, name)
+                        head = new_variable(info, name)
                     if head is not None:
                         append(head + encode(value) + value_tail)
+                if info.secret_vars:
+                    emit_secrets(info, f_locals)
             namespace = None
         else:
             namespace = frame.f_locals
@@ -506,19 +513,35 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
                 try:
                     head = var_ids[name]
                 except KeyError:
-                    head = new_variable(var_ids, name)
+                    head = new_variable(info, name)
                 if head is not None and type(value) is not module_type:
                     append(head + encode(value) + value_tail)
+            if info.secret_vars:
+                emit_secrets(info, namespace)
         if info.global_vars:
             f_globals = frame.f_globals
-            for name, head in info.global_vars:
+            for name, head, secret in info.global_vars:
                 value = dict.get(f_globals, name, missing)
                 if (value is missing or id(type(value)) in code_type_ids
                         or issubclass(type(value), type)):  # as codeinfo.is_code
                     continue  # global data only: not the functions, classes, modules it uses
                 if namespace is not None and dict.__contains__(namespace, name):
                     continue
-                append(head + encode(value) + value_tail)
+                append(head + (redacted(value) if secret else encode(value)) + value_tail)
+
+    def emit_secrets(info: CodeInfo, values: Any) -> None:
+        """The Values of the variables whose names are secrets' (``info.secret_vars``), after the
+        others of the step: redacted records, their type kept. ``values``: the mapping the step
+        read (a function's f_locals, a module's or class body's namespace)."""
+        is_namespace = info.kind != FUNCTION
+        # dict.get on dicts (a namespace may be a dict subclass with Python methods); 3.13's
+        # FrameLocalsProxy.get is C.
+        get = dict.get if issubclass(type(values), dict) else type(values).get
+        for name, head in info.secret_vars:
+            value = get(values, name, missing)
+            if value is missing or (is_namespace and type(value) is module_type):
+                continue    # not bound (yet)
+            append(head + redacted(value) + value_tail)
 
     def emit_step(state: ThreadState, info: CodeInfo, frame: FrameType, line: int) -> None:
         step = info.steps.get(line)
@@ -558,12 +581,12 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
             else:
                 f_locals, saved = frame.f_locals, None
             try:
-                for name, head in info.arg_vars:
+                for name, head, secret in info.arg_vars:
                     try:
                         value = f_locals[name]
                     except KeyError:
                         continue
-                    args.append(head + encode(value) + arg_tail)
+                    args.append(head + (redacted(value) if secret else encode(value)) + arg_tail)
             finally:
                 if snapshot_locals:
                     let_go(f_locals, saved)
@@ -658,7 +681,7 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
                         raise _NoLine
                     step = new_step(info, line)
                 append(step)
-                if info.kind == FUNCTION and not info.global_vars:
+                if info.plain:  # a function with no globals or secrets to show
                     var_ids = info.var_ids
                     if snapshot_locals:
                         if info.shares_locals:
@@ -670,7 +693,7 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
                                 try:
                                     head = var_ids[name]
                                 except KeyError:
-                                    head = new_variable(var_ids, name)
+                                    head = new_variable(info, name)
                                 if head is not None:
                                     append(head + encode(value) + value_tail)
                         finally:
@@ -682,7 +705,7 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
                             try:
                                 head = var_ids[name]
                             except KeyError:
-                                head = new_variable(var_ids, name)
+                                head = new_variable(info, name)
                             if head is not None:
                                 append(head + encode(value) + value_tail)
                 else:
@@ -731,7 +754,8 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
                 if info.async_generator and type(value).__name__ == "async_generator_wrapped_value":
                     wrapped = get_referents(value)  # C-level: the value the program yielded
                     value = wrapped[0] if len(wrapped) == 1 else None
-                append(return_head + encode(value) + return_tail)
+                append(return_head + (redacted(value) if info.secret_return else encode(value))
+                       + return_tail)
                 # Nothing can fail from here on: the call is closed.
                 state.stack.pop()
                 state.last_step = None

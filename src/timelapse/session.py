@@ -34,6 +34,7 @@ from timelapse.encoder import ValueEncoder
 from timelapse.cbor_format import BIN
 from timelapse.json_format import JSON
 from timelapse.errors import RecorderError
+from timelapse.redact import IORedactor, Redactor
 from timelapse.interrupts import deferral
 from timelapse.iocapture import IOCapture
 from timelapse.monitor import Recorder
@@ -201,6 +202,10 @@ class Session:
         self.program = os.path.abspath(program if program is not None else _guess_program())
         self.args = list(args) if args is not None else sys.argv[1:]
         self._io: IOCapture | None = None
+        #: The recording's secret names and forms, and what cuts them out of IO events (None:
+        #: redaction is off).
+        self._redactor: Redactor | None = None
+        self._io_redactor: IORedactor | None = None
         #: os._exit, os.exec* and fork() while recording (timelapse.process).
         self._hooks: ProcessHooks | None = None
         #: Set by the CLI (process.ProgramEnd): called instead of finishing before os.exec*.
@@ -258,15 +263,21 @@ class Session:
                 self._remove_temp_dir()
                 raise RecorderError(f"--format bin needs the {exc.name} package "
                                     f"(pip install {exc.name})") from None
+            # Secrets (docs/redaction.md): by name and form in values, by form in IO.
+            redactor = self._redactor = (
+                Redactor(options.redact_names, options.redact_patterns) if options.redact else None)
+            self._io_redactor = redactor.io() if redactor is not None else None
             encoder = ValueEncoder(self.writer.type_id, max_depth=options.max_depth,
                                    max_items=options.max_items, max_string=options.max_string,
-                                   max_nodes=options.max_nodes, spelling=self.writer.format.values)
+                                   max_nodes=options.max_nodes, spelling=self.writer.format.values,
+                                   redactor=redactor)
             self.recorder = Recorder(
                 self.writer,
                 encoder,
                 scope,
                 on_failure=self._recorder_failed,
                 fault=self._fault,
+                redact_io=self._io_redactor.redact if self._io_redactor is not None else None,
             )
             try:
                 self.recorder.start(caller, base_depth)
@@ -524,6 +535,12 @@ class Session:
                 "the program freed timelapse's sys.monitoring tool id: recording stopped there")
         if recorder is not None and recorder.lost_for_memory:
             metadata["events_lost_for_memory"] = recorder.lost_for_memory
+        if recorder is not None and self._redactor is not None:
+            # Redacted records in Value and Return events (reused ones counted at each step they
+            # are in; a Call's arguments repeat its step's Values and are not counted again), and
+            # secrets cut out of IO and exception Events.
+            metadata["redacted"] = {"values": recorder.encoder.redactions,
+                                    "in_events": self._redactor.cut}
         return metadata
 
     def summary(self) -> str:

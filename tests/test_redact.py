@@ -1,0 +1,333 @@
+"""Secret redaction (redact.py, docs/redaction.md): which names and texts are secrets', and that a
+recording shows them as ``<redacted>`` everywhere a value or an event text is recorded — variables,
+arguments, globals, attributes, dict entries, return values of functions named like secrets, IO and
+exception messages — with the type kept, counted exactly in the metadata, switchable off and
+extendable, the same with the compiled signature and without, in both formats."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+from conftest import CONSOLE_SCRIPT, PROGRAMS, checked_trace, run_python
+from timelapse.encoder import ValueEncoder
+from timelapse.reader import iter_events
+from timelapse.redact import REDACTED, Redactor, words_of
+
+# -- names ---------------------------------------------------------------------------------------
+
+#: Names of secrets: each default word, as a word in snake_case, camelCase, kebab and capitals,
+#: two-word terms written every way, plurals.
+SECRET_NAMES = [
+    "password", "passwd", "secret", "token", "api_key", "apikey", "access_key", "private_key",
+    "auth", "credential", "credentials", "session_id", "cookie",
+    "db_password", "PASSWORD", "user_passwd", "client_secret", "apiToken", "access_token",
+    "refreshToken", "X-Api-Key", "x-auth-token", "HTTP_COOKIE", "Set-Cookie", "apiKey", "API_KEY",
+    "aws_access_key_id", "awsAccessKey", "privateKey", "PRIVATE_KEY", "sessionId", "SessionID",
+    "auth_header", "basic-auth", "tokens", "api_keys", "secrets", "cookies", "password2",
+    "github.token", "OAuthToken", "my password", "Authorization", "proxy_authorization",
+]
+#: Names that only contain a secret word (or are near one): shown.
+PLAIN_NAMES = [
+    "author", "authors", "tokenize", "tokenizer", "authority", "authenticate", "authorized",
+    "secretary", "passwordless_allowed", "passport", "keyword", "session", "session_key",
+    "access", "key", "api", "private", "cookiejar", "credentialing", "oauth", "tok", "pass",
+    "id", "x", "_", "", "__dict__", "privacy_policy", "monkey", "tokenization",
+]
+
+
+@pytest.mark.parametrize("name", SECRET_NAMES)
+def test_secret_names(name):
+    assert Redactor().secret_name(name)
+
+
+@pytest.mark.parametrize("name", PLAIN_NAMES)
+def test_plain_names(name):
+    assert not Redactor().secret_name(name)
+
+
+def test_the_words_of_a_name():
+    assert words_of("X-Api-Key") == ["x", "api", "key"]
+    assert words_of("APIToken") == ["api", "token"]
+    assert words_of("db_password2") == ["db", "password", "2"]
+    assert words_of("getHTTPCookie") == ["get", "http", "cookie"]
+
+
+def test_more_names_from_the_user():
+    redactor = Redactor(names=["ssn", "card_number"])
+    assert redactor.secret_name("user_ssn") and redactor.secret_name("cardNumber")
+    assert redactor.secret_name("card_numbers") and not redactor.secret_name("card")
+    assert redactor.secret_name("password")     # the defaults stay
+
+
+def test_decisions_are_cached_and_bounded(monkeypatch):
+    import timelapse.redact as redact
+
+    monkeypatch.setattr(redact, "_CACHE_SIZE", 4)
+    redactor = Redactor()
+    for i in range(10):
+        redactor.secret_name(f"name{i}")
+    assert len(redactor.names) <= 4
+    assert redactor.secret_name("password") and redactor.names["password"] is True
+
+
+# -- forms ---------------------------------------------------------------------------------------
+
+PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----"
+SECRET_TEXTS = [
+    PEM,
+    "-----BEGIN PRIVATE KEY-----",
+    "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn",
+    "-----BEGIN PGP PRIVATE KEY BLOCK-----",
+    "Bearer abcdefgh12345678",
+    "Authorization: Bearer eyJ0eXAi.abc.def",
+    "AKIAIOSFODNN7EXAMPLE",
+    "key id ASIAIOSFODNN7EXAMPLE here",
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",
+    "x" * 300 + " Bearer abcdefgh12345678",     # longer than the cached texts
+]
+PLAIN_TEXTS = [
+    "", "hello", "Bearer", "the Bearer of bad news", "Bearer short", "AKIA", "AKIAshort",
+    "AKIAIOSFODNN7EXAMPLEX",     # 17 characters after AKIA: not an access key id
+    "eyJ", "eyJhbGciOiJIUzI1NiJ9", "-----BEGIN CERTIFICATE-----", "-----BEGIN PUBLIC KEY-----",
+    "an ordinary sentence about tokens and passwords",
+]
+
+
+@pytest.mark.parametrize("text", SECRET_TEXTS)
+def test_secret_texts(text):
+    assert Redactor().secret_text(text)
+
+
+@pytest.mark.parametrize("text", PLAIN_TEXTS)
+def test_plain_texts(text):
+    assert not Redactor().secret_text(text)
+
+
+def test_user_patterns_match_texts_of_any_length():
+    redactor = Redactor(patterns=[r"\b\d{3}-\d{2}-\d{4}\b"])
+    assert redactor.secret_text("ssn 078-05-1120") and redactor.secret_text("078-05-1120")
+    assert not redactor.secret_text("078-05-112")
+
+
+def test_redact_text_cuts_only_the_secret():
+    redactor = Redactor(patterns=["hunter2"])
+    text = f"before {PEM} middle Bearer abcdefgh12345678 and hunter2 after"
+    assert redactor.redact_text(text) == f"before {REDACTED} middle {REDACTED} and {REDACTED} after"
+    assert redactor.cut == 3
+    assert redactor.redact_text("nothing here") == "nothing here" and redactor.cut == 3
+
+
+def test_io_follows_a_pem_block_written_piece_by_piece():
+    redactor = Redactor()
+    io = redactor.io()
+    pieces = ["key:\n-----BEGIN EC PRIVATE KEY-----", "\n", "MHcCAQEEIB", "\n",
+              "-----END EC PRIVATE KEY-----", " tail\n", "after\n"]
+    out = [io.redact(1, piece) for piece in pieces]
+    # The block's lines are cut, its line breaks kept; what follows its END line is shown.
+    assert out == [f"key:\n{REDACTED}", "\n", REDACTED, "\n", REDACTED, " tail\n", "after\n"]
+    assert redactor.cut == 1    # one block
+    # Streams are followed apart: stdout's open block does not swallow stderr.
+    io.redact(1, "-----BEGIN PRIVATE KEY-----")
+    assert io.redact(2, "error text") == "error text"
+    assert io.redact(1, "still key") == REDACTED
+
+
+# -- the encoder -----------------------------------------------------------------------------------
+
+def _encoder(**kw) -> ValueEncoder:
+    types: list = []
+
+    def register(kind, lang, fields=None):
+        types.append((kind, lang, fields))
+        return len(types) - 1
+
+    enc = ValueEncoder(register, redactor=Redactor(**kw))
+    enc.types = types   # type: ignore[attr-defined]
+    return enc
+
+
+def _texts(record) -> list:
+    out = []
+    stack = [record]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, dict):
+            stack.extend(x.values())
+        elif isinstance(x, list):
+            stack.extend(x)
+        elif isinstance(x, str):
+            out.append(x)
+    return out
+
+
+class Account:
+    def __init__(self):
+        self.owner = "ann"
+        self.password = "pw-1"
+        self.history = [("deposit", 3)]
+
+
+class Slots:
+    __slots__ = ("name", "api_key")
+
+    def __init__(self):
+        self.name = "s"
+        self.api_key = "pw-2"
+
+
+def _redacted_types(enc: ValueEncoder, record) -> list:
+    """The type names of the redacted records in ``record``, depth first."""
+    found = []
+    stack = [record]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, dict):
+            if x.get("kind") == "Raw" and x.get("r") == REDACTED:
+                found.append(enc.types[x["type_id"]][1])
+            stack.extend(reversed(list(x.values())))
+        elif isinstance(x, list):
+            stack.extend(reversed(x))
+    return found
+
+
+def test_fields_and_dict_entries_named_like_secrets_are_redacted_with_their_type():
+    enc = _encoder()
+    value = {"user": Account(), "slots": Slots(), "Cookie": 12, "auth": {"token": "pw-3"},
+             "plain": "shown", 7: "pw-not-a-name"}
+    record = enc.encode(value)
+    texts = _texts(record)
+    assert not any(t.startswith("pw-") and t != "pw-not-a-name" for t in texts), texts
+    assert "shown" in texts and "ann" in texts and "pw-not-a-name" in texts
+    # The type is the value's own: the int under "Cookie" is a Raw record of type int, the dict
+    # under "auth" one of type dict (nothing inside it is looked at).
+    assert sorted(_redacted_types(enc, record)) == ["dict", "int", "str", "str"]
+    assert enc.redactions == 4
+
+
+def test_a_secret_dict_key_stops_the_fast_way_and_is_counted_once():
+    enc = _encoder()
+    # The Bearer value comes first: the fast way spells (and redacts) it, then meets the secret
+    # key and gives up; the slow way spells it again. Counted once.
+    value = {"Header": "Bearer abcdefgh12345678", "X-Api-Key": "k", "n": 1}
+    texts = _texts(enc.encode(value))
+    assert texts.count(REDACTED) == 2 and enc.redactions == 2
+    assert "k" not in texts and "Header" in texts and "X-Api-Key" in texts
+
+
+def test_a_reused_value_counts_its_redactions_at_each_step():
+    enc = _encoder()
+    account = Account()
+    first = enc.encode_json(account)
+    for _ in range(5):
+        assert enc.encode_json(account) == first
+    assert enc.reused > 0 and enc.redactions == 6
+
+
+def test_without_a_redactor_nothing_is_redacted():
+    enc = ValueEncoder(lambda *a: 0)
+    assert REDACTED not in _texts(enc.encode({"password": "pw", "t": "Bearer abcdefgh12345678"}))
+    assert enc.redactions == 0
+
+
+def test_long_texts_are_searched_where_they_could_be_shown():
+    enc = _encoder()
+    far = "x" * 10_000 + " Bearer abcdefgh12345678"
+    near = "x" * 100 + " Bearer abcdefgh12345678" + "y" * 10_000
+    assert REDACTED not in _texts(enc.encode(far))      # clipped away: never shown
+    texts = _texts(enc.encode(near))
+    assert REDACTED in texts and not any("Bearer" in t for t in texts)
+
+
+# -- recordings -------------------------------------------------------------------------------------
+
+SECRET = re.compile(r"S3CRET-\d+")
+SHOWN = {f"shown-{n}" for n in range(1, 8)}
+
+
+def _record(tmp_path, fmt, *options, env=None, name="trace"):
+    out = tmp_path / name
+    result = subprocess.run(
+        [str(CONSOLE_SCRIPT), "record", "-q", "--format", fmt, "-o", str(out), *options,
+         str(PROGRAMS / "secrets_app.py")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, PYTHONHASHSEED="0", **(env or {})))
+    checked_trace(out)
+    events = list(iter_events(out))
+    metadata = json.loads((out / "trace_metadata.json").read_text())
+    return result, events, metadata
+
+
+def _redacted_in_values(events) -> int:
+    return sum(json.dumps(e).count(json.dumps(REDACTED)) for e in events if "Value" in e or "Return" in e)
+
+
+@pytest.mark.parametrize("fmt", ["json", "bin"])
+def test_a_recording_holds_no_secret_and_counts_what_it_redacted(tmp_path, fmt):
+    expected = run_python([str(PROGRAMS / "secrets_app.py")])
+    result, events, metadata = _record(tmp_path, fmt)
+    # The program sees its own secrets: what it prints is what it prints without the recorder.
+    assert (result.returncode, result.stdout, result.stderr) == (0, expected.stdout, expected.stderr)
+    assert "S3CRET-15" in result.stdout
+    text = json.dumps(events)
+    assert SECRET.findall(text) == []
+    assert set(re.findall(r"shown-\d+", text)) == SHOWN    # names that only look like secrets'
+    counts = metadata["redacted"]
+    assert counts["values"] == _redacted_in_values(events) > 0
+    io = [e["Event"]["content"] for e in events if "Event" in e]
+    assert "token <redacted> ends\n" in io and "auth: <redacted>\n" in io and "after the key\n" in io
+    assert "ValueError: could not log in with <redacted>" in io
+    assert counts["in_events"] == 5     # AKIA, the PEM block, Bearer on stderr, the message twice
+    # Every sort of place is covered: an argument, a global, an attribute, a key, a return value.
+    names = {i: n for i, n in enumerate(e["VariableName"] for e in events if "VariableName" in e)}
+    redacted_names = set()
+    for e in events:
+        if "Value" in e and e["Value"]["value"].get("r") == REDACTED:
+            redacted_names.add(names[e["Value"]["variable_id"]])
+    assert {"API_TOKEN", "db_password", "apiToken", "session_id", "password"} <= redacted_names
+    # get_token() returns a secret: a function named like a secret's has its return value redacted.
+    returns = [e["Return"]["return_value"] for e in events if "Return" in e]
+    assert any(r.get("r") == REDACTED for r in returns)
+
+
+def test_the_type_of_a_redacted_value_is_kept(tmp_path):
+    _, events, _ = _record(tmp_path, "json")
+    types = [e["Type"] for e in events if "Type" in e]
+    names = [e["VariableName"] for e in events if "VariableName" in e]
+    session_id = names.index("session_id")
+    values = [e["Value"]["value"] for e in events if "Value" in e and e["Value"]["variable_id"] == session_id]
+    assert values and all(v["r"] == REDACTED and types[v["type_id"]]["lang_type"] == "int" for v in values)
+
+
+def test_no_redact_records_the_secrets(tmp_path):
+    _, events, metadata = _record(tmp_path, "json", "--no-redact")
+    assert "S3CRET-9" in json.dumps(events) and REDACTED not in json.dumps(events)
+    assert "redacted" not in metadata and metadata["options"]["values"]["redact"] is False
+
+
+@pytest.mark.parametrize("how", ["env", "config"])
+def test_redaction_is_switched_off_in_every_layer(tmp_path, how):
+    if how == "env":
+        _, events, _ = _record(tmp_path, "json", env={"TIMELAPSE_REDACT": "0"})
+    else:
+        (tmp_path / "pyproject.toml").write_text("[tool.timelapse]\nredact = false\n")
+        _, events, _ = _record(tmp_path, "json")
+    assert "S3CRET-9" in json.dumps(events)
+
+
+def test_user_names_and_patterns(tmp_path):
+    _, events, metadata = _record(tmp_path, "json", "--redact-name", "user", "--redact-pattern", r"shown-[12]\b")
+    text = json.dumps(events)
+    assert "alice" not in text and "bob" not in text        # login(user, ...), Client(user, ...)
+    assert "shown-1" not in text and "shown-2" not in text and "shown-3" in text
+    assert SECRET.findall(text) == []
+
+
+def test_compiled_and_pure_signatures_record_the_same(tmp_path):
+    _, compiled, meta_c = _record(tmp_path, "json", name="c", env={"TIMELAPSE_PURE": "0"})
+    _, pure, meta_p = _record(tmp_path, "json", name="p", env={"TIMELAPSE_PURE": "1"})
+    assert compiled == pure and meta_c["redacted"] == meta_p["redacted"]
