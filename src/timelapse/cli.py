@@ -40,10 +40,12 @@ timelapse record [options] script.py [args ...]
 _VALUE_OPTIONS = {
     "-o", "--out", "--on-recorder-error", "--max-depth", "--max-items", "--max-string", "--max-nodes",
     "--format", "--config", "--include", "--exclude", "--redact-name", "--redact-pattern",
+    "--record-only", "--activation-path",
 }
 #: The Options fields that flags of `timelapse record` set (each flag's dest is the field's name).
 _OPTION_FLAGS = ("on_error", "max_depth", "max_items", "max_string", "max_nodes", "capture_io", "capture_fd",
-                 "format", "out", "include", "exclude", "redact", "redact_names", "redact_patterns")
+                 "format", "out", "include", "exclude", "redact", "redact_names", "redact_patterns",
+                 "record_only", "activation_path")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -131,6 +133,15 @@ def _record_parser() -> _Parser:
     parser.add_argument("--redact-pattern", dest="redact_patterns", action="append",
                         type=_word("redact_patterns"), default=given, metavar="REGEX",
                         help="also redact strings matching REGEX; repeatable")
+    parser.add_argument("--record-only", dest="record_only", action="append", type=_word("record_only"),
+                        default=given, metavar="PATTERN",
+                        help="record only inside these functions, from each entry to its return: "
+                             "module:qualname, globs allowed (myapp.handlers:checkout, '*:Cart.*', "
+                             "checkout); repeatable (docs/activation.md)")
+    parser.add_argument("--activation-path", dest="activation_path", type=_option("activation_path"),
+                        default=given, metavar="FILE",
+                        help="start recording when code of FILE first runs, stop when that call "
+                             "returns (as CodeTracer's recorder)")
     parser.add_argument("-m", dest="module", metavar="MODULE", help="record a module, as python -m")
     return parser
 
@@ -328,6 +339,8 @@ def _toml(value: Any) -> str:
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     if isinstance(value, str):
         return json.dumps(value)    # a TOML basic string is a JSON string
+    if value is None:
+        return '""'                 # TOML has no null: the empty string, which options read as none
     return str(value)
 
 

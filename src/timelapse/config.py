@@ -20,7 +20,7 @@ where each value came from (``Loaded.sources``): the trace's metadata records bo
 typed already and go straight to ``check``. A bad key or value in any layer is one ``OptionError``
 naming where it is (the file and key, or the variable) and what was expected.
 
-Paths: ``out`` (and the patterns of file paths) given in a configuration file are relative to that
+Paths: ``out``, ``activation_path`` (and the patterns of file paths) given in a configuration file are relative to that
 file's folder, so a project's settings mean the same from any working directory; given on the command
 line or in the environment, to the working directory.
 """
@@ -104,7 +104,10 @@ class Options:
     module names (``myapp.*``) or file paths (``src/**/*.py``) put into or taken out of the
     recorded code, exclude winning (docs/scope.md). ``redact``: record values whose names or forms
     look like secrets as ``<redacted>``; ``redact_names``, ``redact_patterns``: more names and
-    regular expressions of values to redact (docs/redaction.md).
+    regular expressions of values to redact (docs/redaction.md). ``record_only``: patterns of
+    functions (``module:qualname``, globs allowed): record only while inside one, from each entry
+    to its return; ``activation_path``: a source file: record from the first start of its code to
+    that call's end (docs/activation.md).
     """
 
     on_error: OnError = "raise"
@@ -122,6 +125,8 @@ class Options:
     redact: bool = True
     redact_names: tuple[str, ...] = ()
     redact_patterns: tuple[str, ...] = ()
+    record_only: tuple[str, ...] = ()
+    activation_path: str | None = None
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -167,6 +172,8 @@ class OptionValues(TypedDict, total=False):
     redact: bool
     redact_names: Iterable[str]
     redact_patterns: Iterable[str]
+    record_only: Iterable[str]
+    activation_path: str | os.PathLike[str] | None
 
 
 # -- the one validator -----------------------------------------------------------------------------
@@ -200,6 +207,23 @@ def _path(name: str, value: object) -> str:
             or not os.fspath(value):
         raise OptionError(name, f"must be a folder path, not {value!r}")
     return os.fspath(value)
+
+
+def _file_or_none(name: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)) or not isinstance(os.fspath(value), str):
+        raise OptionError(name, f"must be a file path (or empty for none), not {value!r}")
+    return os.fspath(value) or None   # "" (the environment, a config file) is none
+
+
+def _function_patterns(name: str, value: object) -> tuple[str, ...]:
+    from timelapse.activation import check_function_pattern  # the patterns' syntax lives there
+
+    patterns = _words(name, value)
+    for pattern in patterns:
+        check_function_pattern(name, pattern)
+    return patterns
 
 
 def _words(name: str, value: object) -> tuple[str, ...]:
@@ -259,6 +283,8 @@ _CHECKS: dict[str, Callable[[str, object], Any]] = {
     "redact": _flag,
     "redact_names": _words,
     "redact_patterns": _expressions,
+    "record_only": _function_patterns,
+    "activation_path": _file_or_none,
 }
 #: How a word of text becomes each option's value, for the options that can be given as text.
 _FROM_TEXT: dict[str, Callable[[str], object] | str] = {
@@ -269,6 +295,7 @@ _FROM_TEXT: dict[str, Callable[[str], object] | str] = {
     "max_nodes": int,
     "format": str,
     "out": str,
+    "activation_path": str,
     "capture_io": "flag",
     "capture_fd": "flag",
     "redact": "flag",
@@ -276,6 +303,7 @@ _FROM_TEXT: dict[str, Callable[[str], object] | str] = {
     "include": "list",
     "exclude": "list",
     "redact_names": "list",
+    "record_only": "list",
     # Regular expressions hold commas ({1,3}): one a line.
     "redact_patterns": "lines",
 }
@@ -448,7 +476,7 @@ def _file_layer(path: str, where: str) -> dict[str, Any]:
             raise OptionError(f"{where}: [tool.timelapse] {key}", "is given twice (as - and as _)")
         if type(value) is list:
             value = tuple(value)
-        if name == "out" and isinstance(value, str) and value:
+        if name in ("out", "activation_path") and isinstance(value, str) and value:
             value = os.path.join(os.path.dirname(path), value)
         if name in ("include", "exclude") and type(value) is tuple:
             value = tuple(_from_folder(os.path.dirname(path), p) for p in value)

@@ -22,6 +22,15 @@ Where things are:
 - the spelling of every event is the trace format's (``writer.format.events``); this module writes
   no syntax.
 
+A *gated* recording (``record_only``, ``activation_path``: ``activation``, docs/activation.md)
+records a thread only while it is inside an activation. While no thread is, only PY_START / PY_RESUME
+/ PY_THROW are on, and every code object that does not start an activation gets ``DISABLE`` back: one
+event per code object, then nothing. An activation switches the other global events on and calls
+``restart_events()`` (the DISABLEs are undone, for every tool); its end, when no other thread is
+active, switches them off again along with the local events of every code it recorded. Threads
+outside an activation while another is inside drop their events at the top of each callback, never
+with DISABLE (that would switch the location off for the active thread too).
+
 Values at a step are the values *before* its line runs. So that the effect of the last line of a frame
 is visible too, a frame that returns (or yields, or unwinds) gets one more Step on the line it leaves
 from, with its values at that moment, right before its ``Return`` — unless that line can change no local
@@ -42,6 +51,7 @@ from collections.abc import Callable
 from types import CodeType, FrameType, ModuleType
 from typing import Any
 
+from timelapse.activation import Activation
 from timelapse.codeinfo import (
     CODE_TYPE_IDS, FUNCTION, OUT_OF_SCOPE, SNAPSHOT_LOCALS, THREAD_ROOT, CodeInfo, CodeTable,
 )
@@ -68,6 +78,8 @@ _GLOBAL_EVENTS = (
     | _events.RAISE | _events.RERAISE | _events.EXCEPTION_HANDLED
 )
 _LOCAL_EVENTS = _events.LINE | _events.PY_RETURN | _events.PY_YIELD
+#: A gated recording while no thread is inside an activation: what can start one.
+_INACTIVE_EVENTS = _events.PY_START | _events.PY_RESUME | _events.PY_THROW
 _ALL_EVENTS = (
     _events.PY_START, _events.PY_RESUME, _events.PY_THROW, _events.PY_UNWIND, _events.LINE,
     _events.PY_RETURN, _events.PY_YIELD, _events.RAISE, _events.RERAISE, _events.EXCEPTION_HANDLED,
@@ -96,6 +108,7 @@ class Recorder:
         on_failure: Callable[[BaseException], None],
         fault: Callable[[CodeType, int], None] | None = None,
         redact_io: Callable[[int, str], str] | None = None,
+        activation: Activation | None = None,
     ) -> None:
         self.writer = writer
         #: IO contents -> the same with secrets replaced (redact.IORedactor.redact), or None.
@@ -105,6 +118,13 @@ class Recorder:
         self._on_failure = on_failure
         self._fault = fault
         self.tool_id: int | None = None
+        #: A gated recording's rules (None: everything in scope is recorded, from start to stop).
+        self.activation = activation
+        #: Activations begun (a gated recording), in every thread.
+        self.activations = 0
+        #: id(code) -> code, of the recorded code objects whose local events are on (gated only:
+        #: switched off when the last activation ends, on again at the code's next entry).
+        self._armed: dict[int, CodeType] = {}
         self.active = False
         self.steps = 0
         #: True if the program freed our sys.monitoring tool id (recording stopped there).
@@ -161,15 +181,17 @@ class Recorder:
         _monitoring.restart_events()
         for event, callback in _make_callbacks(self).items():
             _monitoring.register_callback(self.tool_id, event, callback)
-        # Frames already running (the caller's, and other threads') get their lines recorded too.
-        running = [caller, *(f for i, f in sys._current_frames().items() if i != ident)]
+        # Frames already running (the caller's, and other threads') get their lines recorded too;
+        # not in a gated recording, which records only from an activation's first event.
+        gated = self.activation is not None
+        running = [] if gated else [caller, *(f for i, f in sys._current_frames().items() if i != ident)]
         for frame in running:
             while frame is not None:
                 self.codes.learn(frame.f_code, frame)
                 frame = frame.f_back
         self._recursion.keep(base_depth)
         self._deferral.install()
-        _monitoring.set_events(self.tool_id, _GLOBAL_EVENTS)
+        _monitoring.set_events(self.tool_id, _INACTIVE_EVENTS if gated else _GLOBAL_EVENTS)
 
     def stop(self, locked: bool = True) -> None:
         """No more callbacks, on any thread, from now on. Safe to call twice.
@@ -245,7 +267,60 @@ class Recorder:
         try:
             _monitoring.set_local_events(tool_id, code, _events.PY_RETURN if kind == THREAD_ROOT else _LOCAL_EVENTS)
         except ValueError:  # the tool id was freed meanwhile (we stopped, or the program freed it)
+            return
+        if self.activation is not None and kind != THREAD_ROOT:
+            self._armed[id(code)] = code  # the thread root stays on: it ends threads, active or not
+
+    # -- activations (a gated recording; under the lock) -------------------------------------------
+
+    def _begin_activation(self, state: ThreadState, code: CodeType) -> None:
+        """``state``'s thread just wrote the Call of ``code``, which matched: it is active until its
+        stack is empty again (threads.py, invariant 6). The first active thread switches the
+        recorder's events on, and undoes the DISABLEs of the inactive time."""
+        active = self.threads.active
+        first = not active
+        active[state.ident] = state
+        state.activation = code
+        self.activations += 1
+        assert self.activation is not None
+        self.activation.began(code)
+        if first:
+            self._set_gated_events(True)
+
+    def _end_activation(self, state: ThreadState, finished: bool) -> None:
+        """``state``'s activation is over (its stack just became empty): ``finished`` if the call
+        returned or unwound, False for a yield. The last active thread switches the events off."""
+        code, state.activation = state.activation, None
+        self.threads.active.pop(state.ident, None)
+        if code is not None and self.activation is not None:
+            self.activation.ended(code, finished)
+        if not self.threads.active:
+            self._set_gated_events(False)
+
+    def _set_gated_events(self, active: bool) -> None:
+        """A gated recording's events, for some thread active or none (see the module docstring)."""
+        tool_id = self.tool_id
+        if tool_id is None:
+            return
+        try:
+            if active:
+                _monitoring.set_events(tool_id, _GLOBAL_EVENTS)
+                # What returned DISABLE while no thread was active may be what this one records.
+                # (It re-enables the DISABLEd events of every tool: docs/activation.md.)
+                _monitoring.restart_events()
+            else:
+                _monitoring.set_events(tool_id, _INACTIVE_EVENTS)
+                codes = list(self._armed.values())
+                self._armed.clear()  # in place: the callbacks hold this dict
+                for code in codes:
+                    _monitoring.set_local_events(tool_id, code, 0)
+        except ValueError:  # the tool id was freed (the program freed it): recording stopped there
             pass
+
+    def _arm(self, code: CodeType) -> None:
+        """A recorded code object entered in an activation after its local events were switched
+        off at the end of an earlier one: on again."""
+        self._watch(code, FUNCTION)
 
     # -- the section guard (every callback, and io_event) ------------------------------------------
 
@@ -296,6 +371,8 @@ class Recorder:
         """A Return that could not be written for lack of memory: close the call with a ready-made
         one (no allocation but the list's), so that the stream still follows the program."""
         self.threads.close_call(state, info, self._lost_return)
+        if state is not None and state.activation is not None and not state.stack:
+            self._end_activation(state, True)
 
     # -- events that are not steps (under the lock) ------------------------------------------------
 
@@ -309,6 +386,9 @@ class Recorder:
         """
         if not self.active:
             return
+        if self.activation is not None and (
+                not self.threads.active if from_fd else threading.get_ident() not in self.threads.active):
+            return  # a gated recording: outside an activation, IO is not recorded
         if not self._lock.acquire(False) and not self._acquire_slowly():
             # Program code inside our own section wrote (a __del__ run by the garbage collector):
             # its output goes on once the section is done.
@@ -409,6 +489,15 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
     snapshot_locals = SNAPSHOT_LOCALS
     held = recorder._held_locals
     batch_size = writer.batch_size
+    # A gated recording (record_only / activation_path): `active` holds the threads inside an
+    # activation; every callback drops the events of the others first thing.
+    gated = recorder.activation is not None
+    active = threads.active
+    starts = recorder.activation.starts if recorder.activation is not None else None
+    armed = recorder._armed
+    arm = recorder._arm
+    begin_activation = recorder._begin_activation
+    end_activation = recorder._end_activation
 
     def flush_when_full() -> None:
         nonlocal batch_size
@@ -613,6 +702,18 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
             info = learn(code, None, False)  # code we do not record: decided without the lock
         if info is not None and info.kind >= THREAD_ROOT:
             return DISABLE if not pending else ran_pending(DISABLE)
+        activating = False
+        if gated and get_ident() not in active:
+            if not starts(code):
+                if active or pending:
+                    return None if not pending else ran_pending(None)
+                # No thread is active: this code's entries cost nothing until one is (the first
+                # activation's restart_events undoes this). Race-free without the lock: between
+                # the test of `active` and this return no call is made, so no other thread can run
+                # (CPython switches threads at calls and backward jumps) and begin an activation
+                # between them; one that begins after it restarts the events.
+                return DISABLE
+            activating = True
         frame = getframe(2)
         if not lock_acquire(False) and not acquire_slowly():
             return None if not pending else ran_pending(None)
@@ -622,7 +723,11 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
                 if info is None:
                     info = learn(code, frame)
             if recorder.active and info.kind < THREAD_ROOT:
+                if gated and id(code) not in armed:
+                    arm(code)  # local events off since the last activation ended
                 state = thread_state()
+                if activating:  # what the thread's exception bookkeeping held is from before
+                    state.in_flight = state.thrown = state.recent = None
                 mark = len(events)
                 args = []
                 if thrown is not None:
@@ -634,6 +739,8 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
                     if line:
                         emit_step(state, info, frame, line)
                 mark = -1  # committed: a failing flush takes nothing back
+                if activating:
+                    begin_activation(state, code)
                 if len(events) >= batch_size:
                     flush_when_full()
                 if thrown is not None and type(thrown) is GeneratorExit:
@@ -663,6 +770,8 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
         info = infos.get(id(code))
         if info is None:  # LINE is only switched on for recorded code
             return DISABLE if not pending else ran_pending(DISABLE)
+        if gated and get_ident() not in active:  # not DISABLE: an active thread may run it too
+            return None if not pending else ran_pending(None)
         frame = getframe(1)
         if not lock_acquire(False) and not acquire_slowly():
             return None if not pending else ran_pending(None)
@@ -734,6 +843,8 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
         info = infos.get(id(code))
         if info is None or info.kind == OUT_OF_SCOPE:
             return None if not pending else ran_pending(None)
+        if gated and info.kind != THREAD_ROOT and get_ident() not in active:
+            return None if not pending else ran_pending(None)
         frame = getframe(depth)
         if not lock_acquire(False) and not acquire_slowly():
             return None if not pending else ran_pending(None)
@@ -760,12 +871,16 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
                 state.stack.pop()
                 state.last_step = None
                 mark = -1  # committed: a failing flush takes nothing back
+                if gated and not state.stack and state.activation is not None:
+                    end_activation(state, not yielded)  # the activation's own call ended
                 if len(events) >= batch_size:
                     flush_when_full()
                 if unwound:  # CPython reports RAISE again in the caller, right after this
                     state.in_flight = (id(value), writer.position())
             elif info.kind == THREAD_ROOT:
                 mark = len(events)
+                if state.activation is not None:
+                    end_activation(state, True)
                 threads.exit(state)
         except BaseException as exc:
             if info.shares_locals:
@@ -803,6 +918,8 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
             if what != "raise" and offset in info.implicit_handler:
                 # The compiler's own handler around a generator's body: not the program's.
                 return None if not pending else ran_pending(None)
+            if gated and get_ident() not in active:
+                return None if not pending else ran_pending(None)
             frame = getframe(1)
             if not lock_acquire(False) and not acquire_slowly():
                 return None if not pending else ran_pending(None)
@@ -835,7 +952,9 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
         _events.PY_THROW: on_py_throw,
         _events.LINE: on_line,
         _events.PY_RETURN: on_py_return,
-        _events.PY_YIELD: on_py_yield if snapshot_locals else on_py_return,
+        # A gated recording needs to tell a yield from a return (an activation_path's generator
+        # is spent only when it finishes): on_py_yield then on 3.13 too.
+        _events.PY_YIELD: on_py_yield if snapshot_locals or gated else on_py_return,
         _events.PY_UNWIND: on_py_unwind,
         _events.RAISE: on_raise,
         _events.RERAISE: on_reraise,

@@ -3,8 +3,9 @@
 A value is recorded as ``<redacted>`` (a ``Raw`` record whose type is named for the value's own
 type) instead of its text when
 
-- its **name** looks like a secret: a variable, an argument, a global, an attribute, or an exact-str
-  dict key (the value under it is redacted, the key is shown) whose name holds one of the secret
+- its **name** looks like a secret: a variable, an argument, a global, an attribute, an exact-str
+  dict key (the value under it is redacted, the key is shown), or a function (its return value)
+  whose name holds one of the secret
   words (``NAME_TERMS``, plus ``redact_names``) *as a word*: names are split into words at ``_``,
   ``-``, ``.``, spaces, digits and camelCase humps (``db_password``, ``apiToken``, ``X-Api-Key``,
   ``HTTP_COOKIE``), compared case-insensitively, a term of two words matching the two words in a row
@@ -15,16 +16,17 @@ type) instead of its text when
   access key id, a JWT (``FORMS``), or a match of one of ``redact_patterns`` anywhere in the text.
 
 Where each rule is applied, and why it costs nothing where nothing is secret, is the business of
-the modules that record (``codeinfo``: variables, per code object; ``encoder``: attributes, keys,
-strings; ``writer``: IO). This module only decides, and remembers what it decided: a name is split
+the modules that record (``codeinfo``: variables and return values, per code object; ``encoder``:
+attributes, keys, strings; ``monitor.Recorder.io_event`` and ``exception_events``: event texts).
+This module only decides, and remembers what it decided: a name is split
 once per distinct name, a text is searched only when a cheap test of substrings (``_FORM_HINTS``)
 says it could hold a form (user patterns have no such test: they are searched in every string that
 is not in the encoder's caches of spelled strings, and in every IO event).
 
-IO events (stdout, stderr, stdin) are never redacted by name (the program's output has no names),
-only by form: each match is replaced by ``<redacted>``, the rest of the text is kept. A PEM block
-is cut from its ``BEGIN`` line to its ``END`` line, across the events of one stream if it is written
-piece by piece.
+IO events (stdout, stderr, stdin) and exception messages are never redacted by name (they have
+none), only by form: each match is replaced by ``<redacted>``, the rest of the text is kept. A PEM
+block is cut from its ``BEGIN`` line to its ``END`` line, across the events of one stream if it is
+written piece by piece.
 
 Everything here is our own code over exact ``str`` objects: nothing of the program runs.
 """
@@ -87,8 +89,8 @@ def words_of(name: str) -> list[str]:
 
 class Redactor:
     """The rules of one recording: which names and which texts are secret. Decisions are cached
-    (bounded): ``names`` holds every name decided so far (name -> bool), which the encoder and the
-    compiled signature read directly."""
+    (bounded): ``names`` holds every name decided so far (name -> bool), which the encoder reads
+    directly (``decide`` fills in a name it has no decision for)."""
 
     def __init__(self, names: Iterable[str] = (), patterns: Iterable[str] = ()) -> None:
         single: set[str] = set()
@@ -126,8 +128,7 @@ class Redactor:
         return decided
 
     def decide(self, name: str) -> bool:
-        """Decide ``name`` (an exact str), remember it, and say it (the compiled signature calls this
-        for a name it has no decision for)."""
+        """Decide ``name`` (an exact str), remember it, and say it."""
         words = words_of(name)
         single = self._single
         secret = any(w in single for w in words)
@@ -176,11 +177,6 @@ class Redactor:
             if pattern.search(text) is not None:
                 return True
         return False
-
-    @property
-    def has_patterns(self) -> bool:
-        """Are there user patterns (which every text must be searched for)?"""
-        return bool(self._patterns)
 
     # -- texts in events (IO, exception messages) ------------------------------------------------
 

@@ -29,6 +29,7 @@ from types import CodeType, FrameType, ModuleType
 from typing import Any, Unpack
 
 from timelapse._version import __version__
+from timelapse.activation import Activation
 from timelapse.config import Loaded, Options, OptionValues, load
 from timelapse.encoder import ValueEncoder
 from timelapse.cbor_format import BIN
@@ -246,6 +247,11 @@ class Session:
             # Before anything is made: a bad include/exclude pattern is refused here (PatternError).
             scope = Scope(self.options.exclude_files, include=self.options.include,
                           exclude=self.options.exclude, main=self.program, cwd=self.workdir)
+            # Likewise an activation_path naming no file (ActivationError).
+            activation = None
+            if self.options.record_only or self.options.activation_path is not None:
+                activation = Activation(scope, self.options.record_only, self.options.activation_path,
+                                        cwd=self.workdir)
             try:
                 self._make_temp_dir()
             except OSError as exc:
@@ -277,6 +283,7 @@ class Session:
                 scope,
                 on_failure=self._recorder_failed,
                 fault=self._fault,
+                activation=activation,
                 redact_io=self._io_redactor.redact if self._io_redactor is not None else None,
             )
             try:
@@ -535,6 +542,8 @@ class Session:
                 "the program freed timelapse's sys.monitoring tool id: recording stopped there")
         if recorder is not None and recorder.lost_for_memory:
             metadata["events_lost_for_memory"] = recorder.lost_for_memory
+        if recorder is not None and recorder.activation is not None:
+            metadata["activations"] = recorder.activations  # record_only / activation_path
         if recorder is not None and self._redactor is not None:
             # Redacted records in Value and Return events (reused ones counted at each step they
             # are in; a Call's arguments repeat its step's Values and are not counted again), and
@@ -549,7 +558,11 @@ class Session:
         calls = self.recorder.calls if self.recorder else 0
         size = sum(f.stat().st_size for f in self.out_dir.rglob("*") if f.is_file())
         # Relative to the working directory at the start (where the user typed the command).
-        return f"timelapse: {steps:,} steps, {calls:,} calls → {self._shown_out}{os.sep} ({_human_size(size)})"
+        gated = self.recorder is not None and self.recorder.activation is not None
+        count = self.recorder.activations if gated else 0
+        activations = f", {count:,} activation{'' if count == 1 else 's'}" if gated else ""
+        return (f"timelapse: {steps:,} steps, {calls:,} calls{activations} → {self._shown_out}{os.sep} "
+                f"({_human_size(size)})")
 
 
 def _replace(temp: Path, target: Path, old_trace: bool) -> None:

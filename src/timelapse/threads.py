@@ -22,6 +22,12 @@ Invariants (each method keeps them; the monitor relies on them):
    ThreadExit.
 5. **``<toplevel>`` belongs to the process.** No switch or thread exit closes it: only the end of
    the stream (``Recorder.end_stream``).
+6. **Activations (a gated recording: ``record_only``, ``activation_path``).** A thread writes only
+   while it is inside an activation (``ident in active``), and outside one its stack is empty: an
+   activation begins with the thread's stack empty (its call is the outermost of the thread) and
+   ends the moment the stack is empty again. So threads that are active at different times need
+   nothing more than the switch above: leaving an activation leaves no call open, and the next
+   thread's ThreadSwitch (ThreadStart) closes nothing. A thread that is never active gets no number.
 
 A thread's state goes at its ThreadExit (when ``threading.Thread._bootstrap_inner`` returns). A
 thread started with ``_thread.start_new_thread`` never has one: its state stays until the recording
@@ -35,6 +41,8 @@ from typing import TYPE_CHECKING
 from timelapse.format import NONE_TYPE_ID, TypeKind
 
 if TYPE_CHECKING:
+    from types import CodeType
+
     from timelapse.codeinfo import CodeInfo
     from timelapse.writer import TraceWriter
 
@@ -44,7 +52,7 @@ class ThreadState:
 
     __slots__ = (
         "ident", "number", "stack", "started", "last_step", "base_depth", "in_flight", "thrown",
-        "recent", "unopened_frame",
+        "recent", "unopened_frame", "activation",
     )
 
     def __init__(self, ident: int, number: int, base_depth: int = 0) -> None:
@@ -70,6 +78,9 @@ class ThreadState:
         #: id() of a frame running that is not open in the stream: one whose call the recursion limit
         #: refused, or one already closed when a signal handler's exception is raised in it.
         self.unopened_frame: int | None = None
+        #: In a gated recording: the code object whose call began this thread's activation, while
+        #: it lasts (invariant 6); None outside one.
+        self.activation: CodeType | None = None
 
 
 class Threads:
@@ -82,6 +93,9 @@ class Threads:
         self.by_ident: dict[int, ThreadState] = {}
         #: The thread the stream follows now (None: none yet, or the last one exited).
         self.current: ThreadState | None = None
+        #: A gated recording's threads inside an activation, by ident (invariant 6). The hot path
+        #: reads it without the lock: only a thread itself adds or removes its own entry.
+        self.active: dict[int, ThreadState] = {}
         #: Call events written (the hot path counts its own here too) and switches written.
         self.calls = 0
         self.switches = 0
@@ -149,6 +163,7 @@ class Threads:
             state.stack.clear()
             self.current = None
         del self.by_ident[state.ident]
+        self.active.pop(state.ident, None)
 
     def close_call(self, state: ThreadState | None, info: CodeInfo, event: bytes) -> None:
         """Close ``info``'s call, if it is the innermost open one of the current thread, with a
