@@ -16,6 +16,7 @@ from test_encoder import Registry, graph_values, limit_sets, values
 from timelapse.cbor_format import BIN, HEADER, cbor_int, cbor_text, seek_table
 from timelapse.encoder import ValueEncoder
 from timelapse.json_format import JSON
+from timelapse.reader import iter_events
 from timelapse.writer import TraceWriter
 
 E, V = BIN.events, BIN.values
@@ -188,9 +189,15 @@ def test_the_writer_streams_frames_as_it_flushes_and_ends_with_the_seek_table(tm
     assert events[:4] == [{"Path": "/prog.py"}, {"Function": {"path_id": 0, "line": 1, "name": "<toplevel>"}},
                           {"Call": {"function_id": 0, "args": []}},
                           {"Type": {"kind": 30, "lang_type": "None", "specific_info": {"kind": "None"}}}]
+    assert len(whole_frames(path)) == 4
+
+
+def whole_frames(path) -> list[tuple[int, int]]:
+    """The seek table's entries of the trace.bin at ``path``, each checked against the frame at
+    its place (a whole zstd frame of that size, decompressing to that many bytes), and the
+    timelapse reader's events the independent decoders' ones."""
     data = path.read_bytes()
     frames = frames_of(data)
-    assert len(frames) == 4
     assert sum(c for c, _ in frames) == len(data) - 8 - (17 + 8 * len(frames))
     offset = 8
     for compressed, size in frames:   # each entry is the frame at its place: a whole zstd frame
@@ -198,6 +205,33 @@ def test_the_writer_streams_frames_as_it_flushes_and_ends_with_the_seek_table(tm
         assert pyzstd.get_frame_size(frame) == compressed
         assert len(pyzstd.decompress(frame)) == size
         offset += compressed
+    assert list(iter_events(path.parent)) == read_bin(path)
+    return frames
+
+
+def test_a_batch_past_the_frame_bound_is_several_frames_each_named_once_in_the_table(tmp_path, monkeypatch):
+    """Seek-table sizes are u32 and the seekable format caps a frame at 1 GiB: a batch of huge
+    events (tens of GiB with a raised --max-string) must not become one frame (close would fail on
+    its size and the recording be lost). FRAME_BYTES made small stands for the real bound."""
+    import timelapse.cbor_format as cbor_module
+
+    monkeypatch.setattr(cbor_module, "FRAME_BYTES", 100)
+    monkeypatch.setattr(cbor_module, "_FEED_BYTES", 30)     # feeds that straddle frames, too
+    writer = TraceWriter(tmp_path, "/prog.py", fmt=BIN)
+    big = E.event(0, "{}", "x" * 350)    # one event longer than a frame: it goes on across frames
+    writer.events.extend([*(E.step(0, line) for line in range(1, 20)), big, E.step(0, 20)])
+    size = sum(map(len, writer.events))
+    writer.flush()
+    writer.events.append(E.step(0, 21))
+    writer.close({})
+    frames = whole_frames(tmp_path / "trace.bin")
+    batch = [s for _, s in frames[:-1]]
+    assert sum(batch) == size and len(batch) == -(-size // 100)     # cut at the bound: no empty frame
+    assert batch[:-1] == [100] * (len(batch) - 1)
+    assert frames[-1][1] == len(E.step(0, 21))     # the next batch: a frame of its own
+    events = read_bin(tmp_path / "trace.bin")
+    assert [e["Step"]["line"] for e in events if "Step" in e] == list(range(1, 22))
+    assert {"Event": {"kind": 0, "metadata": "{}", "content": "x" * 350}} in events
 
 
 def test_a_writer_with_nothing_more_to_write_still_makes_a_valid_file(tmp_path):
@@ -207,10 +241,16 @@ def test_a_writer_with_nothing_more_to_write_still_makes_a_valid_file(tmp_path):
     assert len(frames_of((tmp_path / "trace.bin").read_bytes())) == 1
 
 
+@pytest.mark.parametrize("frame_bytes", [None, 60], ids=["a frame a batch", "frames a batch"])
 @pytest.mark.parametrize("when", ["before", "after", "halfway"])
 @pytest.mark.parametrize("call", [1, 2, 3])
-def test_an_interrupted_flush_of_frames_neither_loses_nor_repeats_events(tmp_path, monkeypatch, when, call):
+def test_an_interrupted_flush_of_frames_neither_loses_nor_repeats_events(tmp_path, monkeypatch, when, call,
+                                                                         frame_bytes):
+    import timelapse.cbor_format as cbor_module
     import timelapse.writer as writer_module
+
+    if frame_bytes is not None:
+        monkeypatch.setattr(cbor_module, "FRAME_BYTES", frame_bytes)
 
     real_writev = writer_module.os.writev
     calls = []
@@ -226,8 +266,8 @@ def test_an_interrupted_flush_of_frames_neither_loses_nor_repeats_events(tmp_pat
             raise KeyboardInterrupt
         return real_writev(fd, buffers)
 
-    monkeypatch.setattr(writer_module.os, "writev", writev)
     writer = TraceWriter(tmp_path, "/prog.py", fmt=BIN)
+    monkeypatch.setattr(writer_module.os, "writev", writev)
     lines = iter(range(1, 100))
     for _ in range(3):
         writer.events.extend(E.step(0, next(lines)) for _ in range(7))
@@ -238,7 +278,11 @@ def test_an_interrupted_flush_of_frames_neither_loses_nor_repeats_events(tmp_pat
     writer.close({})
     steps = [e["Step"]["line"] for e in read_bin(tmp_path / "trace.bin") if "Step" in e]
     assert steps == list(range(1, 22))
-    assert len(frames_of((tmp_path / "trace.bin").read_bytes())) == 3
+    frames = whole_frames(tmp_path / "trace.bin")
+    if frame_bytes is None:
+        assert len(frames) == 3
+    else:
+        assert len(frames) > 6 and max(size for _, size in frames) == frame_bytes
 
 
 def test_the_frame_is_kept_in_the_table_once_even_if_interrupted_after_writing(tmp_path, monkeypatch):
@@ -247,7 +291,7 @@ def test_the_frame_is_kept_in_the_table_once_even_if_interrupted_after_writing(t
     writer = TraceWriter(tmp_path, "/prog.py", fmt=BIN)
     writer.events.append(E.step(0, 1))
     writer.flush()
-    writer._unwritten = ([], writer.bytes_written, (0, writer._frames[0]))   # as if interrupted there
+    writer._unwritten = ([], writer.bytes_written, (0, writer._frames[:1]))   # as if interrupted there
     writer.events.append(E.step(0, 2))
     writer.close({})
     assert len(frames_of((tmp_path / "trace.bin").read_bytes())) == 2
@@ -283,3 +327,4 @@ def test_an_interruption_while_a_frame_is_compressed_leaves_the_batch_whole(tmp_
     writer.close({})
     assert [e["Step"]["line"] for e in read_bin(tmp_path / "trace.bin") if "Step" in e] == list(range(1, 8))
     assert len(frames_of((tmp_path / "trace.bin").read_bytes())) == 1
+

@@ -151,6 +151,20 @@ def test_big_streams_become_several_frames(recordings, tmp_path, monkeypatch):
     assert text.count(b",\n") > 5 and json.loads(text) == events
 
 
+def test_frames_stay_within_the_frame_bound(recordings, tmp_path, monkeypatch):
+    """A batch past cbor_format.FRAME_BYTES (a huge event) is several frames, as the recorder's."""
+    import timelapse.cbor_format as cbor_module
+
+    json_trace, _ = recordings("recursion.py")
+    monkeypatch.setattr(cbor_module, "FRAME_BYTES", 1000)
+    target, _ = convert(json_trace, "bin", tmp_path / "b")
+    data = target.read_bytes()
+    count = frame_count(target)
+    sizes = [int.from_bytes(data[i + 4:i + 8], "little") for i in range(-9 - 8 * count, -9, 8)]
+    assert count > 5 and max(sizes) == 1000
+    assert independent_decode(target) == Trace.load(json_trace).events == list(iter_events(tmp_path / "b"))
+
+
 def test_a_bigint_magnitude_as_cbor_bytes_becomes_base64(tmp_path):
     """Another writer may give a BigInt's magnitude as a CBOR byte string; JSON has none."""
     from timelapse.cbor_format import SeekableFrames, seek_table

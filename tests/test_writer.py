@@ -124,13 +124,45 @@ def test_short_writes_are_completed_and_a_write_of_nothing_is_an_error(tmp_path,
     writer.close({})
     assert [e["Step"]["line"] for e in written(tmp_path) if "Step" in e] == list(range(1, 50))
 
-    monkeypatch.setattr(writer_module.os, "writev", lambda fd, buffers: 0)
     (tmp_path / "full").mkdir()
     full = TraceWriter(tmp_path / "full", "/prog.py")
+    monkeypatch.setattr(writer_module.os, "writev", lambda fd, buffers: 0)
     full.events.append(b'{"Step":{"path_id":0,"line":1}}')
     with pytest.raises(OSError) as raised:
         full.flush()
     assert raised.value.errno == errno.ENOSPC
+
+
+@pytest.mark.parametrize("fmt", ["json", "bin"])
+def test_the_first_and_last_bytes_of_the_stream_survive_short_writes_too(tmp_path, monkeypatch, fmt):
+    """The header (trace.bin's magic, JSON's "[") and the end (the seek table, "]") go through the
+    writer's one write loop, as the batches do: a write that writes less is completed."""
+    import io
+
+    import timelapse.writer as writer_module
+    from timelapse.cbor_format import BIN
+    from timelapse.json_format import JSON
+    from timelapse.reader import iter_events
+
+    real_writev = os.writev
+
+    def short_writev(fd, buffers):   # writes one byte at a time, as a nearly full disk may
+        return real_writev(fd, [b"".join(buffers)[:1]])
+
+    class ShortFile(io.FileIO):     # the stream file, should anything write it directly
+        def write(self, data):
+            return super().write(bytes(data)[:1])
+
+    monkeypatch.setattr(writer_module.os, "writev", short_writev)
+    def short_open(path, mode="r", **kwargs):
+        return ShortFile(path, "wb") if mode == "wb" else open(path, mode, **kwargs)
+
+    monkeypatch.setattr(writer_module, "open", short_open, raising=False)
+    spelling = BIN if fmt == "bin" else JSON
+    writer = TraceWriter(tmp_path, "/prog.py", fmt=spelling)
+    writer.events.extend(spelling.events.step(0, line) for line in range(1, 30))
+    writer.close({})
+    assert [e["Step"]["line"] for e in iter_events(tmp_path) if "Step" in e] == list(range(1, 30))
 
 
 def test_a_rewritten_source_is_kept_as_a_new_version(tmp_path):
@@ -171,8 +203,8 @@ def test_an_interrupted_flush_neither_loses_nor_repeats_events(tmp_path, monkeyp
             raise KeyboardInterrupt
         return real_writev(fd, buffers)
 
-    monkeypatch.setattr(writer_module.os, "writev", writev)
     writer = TraceWriter(tmp_path, "/prog.py")
+    monkeypatch.setattr(writer_module.os, "writev", writev)
     lines = iter(range(1, 100))
     for _ in range(3):
         writer.events.extend(b'{"Step":{"path_id":0,"line":%d},"pad":"%b"}' % (next(lines), b"x" * pad)

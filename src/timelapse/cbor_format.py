@@ -16,19 +16,20 @@ parts. Two CBOR choices make that possible:
   a count. Every conforming decoder reads both kinds (cbor2, and the cbor4ii crate CodeTracer's
   reader uses); fixed, known-length arrays (a Type's fields) are definite.
 
-The container (``SeekableFrames``): each batch the writer flushes becomes one zstd frame, made
-whole by a fresh compressor before anything of it is written (``frame_of``), and ``seek_table`` ends
-the file. pyzstd's ``SeekableZstdFile`` writes the same layout, but from Python code that a Ctrl-C
-can split between a frame and its entry in the table; the writer needs each frame as bytes it
-writes (and completes after an interruption) itself. The table is 9 + 8 n bytes of ``struct.pack``; the tests read every file
-written here with ``SeekableZstdFile`` and cbor2 (independent decoders).
+The container (``SeekableFrames``): each batch the writer flushes becomes one zstd frame (more
+than one past ``FRAME_BYTES``), made whole by a fresh compressor before anything of it is written
+(``frames_of``), and ``seek_table`` ends the file. pyzstd's ``SeekableZstdFile`` writes the same
+layout, but from Python code that a Ctrl-C can split between a frame and its entry in the table; the
+writer needs each frame as bytes it writes (and completes after an interruption) itself. The table
+is 9 + 8 n bytes of ``struct.pack``; the tests read every file written here with
+``SeekableZstdFile`` and cbor2 (independent decoders).
 """
 
 from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from timelapse.json_format import JsonEvents
@@ -46,10 +47,12 @@ ZSTD_LEVEL = 3
 # Seekable format (zstd contrib/seekable_format): a skippable frame at the end of the stream.
 _SKIPPABLE_MAGIC = 0x184D2A5E
 _SEEKABLE_MAGIC = 0x8F92EAB1
-#: Events are handed to the compressor about this many bytes at a time (SeekableFrames.frame_of).
+#: Events are handed to the compressor about this many bytes at a time (SeekableFrames.frames_of).
 _FEED_BYTES = 1 << 20
-#: The most frames one seek table can name (its count is a u32; the zstd spec caps it lower).
-MAX_FRAMES = 0x8000000
+#: The most decompressed bytes in one frame: a batch holding more becomes several frames. The seek
+#: table's sizes are u32, and the seekable format caps a frame at 1 GiB; the writer's batches are a
+#: few MiB, so only a batch of huge events (a raised --max-string) reaches this.
+FRAME_BYTES = 256 << 20
 
 
 # -- CBOR items (RFC 8949): the few this format writes ----------------------------------------------
@@ -347,9 +350,8 @@ def seek_table(frames: Sequence[tuple[int, int]]) -> bytes:
 
 
 class SeekableFrames:
-    """How ``trace.bin`` is framed: ``HEADER``, then every batch of events as one independent zstd
-    frame (``frame``), then ``seek_table`` of the frames. Each frame's decompressed size must fit
-    a u32 (the writer's batches are a few megabytes)."""
+    """How ``trace.bin`` is framed: ``HEADER``, then every batch of events as independent zstd
+    frames of at most ``FRAME_BYTES`` each (``frames_of``), then ``seek_table`` of the frames."""
 
     header = HEADER
 
@@ -362,38 +364,57 @@ class SeekableFrames:
         self._end_frame = pyzstd.ZstdCompressor.FLUSH_FRAME
 
     def frame(self, data: bytes) -> bytes:
-        """One complete zstd frame holding ``data`` (one C call: no Python code runs inside it)."""
+        """One complete zstd frame holding ``data`` (at most ``FRAME_BYTES``), made whole before it
+        is returned (``pyzstd.compress``: Python code around one compression in C)."""
         return self._compress(data, self.level)
 
-    def frame_of(self, events: list[bytes]) -> tuple[list[bytes], int]:
-        """One complete zstd frame holding the concatenated ``events``, as pieces of compressed
-        bytes, and its decompressed size. Fed in pieces of about ``_FEED_BYTES``: joining a whole
-        batch first would double its memory (a batch of IO can be tens of MB). A fresh compressor
-        each time, so a frame cut short by an interruption leaves nothing behind."""
-        compressor = self._compressor(self.level)
-        compress, pieces, size = compressor.compress, [], 0
-        start, pending = 0, 0
-        for i, event in enumerate(events):
-            pending += len(event)
-            if pending >= _FEED_BYTES:
-                data = b"".join(events[start:i + 1])
-                size += len(data)
-                piece = compress(data)
+    def frames_of(self, events: list[bytes]) -> tuple[list[bytes], list[tuple[int, int]]]:
+        """The concatenated ``events`` as complete zstd frames: their compressed bytes in pieces,
+        and each frame's (compressed, decompressed) size, its seek-table entry. A frame ends once
+        it holds ``FRAME_BYTES`` (cut wherever that falls: the frames decompress to one stream, and
+        an item may go on in the next frame, as ``SeekableZstdFile`` writes them too).
+
+        Fed in pieces of about ``_FEED_BYTES``: joining a whole batch first would double its memory
+        (a batch of IO can be tens of MB). A fresh compressor per frame, so a frame cut short by an
+        interruption leaves nothing behind."""
+        make, level, end_frame, limit = self._compressor, self.level, self._end_frame, FRAME_BYTES
+        pieces: list[bytes] = []
+        frames: list[tuple[int, int]] = []
+        compressor, compressed, size = make(level), 0, 0     # the frame being made
+        for data in _joined(events, _FEED_BYTES):
+            view = memoryview(data)
+            while view:
+                if size == limit:       # full, and more to come: end it, start the next
+                    last = compressor.flush(end_frame)
+                    pieces.append(last)
+                    frames.append((compressed + len(last), size))
+                    compressor, compressed, size = make(level), 0, 0
+                part, view = view[:limit - size], view[limit - size:]
+                size += len(part)
+                piece = compressor.compress(part)
                 if piece:
                     pieces.append(piece)
-                start, pending = i + 1, 0
-        if start < len(events):
-            data = b"".join(events[start:])
-            size += len(data)
-            piece = compress(data)
-            if piece:
-                pieces.append(piece)
-        pieces.append(compressor.flush(self._end_frame))
-        return pieces, size
+                    compressed += len(piece)
+        last = compressor.flush(end_frame)
+        pieces.append(last)
+        frames.append((compressed + len(last), size))
+        return pieces, frames
 
     @staticmethod
     def end(frames: Sequence[tuple[int, int]]) -> bytes:
         return seek_table(frames)
+
+
+def _joined(events: list[bytes], size: int) -> Iterator[bytes]:
+    """``events`` joined into runs of about ``size`` bytes (an event over ``size``: alone)."""
+    start, pending = 0, 0
+    for i, event in enumerate(events):
+        pending += len(event)
+        if pending >= size:
+            yield b"".join(events[start:i + 1])
+            start, pending = i + 1, 0
+    if start < len(events):
+        yield b"".join(events[start:])
 
 
 class CborFormat:

@@ -267,9 +267,10 @@ def _write_bin(events: _Counted, write: Any) -> None:
     write(framing.header)
     frames: list[tuple[int, int]] = []
     for data in _batches(_encoded(events, dumps, "CBOR"), b""):
-        frame = framing.frame(data)
-        write(frame)
-        frames.append((len(frame), len(data)))
+        pieces, entries = framing.frames_of([data])    # more than one past FRAME_BYTES
+        for piece in pieces:
+            write(piece)
+        frames.extend(entries)
     write(framing.end(frames))
 
 

@@ -180,11 +180,11 @@ class TraceFormat(Protocol):
 
 class Framing(Protocol):
     """How a compressed format frames its file (``cbor_format.SeekableFrames``): ``header``, then
-    each batch the writer flushes as one frame (``frame_of`` the batch's events: the frame's
-    compressed pieces, made before anything is written), then ``end`` of the (compressed,
-    decompressed) sizes of the frames."""
+    each batch the writer flushes as frames (``frames_of`` the batch's events: the frames'
+    compressed pieces, made before anything is written, and each frame's sizes), then ``end`` of
+    the (compressed, decompressed) sizes of all the frames."""
 
     header: bytes
     def frame(self, data: bytes) -> bytes: ...
-    def frame_of(self, events: list[bytes]) -> tuple[list[bytes], int]: ...   # pieces, size
+    def frames_of(self, events: list[bytes]) -> tuple[list[bytes], list[tuple[int, int]]]: ...
     def end(self, frames: Sequence[tuple[int, int]]) -> bytes: ...

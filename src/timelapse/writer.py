@@ -17,8 +17,10 @@ collector out of the way (bytes are not tracked). ``flush()`` writes the batch (
 hundred events, with ``os.writev``), so memory stays bounded however long the program runs.
 ``close()`` ends the stream and writes the side files (JSON in every format): after it, the folder is a
 complete trace. A compressed format (``trace.bin``) frames the file itself (``fmt.frames()``): each
-flushed batch is one zstd frame, compressed whole before it is written, and ``close()`` ends the file with the seek
-table of those frames; the interrupt-safe write below is the same for both.
+flushed batch is one zstd frame (several past ``cbor_format.FRAME_BYTES``), compressed whole before
+it is written, and ``close()`` ends the file with the seek table of those frames. Everything the
+stream file gets, its first and last bytes too, goes through the one interrupt-safe write below
+(``_settle``), the same for both formats.
 
 Batches are bounded by bytes, not only by events: the recorder calls ``flush_if_full()`` whenever
 ``len(events)`` reaches ``batch_size``, and the writer measures what came since the last check and either
@@ -97,8 +99,9 @@ class TraceWriter:
         self._open_io: list[Any] | None = None
         self._open_io_size = 0     # characters in the open IO Event
         self.bytes_written = 0  # = the size of the stream file
-        #: The batch being written: its pieces (separators and events), and the file's size before it.
-        self._unwritten: tuple[list[bytes], int, tuple[int, tuple[int, int]] | None] | None = None
+        #: What is being written: its pieces (separators and events, or compressed frames), the
+        #: file's size before it, and for frames (the index in _frames of the first, their entries).
+        self._unwritten: tuple[list[bytes], int, tuple[int, list[tuple[int, int]]] | None] | None = None
         self._paths: dict[str, int] = {}
         self._functions: dict[tuple[int, int, str], int] = {}
         self._types: dict[tuple[int, str, tuple[tuple[str, int], ...] | None], int] = {}
@@ -110,10 +113,12 @@ class TraceWriter:
         self._frames: list[tuple[int, int]] = []
         # Unbuffered: after fork() a child must find no half-written bytes of ours to flush.
         self._file = open(folder / spelling.file_name, "wb", buffering=0)
-        begin = spelling.begin if self._framing is None else self._framing.header
-        self._file.write(begin)
-        self.bytes_written = len(begin)
         self.detached = False
+        begin = spelling.begin if self._framing is None else self._framing.header
+        if begin:
+            self._unwritten = ([begin], 0, None)
+            self._settle()      # short writes completed, as for every batch
+        self._ended = False     # the stream's end (JSON's "]", the seek table) is on its way
         self._separator = b""   # before the next batch: nothing before the first
         self.closed = False
         # Format rule: the top-level call comes first, and None is TypeId 0.
@@ -253,10 +258,11 @@ class TraceWriter:
         separator = spelling.separator
         frame = None
         if self._framing is not None:
-            # One independent zstd frame per batch (the events are only concatenated: the format's
-            # separator is empty), its sizes kept for the seek table once it is in the file (_settle).
-            pieces, size = self._framing.frame_of(events)
-            frame = (len(self._frames), (sum(map(len, pieces)), size))
+            # Independent zstd frames (one per batch below FRAME_BYTES; the events are only
+            # concatenated: the format's separator is empty), their sizes kept for the seek table
+            # once they are in the file (_settle).
+            pieces, entries = self._framing.frames_of(events)
+            frame = (len(self._frames), entries)
         else:
             sample = events[:: len(events) // 32 + 1]    # a few events from all over the batch
             average = sum(map(len, sample)) // len(sample) + 1
@@ -280,7 +286,7 @@ class TraceWriter:
         self._settle()
 
     def _settle(self) -> None:
-        """Write what the file does not hold yet of the batch in ``_unwritten``."""
+        """Write what the file does not hold yet of ``_unwritten`` (a batch, the header, the end)."""
         if self._unwritten is None:
             return
         pieces, start, frame = self._unwritten
@@ -297,7 +303,7 @@ class TraceWriter:
                 pieces = _skip_bytes(pieces, written)     # a short write: the rest again
             self.bytes_written = os.fstat(fd).st_size
         if frame is not None and len(self._frames) == frame[0]:    # once, even if interrupted here
-            self._frames.append(frame[1])
+            self._frames.extend(frame[1])   # one call: all of the batch's entries or none
         self._unwritten = None
 
     def close(self, metadata: dict[str, Any]) -> None:
@@ -305,8 +311,11 @@ class TraceWriter:
         if self.closed:
             return
         self.flush()
-        end = self._spelling.end if self._framing is None else self._framing.end(self._frames)
-        self._file.write(end)
+        if not self._ended:     # written once: a close interrupted while writing it completes it
+            end = self._spelling.end if self._framing is None else self._framing.end(self._frames)
+            # One statement (as in flush): no signal handler runs between the two assignments.
+            self._unwritten, self._ended = ([end], self.bytes_written, None) if end else None, True
+        self._settle()
         self._file.close()
         self.closed = True
         _write_side_file(self.folder / PATHS_FILE, self.paths)
