@@ -16,6 +16,7 @@ from test_encoder import Registry, graph_values, limit_sets, values
 from timelapse.cbor_format import BIN, HEADER, cbor_int, cbor_text, seek_table
 from timelapse.encoder import ValueEncoder
 from timelapse.json_format import JSON
+from timelapse.jsonbytes import to_json
 from timelapse.reader import iter_events
 from timelapse.writer import TraceWriter
 
@@ -23,12 +24,18 @@ E, V = BIN.events, BIN.values
 JE, JV = JSON.events, JSON.values
 
 
+def canonical(item) -> bytes:
+    """A decoded item as JSON bytes: equal only with the same types (``True == 1`` and
+    ``1.0 == 1`` in Python, not here) and the same key order."""
+    return to_json(item)
+
+
 def same(cbor: bytes, json: bytes) -> None:
     """``cbor`` is one CBOR item (nothing after it) holding what the JSON text ``json`` holds."""
     stream = io.BytesIO(cbor)
     item = cbor2.CBORDecoder(stream).decode()
     assert stream.read() == b"", "bytes after the item"
-    assert item == orjson.loads(json)
+    assert canonical(item) == canonical(orjson.loads(json))
 
 
 # -- CBOR items ---------------------------------------------------------------------------------------
@@ -85,10 +92,10 @@ def test_value_call_and_return_pieces_join_into_the_json_events():
 def test_events_concatenate_with_nothing_between_them():
     events = [E.step(0, 1), E.value_head(0) + V.none(0), E.thread_exit(1)]
     decoder = cbor2.CBORDecoder(io.BytesIO(E.begin + E.separator.join(events) + E.end))
-    assert [decoder.decode() for _ in events] == [
+    assert [canonical(decoder.decode()) for _ in events] == [canonical(event) for event in [
         {"Step": {"path_id": 0, "line": 1}},
         {"Value": {"variable_id": 0, "value": {"kind": "None", "type_id": 0}}},
-        {"ThreadExit": 1}]
+        {"ThreadExit": 1}]]
 
 
 # -- values -------------------------------------------------------------------------------------------
@@ -113,14 +120,16 @@ def test_every_kind_of_record_is_the_json_record_as_cbor():
 
 
 def _both(value, limits=None):
-    """The record of ``value`` spelled by each format, decoded; each format with its own types."""
+    """The record of ``value`` spelled by each format, decoded and made canonical; each format
+    with its own types."""
     records = []
     for fmt in (JSON, BIN):
         registry = Registry()
         enc = ValueEncoder(registry, spelling=fmt.values, **(limits or {}))
-        # Twice: the second walk is the one the reuse caches serve.
-        records.append([fmt.values.decode(enc.encode_json(value)) for _ in range(3)])
-        records.append(registry.types)
+        # Three times: the first walk keeps nothing, the second keeps a signature, the third is
+        # served by the reuse caches (for a container).
+        records.append([canonical(fmt.values.decode(enc.encode_json(value))) for _ in range(3)])
+        records.append(canonical(registry.types))
     return records
 
 
@@ -138,6 +147,65 @@ def test_property_object_graphs_and_limits_spell_the_same_in_both_formats(value,
     json_records, json_types, cbor_records, cbor_types = _both(value, limits)
     assert cbor_records == json_records
     assert cbor_types == json_types
+
+
+class _Thing:
+    """Members that tie: sort_key gives every object the same key."""
+
+    def __init__(self, n):
+        self.n = n
+
+
+class _CountedValues(type(V)):
+    """trace.bin's spelling, counting the records it is asked to order."""
+
+    def __init__(self):
+        self.ordered = []
+
+    def order_key(self, data):
+        self.ordered.append(data)
+        return super().order_key(data)
+
+
+def test_only_members_that_tie_are_ordered_by_their_records():
+    spelling = _CountedValues()
+    enc = ValueEncoder(Registry(), spelling=spelling, max_items=50, max_nodes=500)
+    distinct = frozenset((i, f"t{i}") for i in range(30))     # tuples of scalars: their keys differ
+    enc.encode_json(distinct)
+    assert spelling.ordered == []
+    things = [_Thing(i) for i in range(3)]
+    tied = frozenset([(1, things[0]), (1, things[1]), (2, things[2]), (0, "x"), (3, "y")])
+    records = []
+    for values_spelling in (spelling, JSON.values):
+        enc = ValueEncoder(Registry(), spelling=values_spelling, max_items=50, max_nodes=500)
+        records.append(values_spelling.decode(enc.encode_json(tied)))
+    record, json_record = records
+    assert len(spelling.ordered) == 2       # (1, <a _Thing>) twice; the rest sort by their keys
+    assert to_json(record) == to_json(json_record)
+    assert [e["elements"][0]["i"] for e in record["elements"]] == [0, 1, 1, 2, 3]
+
+
+def test_ordering_ties_imports_nothing_while_recording(monkeypatch):
+    """order_key runs inside monitoring callbacks: an import there would run import machinery the
+    program can see (here: a replaced __import__, and a cbor2 that would fail to import)."""
+    import builtins
+    import sys
+
+    things = [_Thing(i) for i in range(4)]
+    enc = ValueEncoder(Registry(), spelling=V)
+    imported = []
+    real_import = builtins.__import__
+
+    def spying_import(name, *args, **kwargs):
+        imported.append(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", spying_import)
+    monkeypatch.setitem(sys.modules, "cbor2", None)
+    data = enc.encode_json(frozenset(things))
+    monkeypatch.undo()
+    assert imported == []
+    assert [f["field_values"][0]["i"] for f in V.decode(data)["elements"]] == [0, 1, 2, 3]
 
 
 # -- the file -----------------------------------------------------------------------------------------
@@ -328,3 +396,22 @@ def test_an_interruption_while_a_frame_is_compressed_leaves_the_batch_whole(tmp_
     assert [e["Step"]["line"] for e in read_bin(tmp_path / "trace.bin") if "Step" in e] == list(range(1, 8))
     assert len(frames_of((tmp_path / "trace.bin").read_bytes())) == 1
 
+
+@pytest.mark.parametrize("missing", ["pyzstd", "cbor2"])
+def test_recording_trace_bin_without_its_packages_says_how_to_go_on(tmp_path, monkeypatch, missing):
+    import sys
+
+    import timelapse
+    import timelapse.cbor_format as cbor_module
+
+    monkeypatch.setitem(sys.modules, missing, None)     # as if it were not installed
+    if missing == "cbor2":  # imported with cbor_format: as if that import had failed
+        monkeypatch.setattr(cbor_module, "cbor2", None)
+    with pytest.raises(timelapse.RecorderError) as raised:
+        timelapse.start(tmp_path / "t", format="bin", config=False)
+    assert str(raised.value) == (f"trace.bin (--format bin, the default) needs the {missing} package: "
+                                 f"pip install {missing}, or record trace.json with --format json")
+    assert not (tmp_path / "t").exists() and not timelapse.is_recording()
+    with timelapse.record(tmp_path / "j", format="json", config=False):    # the way out works
+        pass
+    assert (tmp_path / "j" / "trace.json").is_file()

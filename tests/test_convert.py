@@ -324,6 +324,23 @@ def test_missing_folder_and_bad_arguments(tmp_path):
     one_error_line(timelapse_convert(tmp_path, tmp_path, "--to", "bin"), "unrecognized arguments")
 
 
+@pytest.mark.parametrize("missing", ["pyzstd", "cbor2"])
+def test_a_missing_package_is_one_line_that_names_it(tmp_path, monkeypatch, capsys, missing):
+    from timelapse import cli
+
+    folder = write_trace_folder(tmp_path / "t", opening_events(), metadata=METADATA)
+    convert(folder, "bin", tmp_path / "b")
+    monkeypatch.setitem(sys.modules, missing, None)     # as if it were not installed
+    assert cli.main(["convert", str(folder), "--to", "bin"]) == 2
+    assert capsys.readouterr() == ("", f"timelapse: error: converting to trace.bin needs the {missing}"
+                                       f" package: pip install {missing}\n")
+    assert entries(folder) == ["trace.json", "trace_metadata.json", "trace_paths.json"]
+    assert cli.main(["convert", str(tmp_path / "b"), "--to", "json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and f"({missing} is not installed: pip install {missing})" in err
+    assert streams(tmp_path / "b") == {"trace.bin"}
+
+
 def test_an_event_cbor_cannot_hold_is_named(tmp_path):
     events = [*opening_events(), {"VariableName": "\ud800"}]  # a lone surrogate: JSON can say it
     folder = write_trace_folder(tmp_path / "t", events, metadata=METADATA)

@@ -144,7 +144,8 @@ def test_bin_needs_cbor2_and_pyzstd(tmp_path, monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "pyzstd", None)
-    with pytest.raises(TraceUnreadable, match="needs the cbor2 and pyzstd packages"):
+    with pytest.raises(TraceUnreadable, match=r"needs the cbor2 and pyzstd packages \(pyzstd is not"
+                                              r" installed: pip install pyzstd\)"):
         Trace.load(folder)
 
 

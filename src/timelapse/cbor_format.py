@@ -23,6 +23,11 @@ layout, but from Python code that a Ctrl-C can split between a frame and its ent
 writer needs each frame as bytes it writes (and completes after an interruption) itself. The table
 is 9 + 8 n bytes of ``struct.pack``; the tests read every file written here with
 ``SeekableZstdFile`` and cbor2 (independent decoders).
+
+cbor2 is imported with this module, not when it is first needed: ``CborValues.order_key`` decodes
+records inside monitoring callbacks, where an import would run import machinery (import hooks,
+``sys.modules``, a replaced ``__import__``) that the program can see. Missing, it stops only a
+``trace.bin`` recording, when its file is set up (``SeekableFrames``).
 """
 
 from __future__ import annotations
@@ -34,6 +39,11 @@ from typing import Any
 
 from timelapse.json_format import JsonEvents
 from timelapse.jsonbytes import to_json
+
+try:
+    import cbor2
+except ImportError:     # a broken install: trace.json still records; SeekableFrames() says what is missing
+    cbor2 = None
 
 __all__ = ["BIN", "HEADER", "CborEvents", "CborFormat", "CborValues", "SeekableFrames",
            "seek_table"]
@@ -332,8 +342,6 @@ class CborValues:
     @staticmethod
     def decode(data: bytes) -> Any:
         """A ValueRecord as a dict: for tests and tools (``ValueEncoder.encode``), never the hot path."""
-        import cbor2
-
         return cbor2.loads(data, max_depth=8 * 100 + 64)
 
 
@@ -358,6 +366,8 @@ class SeekableFrames:
     def __init__(self, level: int = ZSTD_LEVEL) -> None:
         import pyzstd
 
+        if cbor2 is None:   # imported with this module (order_key needs it), or not installed
+            raise ImportError("trace.bin needs the cbor2 package", name="cbor2")
         self.level = level
         self._compress = pyzstd.compress
         self._compressor = pyzstd.ZstdCompressor

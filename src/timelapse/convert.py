@@ -79,6 +79,9 @@ def run_convert(folder: str | os.PathLike[str], to: str, out: str | os.PathLike[
         target, count = convert(folder, to, out)
     except (ConvertError, TraceUnreadable) as exc:
         message = str(exc)
+    except ImportError as exc:  # writing trace.bin: pyzstd or cbor2 is not installed
+        name = exc.name or "pyzstd"
+        message = f"converting to trace.bin needs the {name} package: pip install {name}"
     except OSError as exc:  # reading the source (the reader's errors are TraceUnreadable)
         message = f"cannot read {exc.filename or folder}: {exc.strerror or exc}"
     except MemoryError:

@@ -655,7 +655,8 @@ def _iter_bin_stream(path: Path) -> Iterator[Any]:
         import pyzstd
     except ImportError as exc:
         raise TraceUnreadable(
-            f"reading trace.bin needs the cbor2 and pyzstd packages ({exc.name} is not installed)"
+            f"reading trace.bin needs the cbor2 and pyzstd packages ({exc.name} is not installed:"
+            f" pip install {exc.name})"
         ) from None
     with _open_bin(path) as file:
         yield from _cbor_items(_bin_pieces(file, os.fstat(file.fileno()).st_size, pyzstd), cbor2)

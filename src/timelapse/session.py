@@ -265,10 +265,11 @@ class Session:
             fmt = BIN if options.format == "bin" else JSON
             try:
                 self.writer = _SessionWriter(self._temp_dir, self.program, fmt=fmt)
-            except ImportError as exc:  # the zstd binding (pyzstd) is not installed
+            except ImportError as exc:  # pyzstd or cbor2 (cbor_format.SeekableFrames) is not installed
                 self._remove_temp_dir()
-                raise RecorderError(f"--format bin needs the {exc.name} package "
-                                    f"(pip install {exc.name})") from None
+                raise RecorderError(f"trace.bin (--format bin, the default) needs the {exc.name} package: "
+                                    f"pip install {exc.name}, or record trace.json with --format json"
+                                    ) from None
             # Secrets (docs/redaction.md): by name and form in values, by form in IO.
             redactor = self._redactor = (
                 Redactor(options.redact_names, options.redact_patterns) if options.redact else None)
