@@ -212,6 +212,62 @@ def test_items_longer_than_a_piece_and_spanning_many_frames(tmp_path):
         assert Trace.load(folder).events == events
 
 
+@pytest.mark.parametrize("claim", [
+    bytes([0x7B]) + (2**40).to_bytes(8, "big"),         # a text of 2^40 bytes
+    bytes([0xA1, 0x61, 0x6B, 0x9B]) + (2**40).to_bytes(8, "big"),   # {"k": an array of 2^40 items}
+])
+def test_a_head_that_claims_more_than_the_frames_hold_is_refused_before_reading_on(tmp_path, claim):
+    """Damage that makes a CBOR head claim a huge length: the item would be gathered from the rest
+    of the stream (here 64 MiB of CBOR after it) before cbor2 could say it is cut. The seek
+    table's sizes say at once that the frames do not hold it: one error, and memory as for any
+    frame."""
+    import tracemalloc
+
+    cbor2 = pytest.importorskip("cbor2")
+    pyzstd = pytest.importorskip("pyzstd")
+    from timelapse.cbor_format import seek_table
+    from timelapse.reader import iter_events
+
+    folder = write_trace(tmp_path / "t")
+    (folder / "trace.json").unlink()
+    head = b"".join(cbor2.dumps(e) for e in EVENTS[:10]) + claim
+    frames = [(pyzstd.compress(head), len(head))]
+    frames += [(pyzstd.compress(bytes(8 << 20)), 8 << 20) for _ in range(8)]    # CBOR 0s
+    (folder / "trace.bin").write_bytes(BIN_MAGIC + b"".join(f for f, _ in frames)
+                                       + seek_table([(len(f), n) for f, n in frames]))
+    events = iter_events(folder)
+    tracemalloc.start()
+    try:
+        assert [next(events) for _ in range(10)] == EVENTS[:10]
+        with pytest.raises(TraceUnreadable) as raised:
+            next(events)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(raised.value) == (f"trace.bin: CBOR item 10 cannot be decoded: it claims at least"
+                                 f" {len(claim) + 2**40} bytes, but the frames hold"
+                                 f" {len(claim) + (64 << 20)} from its start (byte"
+                                 f" {len(head) - len(claim)} of the decompressed stream)")
+    assert peak < 8 << 20, f"{peak} bytes held"
+
+
+def test_least_size_is_a_lower_bound_of_every_cut_item_and_exact_on_whole_ones():
+    cbor2 = pytest.importorskip("cbor2")
+    from timelapse.cbor_format import BIN
+    from timelapse.reader import _least_size
+
+    items = [cbor2.dumps(e) for e in EVENTS] + [
+        cbor2.dumps(v) for v in (2**64 - 1, -(2**63), 1.5, b"x" * 300, "é" * 70, cbor2.CBORTag(1, [1, {}]),
+                                 {"a": [1, 2, {"b": None}], "c": [[[]]]})]
+    items += [BIN.events.call(3, [BIN.events.arg_head(1) + BIN.values.sequence_head(2)
+                                  + BIN.values.int(1, 7) * 3 + BIN.values.sequence_tail]),
+              BIN.events.step(0, 1)]
+    for item in items:
+        assert _least_size(item) == len(item)
+        for cut in range(1, len(item)):
+            assert cut <= _least_size(item[:cut]) <= len(item), (item, cut)
+
+
 def test_skippable_frames_between_frames_are_skipped(tmp_path):
     pytest.importorskip("cbor2")
     from timelapse.cbor_format import SeekableFrames, seek_table

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+from timelapse.cbor_format import HEADER
+
 __all__ = [
     "BIN_MAGIC",
     "Call",
@@ -45,8 +47,9 @@ __all__ = [
     "stream_path",
 ]
 
-#: The first 8 bytes of a ``trace.bin`` in the CBOR + seekable zstd encoding (section 5).
-BIN_MAGIC = b"\xc0\xde\x72\xac\xe2\x01\x00\x00"
+#: The first 8 bytes of a ``trace.bin`` in the CBOR + seekable zstd encoding (section 5): the
+#: header the recorder writes, under the reader's name.
+BIN_MAGIC = HEADER
 
 #: A JSON-shaped ValueRecord, e.g. ``{"kind": "Int", "type_id": 3, "i": 5}``.
 ValueRecord = dict[str, Any]
@@ -659,7 +662,10 @@ def _iter_bin_stream(path: Path) -> Iterator[Any]:
             f" pip install {exc.name})"
         ) from None
     with _open_bin(path) as file:
-        yield from _cbor_items(_bin_pieces(file, os.fstat(file.fileno()).st_size, pyzstd), cbor2)
+        size = os.fstat(file.fileno()).st_size
+        table = _seek_table(file, size)
+        total = table.decompressed_size if table is not None else None
+        yield from _cbor_items(_bin_pieces(file, size, table, pyzstd), cbor2, total)
 
 
 def _open_bin(path: Path) -> io.BufferedReader:
@@ -714,10 +720,10 @@ def _seek_table(file: io.BufferedReader, size: int) -> SeekTable | None:
     return SeekTable(frames, size)
 
 
-def _bin_pieces(file: io.BufferedReader, size: int, zstd: Any) -> Iterator[bytes]:
+def _bin_pieces(file: io.BufferedReader, size: int, table: SeekTable | None, zstd: Any
+                ) -> Iterator[bytes]:
     """The decompressed bytes of the file's frames, in order, in pieces of at most _PIECE bytes
-    (``zstd``: the pyzstd module)."""
-    table = _seek_table(file, size)
+    (``table``: the file's seek table, or None; ``zstd``: the pyzstd module)."""
     if table is None:
         yield from _walk_frames(file, size, zstd)
         return
@@ -811,13 +817,17 @@ def _frame_pieces(file: io.BufferedReader, index: int, start: int, limit: int, z
     return position - len(decompressor.unused_data)
 
 
-def _cbor_items(pieces: Iterator[bytes], cbor2: Any) -> Iterator[Any]:
-    """The CBOR items of the concatenated pieces. An item cut by the end of a piece is decoded
-    again from its start once more bytes are there: at least twice what it has, so that an item
-    spanning many pieces is decoded O(log size) times."""
+def _cbor_items(pieces: Iterator[bytes], cbor2: Any, total: int | None = None) -> Iterator[Any]:
+    """The CBOR items of the concatenated pieces (``total`` bytes of them, if the seek table says).
+    An item cut by the end of a piece is decoded again from its start once more bytes are there:
+    at least what its heads say it needs and twice what it has, so that an item spanning many
+    pieces is decoded O(log size) times. An item whose heads claim more than the stream holds
+    after its start (damage: a length of 2^40) is refused at once, before anything is gathered
+    for it: what the reader holds stays bounded by the frames' real sizes."""
     index = 0
     unfinished: list[bytes] = []   # the start of an item cut by the end of a piece, and more
     gathered = wanted = 0
+    offset = 0      # where ``piece`` starts in the decompressed stream
     for piece in itertools.chain(pieces, (None,)):
         final = piece is None    # after the last piece: what is left must decode now
         if unfinished:
@@ -839,13 +849,81 @@ def _cbor_items(pieces: Iterator[bytes], cbor2: Any) -> Iterator[Any]:
                 if final:  # the stream ends inside an item
                     raise _bad_item(index, exc) from None
                 rest = piece[start:]
+                needed = _least_size(rest)
+                if total is not None and needed > total - (offset + start):
+                    raise TraceUnreadable(
+                        f"trace.bin: CBOR item {index} cannot be decoded: it claims at least"
+                        f" {needed} bytes, but the frames hold {total - (offset + start)} from its"
+                        f" start (byte {offset + start} of the decompressed stream)")
                 unfinished.append(rest)
-                gathered, wanted = len(rest), 2 * len(rest)
+                gathered, wanted = len(rest), max(needed, 2 * len(rest))
                 break
             except Exception as exc:  # CBORDecodeError, and ValueError-likes
                 raise _bad_item(index, exc) from None
             yield event
             index += 1
+        offset += start     # the piece's end, or where its unfinished item starts
+
+
+#: The argument sizes of a CBOR head by its additional information (24-27); 28-30 are not
+#: well-formed (cbor2 says so when it gets there).
+_ARGUMENT_BYTES = {24: 1, 25: 2, 26: 4, 27: 8}
+
+
+def _least_size(data: bytes) -> int:
+    """At least how many bytes the CBOR item at the start of ``data`` takes, from its heads as far
+    as ``data`` goes: a string's length, one byte at least for each element still to come."""
+    position, size = 0, len(data)
+    open_items: list[int] = []   # per open container: elements still to read, -1 if indefinite
+    while True:
+        if position >= size:
+            return position + _still_to_come(open_items, between=True)
+        initial = data[position]
+        major, info = initial >> 5, initial & 31
+        position += 1
+        if initial == 0xFF:     # the break that ends an indefinite-length item
+            if not open_items or open_items[-1] != -1:
+                return position     # not well-formed: cbor2 says so
+            open_items.pop()
+        elif info == 31:        # an indefinite-length string, array or map: items, then a break
+            if major not in (2, 3, 4, 5):
+                return position
+            open_items.append(-1)
+            continue
+        else:
+            length = _ARGUMENT_BYTES.get(info, 0) if info >= 24 else 0
+            if info > 27:
+                return position
+            if position + length > size:    # cut in this head
+                return position + length + _still_to_come(open_items, between=False)
+            argument = int.from_bytes(data[position:position + length], "big") if length else info
+            position += length
+            if major in (2, 3):     # a definite string: its bytes follow
+                position += argument
+            elif major in (4, 5) and argument:      # a definite array, a map: its elements follow
+                open_items.append(argument * (2 if major == 5 else 1))
+                continue
+            elif major == 6:        # a tag: one item follows
+                open_items.append(1)
+                continue
+        # An item is complete: count it off its container, and the containers it completes.
+        while open_items and open_items[-1] > 0:
+            open_items[-1] -= 1
+            if open_items[-1]:
+                break
+            open_items.pop()
+        if not open_items:
+            return position
+
+
+def _still_to_come(open_items: list[int], between: bool) -> int:
+    """At least how many bytes the open containers still need past the item being read (if
+    ``between`` items: past the last one read): one for each element not begun, one for each
+    break. Each container's count includes the element being read, the one open inside it."""
+    needed = sum(n - 1 if n > 0 else 1 for n in open_items)
+    if between and open_items and open_items[-1] > 0:
+        needed += 1     # the innermost container's next element has not begun either
+    return needed
 
 
 def _bad_item(index: int, exc: BaseException) -> TraceUnreadable:
