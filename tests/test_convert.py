@@ -210,12 +210,23 @@ def test_in_place_leaves_exactly_one_stream_file(recordings):
     assert (json_trace / "trace.json").read_bytes() == original
 
 
-def test_in_place_replaces_a_stale_stream_of_the_other_format(tmp_path):
-    folder = write_trace_folder(tmp_path / "t", opening_events(), metadata=METADATA)
-    (folder / "trace.bin").write_bytes(b"stale")  # CodeTracer would never read it: trace.json wins
-    convert(folder, "bin")
-    assert streams(folder) == {"trace.bin"}
-    assert list(iter_events(folder)) == opening_events()
+def test_a_folder_with_both_streams_is_refused_and_left_as_it_was(recordings, tmp_path):
+    """Neither recording nor converting leaves both: someone put the other there, and which one
+    the side files belong to is unknown. Converting would overwrite one (--to bin) or say there is
+    nothing to do (--to json) while the folder stays ambiguous."""
+    json_trace, bin_trace = recordings()
+    folder = tmp_path / "both"
+    folder.mkdir()
+    for name in os.listdir(json_trace):
+        if (json_trace / name).is_file():
+            (folder / name).write_bytes((json_trace / name).read_bytes())
+    (folder / "trace.bin").write_bytes((bin_trace / "trace.bin").read_bytes())
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    for to in ("bin", "json"):
+        one_error_line(timelapse_convert(folder, "--to", to), "holds both trace.json and trace.bin")
+        one_error_line(timelapse_convert(folder, "--to", to, "-o", tmp_path / "new"), "remove the one")
+        assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+        assert not (tmp_path / "new").exists()
 
 
 def test_same_format_is_an_error_and_changes_nothing(recordings, tmp_path):

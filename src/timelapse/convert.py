@@ -52,14 +52,19 @@ def convert(folder: str | os.PathLike[str], to: str, out: str | os.PathLike[str]
     ``"bin"``): in place, or into the new folder ``out`` (which must not exist, or be empty) with
     copies of the side files and ``files/``. Returns the new stream file and its event count.
 
-    Raises :class:`ConvertError` (nothing to do, ``out`` taken, an event the format cannot hold, a
-    write that fails) or :class:`~timelapse.reader.TraceUnreadable` (the source is not a readable
+    Raises :class:`ConvertError` (nothing to do, both stream files in ``folder``, ``out`` taken, an
+    event the format cannot hold, a write that fails) or :class:`~timelapse.reader.TraceUnreadable` (the source is not a readable
     trace); either way nothing is left of the conversion.
     """
     if to not in FORMATS:
         raise ConvertError(f"unknown format {to!r} (expected 'json' or 'bin')")
     folder = Path(folder)
     source = stream_path(folder)
+    if all((folder / name).is_file() for name in FORMATS.values()):
+        # Never made by timelapse (recording and converting leave one stream): which one the side
+        # files belong to is not ours to guess, and converting either would overwrite the other.
+        raise ConvertError(f"{folder} holds both trace.json and trace.bin (CodeTracer reads trace.json):"
+                           " remove the one that is not this trace's, then convert")
     target_name = FORMATS[to]
     if source.name == target_name:
         raise ConvertError(f"{folder} is already in the {to} format ({target_name}): nothing to convert")
