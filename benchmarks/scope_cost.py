@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """What an excluded module costs: a program spending ~90% of its time in a module the user excludes
-(``timelapse record --exclude heavy``) should run within 1.5x untraced (issue 13, point 6).
+(``timelapse record --exclude heavy``) should run within 1.5x untraced (issue 13, point 6); and what
+activation costs outside the chosen function: the same program recorded with ``--record-only tally``,
+a small function of its own called once a round, should too.
 
     python benchmarks/scope_cost.py [--repeat N] [--work N] [--contrast] [--json FILE]
 
@@ -16,6 +18,8 @@ the ratios compare like with like:
 - ``untraced``: ``python main.py``;
 - ``--exclude heavy``: excluded by module name;
 - ``--exclude */heavy.py``: excluded by file path;
+- ``--record-only tally``: only inside ``main.tally`` (ten activations, a few lines each): everything
+  else, ``heavy`` included (in scope: recorded by default), runs outside an activation;
 - ``empty program``, untraced and recorded: the fixed cost of starting timelapse and saving a trace
   (a time, not a ratio); the excluded rows are also shown without it (their time less this cost, over
   the untraced time): what the excluded module itself costs while the program runs;
@@ -23,7 +27,8 @@ the ratios compare like with like:
   the work (the ratio, not the time, is what compares).
 
 Reported per row: median wall time, min-max spread, and the ratio of its median to the untraced median.
-Exit status 0 when the excluded rows are within the target, 1 otherwise (2: a run failed).
+Exit status 0 when the excluded and activation rows are within the target, 1 otherwise (2: a run
+failed).
 """
 
 from __future__ import annotations
@@ -86,11 +91,17 @@ def own(data):
     return sum(ordered) + max(ordered)
 
 
+def tally(checksum, round_number):
+    """A few lines once a round: the function recorded by --record-only."""
+    folded = checksum & 0xFFFF
+    return folded ^ round_number
+
+
 def main(work, rounds):
     data = list(range(work // 12, 0, -1))
     in_heavy = in_own = 0.0
     checksum = 0
-    for _ in range(rounds):
+    for round_number in range(rounds):
         start = time.perf_counter()
         checksum ^= heavy.work(work // rounds)
         middle = time.perf_counter()
@@ -98,6 +109,7 @@ def main(work, rounds):
         end = time.perf_counter()
         in_heavy += middle - start
         in_own += end - middle
+        tally(checksum, round_number)
     print(f"{checksum} {in_heavy / (in_heavy + in_own):.3f}")
 
 
@@ -140,6 +152,7 @@ def main() -> int:
             "untraced": [python, "main.py", n],
             "--exclude heavy": [*record, "--exclude", "heavy", "main.py", n],
             "--exclude */heavy.py": [*record, "--exclude", "*/heavy.py", "main.py", n],
+            "--record-only tally": [*record, "--record-only", "tally", "main.py", n],
             "empty program, untraced": [python, "empty.py"],
             "empty program, recorded": [*record, "empty.py"],
         }
@@ -172,7 +185,7 @@ def main() -> int:
         ratio = median / reference if not name.startswith("empty") else None
         share = f"  heavy's share {statistics.median(shares[name]):.0%}" if shares[name] else ""
         verdict = ""
-        if name.startswith("--exclude"):
+        if name.startswith(("--exclude", "--record-only")):
             ok = ratio is not None and ratio <= TARGET
             failed |= not ok
             verdict = f"  {'OK' if ok else 'OVER'} (target <= {TARGET}x)"
@@ -184,7 +197,7 @@ def main() -> int:
     fixed = (statistics.median(times["empty program, recorded"])
              - statistics.median(times["empty program, untraced"]))
     print(f"  fixed cost of recording (start, save): {fixed:.3f} s; without it:")
-    for name in ("--exclude heavy", "--exclude */heavy.py"):
+    for name in ("--exclude heavy", "--exclude */heavy.py", "--record-only tally"):
         ratio = (statistics.median(times[name]) - fixed) / base
         print(f"  {name:34} {ratio:6.2f}x")
         figures[name]["ratio_without_fixed_cost"] = ratio

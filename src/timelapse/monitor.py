@@ -726,8 +726,8 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
                 if gated and id(code) not in armed:
                     arm(code)  # local events off since the last activation ended
                 state = thread_state()
-                if activating:  # what the thread's exception bookkeeping held is from before
-                    state.in_flight = state.thrown = state.recent = None
+                if activating:  # what the thread's bookkeeping held is from before (a refused call)
+                    state.in_flight = state.thrown = state.recent = state.unopened_frame = None
                 mark = len(events)
                 args = []
                 if thrown is not None:
