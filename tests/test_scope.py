@@ -373,9 +373,11 @@ def test_timelapse_is_never_recorded_whatever_the_patterns(app):
 
 
 @pytest.mark.parametrize("options, env, message", [
-    (["--exclude", "my-app"], {}, "timelapse: error: exclude has 'my-app': not a module name pattern"),
-    ([], {"TIMELAPSE_INCLUDE": "shop,src/[ab"}, "timelapse: error: include has 'src/[ab', whose [ is "
-                                                "never closed"),
+    # Each names where the pattern came from (the option is checked as every option is: config.py).
+    (["--exclude", "my-app"], {}, "timelapse: error: argument --exclude: has 'my-app': not a module "
+                                  "name pattern"),
+    ([], {"TIMELAPSE_INCLUDE": "shop,src/[ab"}, "timelapse: error: environment TIMELAPSE_INCLUDE has "
+                                                "'src/[ab', whose [ is never closed"),
 ])
 def test_a_bad_pattern_stops_the_command_line_with_one_line(app, options, env, message):
     out = app.parent / "trace"

@@ -237,6 +237,14 @@ def _words(name: str, value: object) -> tuple[str, ...]:
     return words
 
 
+def _scope_patterns(name: str, value: object) -> tuple[str, ...]:
+    # Checked here as the recording will read them (scope.py), so that `timelapse config` and a
+    # configuration file's line name a pattern that can never match, not only `record`.
+    from timelapse.scope import check_patterns     # scope.py imports this module
+
+    return check_patterns(name, _words(name, value))
+
+
 def _expressions(name: str, value: object) -> tuple[str, ...]:
     import re
 
@@ -278,8 +286,8 @@ _CHECKS: dict[str, Callable[[str, object], Any]] = {
     "exclude_files": _paths,
     "format": _format,
     "out": _path,
-    "include": _words,
-    "exclude": _words,
+    "include": _scope_patterns,
+    "exclude": _scope_patterns,
     "redact": _flag,
     "redact_names": _words,
     "redact_patterns": _expressions,
