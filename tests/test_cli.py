@@ -288,4 +288,4 @@ def test_usage_help_and_errors_name_convert():
     assert "--to {json,bin}" in converting.stdout and "--out OUT_DIR" in converting.stdout
     assert "timelapse convert TRACE_DIR --to {json,bin}" in run_timelapse([]).stderr
     unknown = run_timelapse(["frobnicate"])
-    assert unknown.returncode == 2 and "(expected 'record', 'check', 'convert' or 'config')" in unknown.stderr
+    assert unknown.returncode == 2 and "(expected 'record', 'check', 'convert', 'config' or 'codetracer-shim')" in unknown.stderr

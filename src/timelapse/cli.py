@@ -16,7 +16,7 @@ import argparse
 import json
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -34,7 +34,8 @@ timelapse record [options] script.py [args ...]
        timelapse record [options] -m module [args ...]
        timelapse check TRACE_DIR
        timelapse convert TRACE_DIR --to {json,bin} [-o OUT_DIR]
-       timelapse config [options]"""
+       timelapse config [options]
+       timelapse codetracer-shim --install DIR [--force] | --uninstall DIR"""
 
 #: Recorder options that take a value (needed to find where the program's own arguments start).
 _VALUE_OPTIONS = {
@@ -200,8 +201,12 @@ def parse_record(tokens: list[str]) -> _RecordCommand:
     return _RecordCommand(options, program)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``timelapse`` console script and of ``python -m timelapse``."""
+def main(argv: list[str] | None = None, *, defaults: Mapping[str, Any] | None = None) -> int:
+    """Entry point of the ``timelapse`` console script and of ``python -m timelapse``.
+
+    ``defaults``: option values under every layer (the configuration file, the environment, the
+    command line): the CodeTracer launcher's trace.json (codetracer.py).
+    """
     argv = sys.argv[1:] if argv is None else argv
     try:
         if not argv:  # bad input like any other: one line on stderr, exit status 2
@@ -210,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
                              " see timelapse --help)")
         if argv[0] in ("-h", "--help"):
             print(f"usage: {USAGE}\n\nRun 'timelapse record --help' for the recording options,"
-                  " 'timelapse convert --help' for converting a trace between trace.json and trace.bin.")
+                  " 'timelapse convert --help' for converting a trace between trace.json and trace.bin,"
+                  " 'timelapse codetracer-shim --help' for recording with timelapse from CodeTracer's ct record.")
             return 0
         if argv[0] == "--version":
             from timelapse import snapshot  # which signature is in use: a bug report needs it
@@ -226,10 +232,15 @@ def main(argv: list[str] | None = None) -> int:
             return _convert(rest)
         if command == "config":
             return _config(rest)
+        if command == "codetracer-shim":
+            from timelapse.codetracer import shim_main
+
+            return shim_main(rest)
         if command != "record":
-            raise UsageError(f"unknown command {command!r} (expected 'record', 'check', 'convert' or 'config')")
+            raise UsageError(f"unknown command {command!r} (expected 'record', 'check', 'convert', "
+                             f"'config' or 'codetracer-shim')")
         record = parse_record(rest)
-        session = _make_session(record)
+        session = _make_session(record, defaults)
     except (UsageError, RecorderError, config.OptionError) as exc:
         print(f"timelapse: error: {exc}", file=sys.stderr)
         return 2
@@ -297,21 +308,21 @@ def _convert(args: list[str]) -> int:
     return 128 + signal.SIGTERM if terminated else status
 
 
-def _loaded(options: argparse.Namespace) -> config.Loaded:
+def _loaded(options: argparse.Namespace, defaults: Mapping[str, Any] | None = None) -> config.Loaded:
     """The effective options: the flags given (the command line, the last layer) over the
-    environment and the configuration file (``--config``/``--no-config``)."""
+    environment and the configuration file (``--config``/``--no-config``), over ``defaults``."""
     given = vars(options)
     return config.load(
         {name: given[name] for name in _OPTION_FLAGS if name in given}, given_by="command line",
         config=options.config,
         # The console script (or python -m timelapse's __main__) is not the program's code.
-        base=Options(exclude_files=(sys.argv[0],) if sys.argv and sys.argv[0] else ()),
+        base=Options(exclude_files=(sys.argv[0],) if sys.argv and sys.argv[0] else (), **(defaults or {})),
     )
 
 
-def _make_session(record: _RecordCommand) -> Session:
+def _make_session(record: _RecordCommand, defaults: Mapping[str, Any] | None = None) -> Session:
     return Session(program=record.program.path, args=record.program.args,
-                   _loaded=_loaded(record.options))
+                   _loaded=_loaded(record.options, defaults))
 
 
 def _config(args: list[str]) -> int:
