@@ -245,7 +245,7 @@ def test_a_head_that_claims_more_than_the_frames_hold_is_refused_before_reading_
     finally:
         tracemalloc.stop()
     assert str(raised.value) == (f"trace.bin: CBOR item 10 cannot be decoded: it claims at least"
-                                 f" {len(claim) + 2**40} bytes, but the frames hold"
+                                 f" {len(claim) + 2**40} bytes, but the seek table gives the frames"
                                  f" {len(claim) + (64 << 20)} from its start (byte"
                                  f" {len(head) - len(claim)} of the decompressed stream)")
     assert peak < 8 << 20, f"{peak} bytes held"

@@ -853,8 +853,8 @@ def _cbor_items(pieces: Iterator[bytes], cbor2: Any, total: int | None = None) -
                 if total is not None and needed > total - (offset + start):
                     raise TraceUnreadable(
                         f"trace.bin: CBOR item {index} cannot be decoded: it claims at least"
-                        f" {needed} bytes, but the frames hold {total - (offset + start)} from its"
-                        f" start (byte {offset + start} of the decompressed stream)")
+                        f" {needed} bytes, but the seek table gives the frames {total - (offset + start)}"
+                        f" from its start (byte {offset + start} of the decompressed stream)")
                 unfinished.append(rest)
                 gathered, wanted = len(rest), max(needed, 2 * len(rest))
                 break
