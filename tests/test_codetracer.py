@@ -88,6 +88,16 @@ def test_a_program_is_recorded_as_timelapse_record_does_in_trace_json(shim, tmp_
     assert str(shim / RECORDER_NAME) not in json.loads((out / "trace_paths.json").read_text())
 
 
+def test_the_empty_folder_ct_record_makes_first_is_written_into(shim, tmp_path):
+    # ct record creates the trace folder before it starts the recorder.
+    app = write(tmp_path, "app.py", APP)
+    out = tmp_path / "trace-7"
+    out.mkdir()
+    result = ct_record(shim, "--out-dir", str(out), str(app), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert checked_trace(out).metadata["process_exit_status"] == 0
+
+
 @pytest.mark.parametrize("how", ["exit", "raise"])
 def test_a_failing_program_exits_0_with_its_status_in_the_metadata(shim, tmp_path, how):
     app = write(tmp_path, "app.py", APP if how == "exit" else 'def boom():\n    raise ValueError("boom")\n\n\nboom()\n')
