@@ -321,10 +321,37 @@ def test_an_activation_path_generator_is_recorded_at_each_resume_until_it_finish
         def after():
             return 3
         ''')
+    # Imported before recording starts: the first code of feed.py to run is then the generator.
+    program = write(tmp_path, "main.py", f'''\
+        import feed
+        import timelapse
+
+        with timelapse.record({str(tmp_path / "trace")!r}, activation_path="feed.py",
+                              format={trace_format!r}, config=False):
+            print(list(feed.items()), feed.after(), list(feed.items()))
+        ''')
+    result = run_python([str(program)], cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, "[1, 2] 3 [1, 2]\n"), result.stderr
+    trace = checked_trace(tmp_path / "trace")
+    # Its start and each resume until it returns; then the option is spent: after() and the second
+    # generator are not recorded.
+    tops = [c for c in trace.calls() if c.depth == 1]
+    assert [c.function for c in tops] == ["items"] * 3
+    assert [decode_value(c.return_value) for c in tops] == [1, 2, None]
+    metadata = json.loads((tmp_path / "trace" / "trace_metadata.json").read_text())
+    assert metadata["activations"] == 3
+
+
+def test_an_activation_path_module_body_is_one_activation(tmp_path, trace_format):
+    write(tmp_path, "feed.py", '''\
+        def items():
+            yield 1
+            yield 2
+        ''')
     program = write(tmp_path, "main.py", '''\
         import feed
 
-        print(list(feed.items()), feed.after())
+        print(list(feed.items()))
         ''')
     # The first code of feed.py to run is its module body: it finishes, the option is spent.
     _, trace, metadata = record_gated(tmp_path, trace_format, program, "--activation-path", "feed.py")
