@@ -311,16 +311,19 @@ def test_the_activation_path_can_be_the_program_itself(tmp_path, trace_format):
     assert metadata["activations"] == 1
 
 
+FEED = '''\
+def items():
+    yield 1
+    yield 2
+
+
+def after():
+    return 3
+'''
+
+
 def test_an_activation_path_generator_is_recorded_at_each_resume_until_it_finishes(tmp_path, trace_format):
-    write(tmp_path, "feed.py", '''\
-        def items():
-            yield 1
-            yield 2
-
-
-        def after():
-            return 3
-        ''')
+    write(tmp_path, "feed.py", FEED)
     # Imported before recording starts: the first code of feed.py to run is then the generator.
     program = write(tmp_path, "main.py", f'''\
         import feed
@@ -343,11 +346,7 @@ def test_an_activation_path_generator_is_recorded_at_each_resume_until_it_finish
 
 
 def test_an_activation_path_module_body_is_one_activation(tmp_path, trace_format):
-    write(tmp_path, "feed.py", '''\
-        def items():
-            yield 1
-            yield 2
-        ''')
+    write(tmp_path, "feed.py", FEED)
     program = write(tmp_path, "main.py", '''\
         import feed
 
