@@ -415,3 +415,20 @@ def test_recording_trace_bin_without_its_packages_says_how_to_go_on(tmp_path, mo
     with timelapse.record(tmp_path / "j", format="json", config=False):    # the way out works
         pass
     assert (tmp_path / "j" / "trace.json").is_file()
+
+
+def test_timelapse_record_without_pyzstd_is_one_line_and_exit_status_2(tmp_path):
+    """The command line, as a user meets it: a process whose pyzstd cannot be imported."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "prog.py"
+    script.write_text("print('hi')\n")
+    code = ("import sys; sys.modules['pyzstd'] = None; from timelapse.cli import main; "
+            f"sys.exit(main(['record', '--no-config', '-o', {str(tmp_path / 't')!r}, {str(script)!r}]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == ("timelapse: error: trace.bin (--format bin, the default) needs the pyzstd "
+                             "package: pip install pyzstd, or record trace.json with --format json\n")
+    assert not (tmp_path / "t").exists()
