@@ -20,14 +20,31 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Unpack
+from typing import TYPE_CHECKING, Any, Unpack
 
 from timelapse._version import __version__
-from timelapse.config import Options, OptionValues
 from timelapse.errors import RecorderError
-from timelapse.session import Session, is_recording
+
+if TYPE_CHECKING:
+    from timelapse.config import Options, OptionValues
+    from timelapse.session import Session, is_recording
 
 __all__ = ["RecorderError", "Session", "__version__", "is_recording", "record", "start"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: ``import timelapse`` (and so the pytest plugin, loaded by every pytest run in an
+    # environment where timelapse is installed) must not import the recorder, ~0.15 s of modules;
+    # they are imported when a recording is first asked for.
+    if name in ("Session", "is_recording"):
+        from timelapse import session
+
+        return getattr(session, name)
+    raise AttributeError(f"module 'timelapse' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 def start(
@@ -47,6 +64,8 @@ def start(
     None finds ``[tool.timelapse]`` in the nearest pyproject.toml, False reads none, or a path). Raises RecorderError if already recording, or if ``out_dir``
     holds something that is not a trace.
     """
+    from timelapse.session import Session
+
     session = Session(out_dir, program=program, args=args, options=options, config=config, **option_values)
     return session.start(sys._getframe(1))
 
@@ -65,4 +84,6 @@ def record(
     Recording starts when the ``with`` block is entered and the trace is saved when it is left.
     Arguments as for ``start``.
     """
+    from timelapse.session import Session
+
     return Session(out_dir, program=program, args=args, options=options, config=config, **option_values)

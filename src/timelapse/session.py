@@ -229,6 +229,9 @@ class Session:
         self._save_error: str | None = None
         self._started_at = ""
         self._finished = False
+        #: More keys for trace_metadata.json, written as they are (JSON-shaped values) when the
+        #: trace is saved; the session's own keys win. The pytest plugin writes ``"test"`` here.
+        self.extra_metadata: dict[str, Any] = {}
         # Re-entrant: a failure while saving (a write error draining the IO capture) reports into
         # this thread's own finish. The outermost lock of a recording (timelapse.process).
         self._finish_lock = threading.RLock()
@@ -551,6 +554,8 @@ class Session:
             # secrets cut out of IO and exception Events.
             metadata["redacted"] = {"values": recorder.encoder.redactions,
                                     "in_events": self._redactor.cut}
+        for key, value in self.extra_metadata.items():
+            metadata.setdefault(key, value)
         return metadata
 
     def summary(self) -> str:
