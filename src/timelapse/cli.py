@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from timelapse import config
+from timelapse import autostart, config
 from timelapse._version import __version__
 from timelapse.config import DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITEMS, DEFAULT_MAX_NODES, DEFAULT_MAX_STRING, Options
 from timelapse.errors import RecorderError, UsageError
@@ -239,6 +239,8 @@ def main(argv: list[str] | None = None, *, defaults: Mapping[str, Any] | None = 
         if command != "record":
             raise UsageError(f"unknown command {command!r} (expected 'record', 'check', 'convert', "
                              f"'config' or 'codetracer-shim')")
+        # A process that TIMELAPSE_RECORD records from its start: its program is recorded here instead.
+        autostart.step_aside()
         record = parse_record(rest)
         session = _make_session(record, defaults)
     except (UsageError, RecorderError, config.OptionError) as exc:

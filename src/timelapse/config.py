@@ -352,8 +352,9 @@ _FLAG_WORDS = {"1": True, "true": True, "yes": True, "on": True,
 
 #: What sets the environment layer: TIMELAPSE_ and the option's name in capitals.
 ENV_PREFIX = "TIMELAPSE_"
-#: Variables of ours that are not options (the implementation switch, the configuration file).
-_OTHER_VARIABLES = {"TIMELAPSE_PURE", "TIMELAPSE_CONFIG"}
+#: Variables of ours that are not options (the implementation switch, the configuration file, the
+#: trace folder of a process recorded by environment: autostart.py, which gives it as ``out``).
+_OTHER_VARIABLES = {"TIMELAPSE_PURE", "TIMELAPSE_CONFIG", "TIMELAPSE_RECORD"}
 #: The options a configuration file and the environment can set (exclude_files is the CLI's own).
 LAYERED = tuple(name for name in _CHECKS if name != "exclude_files")
 CONFIG_TABLE = ("tool", "timelapse")

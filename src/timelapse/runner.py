@@ -46,17 +46,18 @@ def prepare_script(script: str, args: list[str]) -> Program:
     return Program(argv0=script, path=path, args=list(args), code=code)
 
 
-def prepare_module(module: str, args: list[str]) -> Program:
+def prepare_module(module: str, args: list[str], search_path: list[str] | None = None) -> Program:
     """Find the file of ``module`` (a package: its ``__main__``) without running any of its code.
 
     The packages' ``__init__`` code then runs while recording, as part of the program.
+    ``search_path``: where to look (default: the sys.path the program will have).
     """
     parts = module.split(".")
     if not all(part.isidentifier() for part in parts):
         raise UsageError(f"cannot record module {module!r}: not a module name")
     # Looked up on the sys.path the program will have: the working directory first, as for
     # ``python -m`` (ours starts with the folder of whatever started timelapse: the console script's).
-    search: list[str] | None = [os.getcwd(), *sys.path[1:]]
+    search: list[str] | None = [os.getcwd(), *sys.path[1:]] if search_path is None else search_path
     spec = None
     sources = []  # the files that will run: each package's __init__, then the module
     for depth in range(len(parts)):

@@ -200,7 +200,9 @@ class Session:
         self.workdir = os.getcwd()
         relative = os.path.relpath(self.out_dir)
         self._shown_out = str(self.out_dir) if relative.startswith("..") else relative
-        self.program = os.path.abspath(program if program is not None else _guess_program())
+        program = program if program is not None else _guess_program()
+        # "<string>" (python -c, under TIMELAPSE_RECORD) names no file: kept as Python names it.
+        self.program = program if program.startswith("<") else os.path.abspath(program)
         self.args = list(args) if args is not None else sys.argv[1:]
         self._io: IOCapture | None = None
         #: The recording's secret names and forms, and what cuts them out of IO events (None:
