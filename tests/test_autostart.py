@@ -33,6 +33,10 @@ if how == "raise":
     raise ValueError("boom")
 if how == "os_exit":
     os._exit(5)
+if how == "interrupt":
+    raise KeyboardInterrupt
+if how == "exec":  # the new image must neither be recorded nor replace the trace
+    os.execv(sys.executable, [sys.executable, "-c", "import os; print('new image sees', os.environ.get('TIMELAPSE_RECORD'))"])
 if how == "sigterm":
     while True:
         work(2)
@@ -41,12 +45,15 @@ if how == "sigterm":
 print("done")
 """
 
-#: What the trace's last Error event holds for "raise" (Python's own report).
-ENDS = {"return": 0, "exit": 3, "raise": 1, "os_exit": 5}
+#: How each end is recorded: process_exit_status (None: the process image was replaced).
+ENDS = {"return": 0, "exit": 3, "raise": 1, "os_exit": 5, "interrupt": 128 + signal.SIGINT, "exec": None}
+#: The exit status of each end, where it is not the recorded one.
+RETURN_CODES = {"interrupt": -signal.SIGINT, "exec": 0}
 
 
 def environment(out: Path | str | None, **more: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TIMELAPSE_")}
+    # Options of the caller's own stay out; TIMELAPSE_PURE (CI's pure-Python run) stays in.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIMELAPSE_") or k == "TIMELAPSE_PURE"}
     if out is not None:
         env["TIMELAPSE_RECORD"] = str(out)
     env.update(more)
@@ -97,7 +104,7 @@ def test_each_end_saves_the_trace_and_the_program_is_as_under_python(tmp_path, p
     plain = python(["prog.py", how], tmp_path)
     recorded = python(["prog.py", how], tmp_path, out="trace", TIMELAPSE_FORMAT=trace_format)
     same(recorded, plain)
-    assert recorded.returncode == ENDS[how]
+    assert recorded.returncode == RETURN_CODES.get(how, ENDS[how])
     trace = checked_trace(out)
     assert calls(trace)[:3] == ["<toplevel>", "<__main__>", "work"]
     metadata = trace.metadata
@@ -105,9 +112,11 @@ def test_each_end_saves_the_trace_and_the_program_is_as_under_python(tmp_path, p
         str(prog), [how], ENDS[how])
     assert metadata["options"]["sources"]["out"] == "environment (TIMELAPSE_RECORD)"
     assert (out / ("trace.bin" if trace_format == "bin" else "trace.json")).exists()
-    if how == "raise":  # the trace ends with the report Python printed
+    if how in ("raise", "interrupt"):  # the trace ends with the report Python printed
         error = trace.events[-2]["Event"]
         assert error["kind"] == 11 and error["content"] == plain.stderr
+    if how == "exec":
+        assert recorded.stdout.endswith("new image sees None\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prog.py", "trace"]  # no hidden folder left
 
 
@@ -147,6 +156,28 @@ def test_dash_m_records_the_packages_init_and_main_module(tmp_path):
     assert calls(trace) == ["<toplevel>", "<app>", "<__main__>", "<helper>", "work"]
     assert trace.metadata["program"] == str(tmp_path / "app" / "__main__.py")
     assert (trace.metadata["args"], trace.metadata["process_exit_status"]) == (["x"], 4)
+
+
+def test_dash_m_of_a_module_only_an_import_hook_finds(tmp_path):
+    # An editable install's finder is such a hook: runpy finds the module, the recording follows.
+    (tmp_path / "hidden").mkdir()
+    (tmp_path / "hidden" / "hooked.py").write_text("def work():\n    return 1\nprint(work())\n")
+    (tmp_path / "hooks").mkdir()
+    (tmp_path / "hooks" / "sitecustomize.py").write_text(
+        "import importlib.abc, importlib.util, sys\n"
+        "class Finder(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'hooked':\n"
+        f"            return importlib.util.spec_from_file_location(name, {str(tmp_path / 'hidden' / 'hooked.py')!r})\n"
+        "sys.meta_path.append(Finder())\n")
+    hooks = {"PYTHONPATH": str(tmp_path / "hooks")}
+    plain = python(["-m", "hooked"], tmp_path, **hooks)
+    recorded = python(["-m", "hooked"], tmp_path, out="trace", **hooks)
+    same(recorded, plain, variable_line=False)
+    assert plain.stdout == "1\n"
+    trace = checked_trace(tmp_path / "trace")
+    assert calls(trace) == ["<toplevel>", "<__main__>", "work"]
+    assert trace.metadata["program"] == str(tmp_path / "hidden" / "hooked.py")
 
 
 def test_dash_c_records_the_code_in_files_it_runs(tmp_path):

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from timelapse.process import ProgramEnd
     from timelapse.session import Session
 
-__all__ = ["VARIABLE", "recording", "start", "step_aside"]
+__all__ = ["VARIABLE", "start", "step_aside"]
 
 #: The variable: the trace folder of the process started with it.
 VARIABLE = "TIMELAPSE_RECORD"
@@ -83,11 +83,6 @@ def start() -> None:
         _start(out)
     except Exception as exc:  # noqa: BLE001 - the program must start whatever happened here
         _say(f"not recording: {_reason(exc)}")
-
-
-def recording() -> Session | None:
-    """The session recording this process because of the variable, if any."""
-    return _current.session if _current is not None else None
 
 
 def step_aside() -> None:
@@ -151,18 +146,17 @@ def _record_module_when_found(out: str, module: str) -> None:
         runpy._get_module_details = real  # type: ignore[attr-defined]  # once: the program's lookup
         if mod_name != module:
             return real(mod_name, error)
-        from timelapse.errors import UsageError
-        from timelapse.runner import prepare_module
-
         try:  # found as timelapse record -m finds it, importing nothing, on python's final sys.path
+            from timelapse.runner import prepare_module
+
             program: str | None = prepare_module(module, [], search_path=list(sys.path)).path
-        except UsageError:
+        except Exception:  # noqa: BLE001 - UsageError (not a plain file, a syntax error) or worse
             program = None
         if program is None:
             # Not a plain file on sys.path (an import hook's: an editable install's finder): runpy
             # finds it, importing its packages unrecorded; missing, python says so and nothing runs.
             details = real(mod_name, error)
-            origin = details[1].origin
+            origin = getattr(details[1], "origin", None)
             if isinstance(origin, str) and os.path.isfile(origin):
                 _begin(out, origin)
             return details
