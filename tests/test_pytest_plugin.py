@@ -200,6 +200,7 @@ def test_one_trace_per_test_with_outcome_and_phases(project: pytest.Pytester) ->
     found = traces(folder)
     assert {nodeid: test["outcome"] for nodeid, test in found.items()} == OUTCOMES
     assert summary_line(result) == f"timelapse: {len(OUTCOMES)} traces in {DEFAULT_DIR}{os.sep}"
+    assert f"timelapse: recording every test into {DEFAULT_DIR}{os.sep}" in result.outlines  # header
     assert (folder / ".gitignore").read_text(encoding="utf-8").splitlines()[-1] == "*"
     for nodeid, test in found.items():
         phases = test["phases"]
@@ -306,18 +307,22 @@ def test_a_folder_that_is_not_a_trace_is_never_touched(project: pytest.Pytester)
                                  "recorded: output folder * is not a timelapse trace*"])
 
 
-def test_a_recorder_failure_is_a_warning_not_a_failed_test(project: pytest.Pytester,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def fault_in_add(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every session made from now on fails inside the project's ``add`` (the recorder's own fault
+    injection, ``Session(_fault=...)``): a recorder failure, as a bug of ours would be."""
+
     def fault(code, line):
         if code.co_name == "add":
             raise OSError("injected")
 
     original = timelapse.session.Session.__init__
+    monkeypatch.setattr(timelapse.session.Session, "__init__",
+                        lambda self, *args, **kwargs: original(self, *args, _fault=fault, **kwargs))
 
-    def with_fault(self, *args, **kwargs):
-        original(self, *args, _fault=fault, **kwargs)
 
-    monkeypatch.setattr(timelapse.session.Session, "__init__", with_fault)
+def test_a_recorder_failure_is_a_warning_not_a_failed_test(project: pytest.Pytester,
+                                                           fault_in_add: None) -> None:
     result = project.runpytest("--timelapse", "-k", "test_passes or method", "-W", "default")
     result.assert_outcomes(passed=2)
     assert summary_line(result) == (f"timelapse: 2 traces in {DEFAULT_DIR}{os.sep} "
@@ -329,16 +334,8 @@ def test_a_recorder_failure_is_a_warning_not_a_failed_test(project: pytest.Pytes
     assert trace.metadata["options"]["sources"]["on_error"] == "pytest plugin"
 
 
-def test_on_error_raise_from_the_configuration_fails_the_test(project: pytest.Pytester,
+def test_on_error_raise_from_the_configuration_fails_the_test(project: pytest.Pytester, fault_in_add: None,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    original = timelapse.session.Session.__init__
-
-    def fault(code, line):
-        if code.co_name == "add":
-            raise OSError("injected")
-
-    monkeypatch.setattr(timelapse.session.Session, "__init__",
-                        lambda self, *a, **k: original(self, *a, _fault=fault, **k))
     monkeypatch.setenv("TIMELAPSE_ON_ERROR", "raise")
     result = project.runpytest("--timelapse", "-k", "test_passes")
     result.assert_outcomes(failed=1)
