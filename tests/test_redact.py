@@ -133,8 +133,11 @@ def test_io_follows_a_pem_block_written_piece_by_piece():
     assert redactor.cut == 1    # one block
     # Streams are followed apart: stdout's open block does not swallow stderr.
     io.redact(1, "-----BEGIN PRIVATE KEY-----")
-    assert io.redact(2, "error text") == "error text"
-    assert io.redact(1, "still key") == REDACTED
+    assert io.redact(2, "c3RpbGwga2V5\n") == "c3RpbGwga2V5\n"
+    assert io.redact(1, "c3RpbGwga2V5\n") == REDACTED + "\n"
+    # A line that is not a key's ends the block: a BEGIN line quoted in a message swallows nothing.
+    assert io.redact(1, "retrying in 5 s\n") == "retrying in 5 s\n"
+    assert io.redact(1, "c3RpbGwga2V5\n") == "c3RpbGwga2V5\n"
 
 
 # -- the encoder -----------------------------------------------------------------------------------
@@ -272,9 +275,9 @@ def test_a_recording_holds_no_secret_and_counts_what_it_redacted(tmp_path, fmt):
     result, events, metadata = _record(tmp_path, fmt)
     # The program sees its own secrets: what it prints is what it prints without the recorder.
     assert (result.returncode, result.stdout, result.stderr) == (0, expected.stdout, expected.stderr)
-    assert "S3CRET-15" in result.stdout
+    assert "S3CRET15" in result.stdout
     text = json.dumps(events)
-    assert SECRET.findall(text) == []
+    assert SECRET.findall(text) == [] and "S3CRET15" not in text
     assert set(re.findall(r"shown-\d+", text)) == SHOWN    # names that only look like secrets'
     counts = metadata["redacted"]
     assert counts["values"] == _redacted_in_values(events) > 0
@@ -331,3 +334,126 @@ def test_compiled_and_pure_signatures_record_the_same(tmp_path):
     _, compiled, meta_c = _record(tmp_path, "json", name="c", env={"TIMELAPSE_PURE": "0"})
     _, pure, meta_p = _record(tmp_path, "json", name="p", env={"TIMELAPSE_PURE": "1"})
     assert compiled == pure and meta_c["redacted"] == meta_p["redacted"]
+
+
+# -- what the first review found ---------------------------------------------------------------------
+
+PIECES = '''
+import os, sys
+from enum import Enum
+
+P = "SENT"
+class Keys(Enum):
+    API_KEY = P + "-enum"
+    PLAIN = "shown-enum"
+
+def main():
+    k = Keys.API_KEY
+    plain = Keys.PLAIN
+    env = os.environ                   # its _data dict has bytes keys: names all the same
+    has_password = False               # a bool or None under a secret's name holds no secret
+    auth_required = None
+    OAuthClient = "shown-oauth"        # OAuth is one word
+    query = "user=ann&password=" + P + "-query"
+    url = "https://ann:" + P + "-url@example.com/x"
+    low = "bearer abcdef" + P + "-lower"
+    print("Authorization:", "Bearer", "abcdef" + P + "-print")     # one event, four writes
+    w = sys.stdout.write; w("-----BEGIN RSA PRIV"); w("ATE KEY-----\\nMIIEow" + P + "pem\\n-----END RSA PRIVATE KEY-----\\n")
+    sys.stderr.write("Bearer "); sys.stderr.write("abcdefgh" + P + "-stderr\\n")    # one step each
+    print("error: a key must start with -----BEGIN RSA PRIVATE KEY-----")
+    print("retrying")
+    print("done, shown-after")
+    print("log: password=" + P + "-log token: " + P + "-log2 user=shown-user")
+    raise ValueError("auth failed: Bearer abcdefgh" + P + "-uncaught")
+
+main()
+'''
+
+
+def test_what_the_first_review_found(tmp_path):
+    program = tmp_path / "pieces.py"
+    program.write_text(PIECES)
+    out = tmp_path / "trace"
+    env = dict(os.environ, GITHUB_TOKEN="SENT-env1", AWS_SECRET_ACCESS_KEY="SENT-env2")
+    result = subprocess.run(
+        [str(CONSOLE_SCRIPT), "record", "-q", "--format", "json", "-o", str(out),
+         "--redact-pattern", "SENT-pattern", str(program), "--token=SENT-arg1", "Bearer abcdefghSENT-arg2",
+         "SENT-pattern"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 1 and "SENT-uncaught" in result.stderr    # the program's own
+    checked_trace(out)
+    text = json.dumps(list(iter_events(out)))
+    metadata_text = (out / "trace_metadata.json").read_text()
+    leaked = re.compile(r"SENT(?:-[\w-]+|pem)")    # (P itself, "SENT", is shown: it is no secret)
+    assert leaked.findall(text) == [], re.findall(r".{60}" + leaked.pattern, text)
+    assert leaked.findall(metadata_text) == [] and "SENT-pattern" not in metadata_text
+    assert "--token=<redacted>" in metadata_text
+    assert json.loads(metadata_text)["options"]["values"]["redact_patterns"] == [REDACTED]
+    for shown in ("shown-enum", "shown-oauth", "shown-after", "retrying", "shown-user"):
+        assert shown in text, shown
+    events = list(iter_events(out))
+    io = [e["Event"]["content"] for e in events if "Event" in e]
+    assert "Authorization: <redacted>\n" in io
+    assert "error: a key must start with <redacted>\n" in io and "retrying\n" in io
+    assert "log: password=<redacted> token: <redacted> user=shown-user\n" in io
+    names = [e["VariableName"] for e in events if "VariableName" in e]
+    shown_values = {names[e["Value"]["variable_id"]]: e["Value"]["value"] for e in events if "Value" in e}
+    assert shown_values["has_password"]["kind"] == "Bool" and shown_values["auth_required"]["kind"] == "None"
+
+
+def test_a_pattern_matching_an_empty_text_is_refused(tmp_path):
+    program = tmp_path / "p.py"
+    program.write_text("print('hello')\n")
+    result = subprocess.run([str(CONSOLE_SCRIPT), "record", "-o", str(tmp_path / "t"), "--redact-pattern", "z*",
+                             str(program)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "matches an empty text" in result.stderr
+    assert result.stderr.count("\n") == 1 and result.stdout == ""
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("GET /?password=hunter22&x=1", "GET /?password=<redacted>&x=1"),
+    ('{"token": "abcdefgh", "user": "ann"}', '{"token": "<redacted>", "user": "ann"}'),
+    ("Authorization: Basic dXNlcjpwYXNz", "Authorization: <redacted>"),
+    ("--api-key=k123 --verbose", "--api-key=<redacted> --verbose"),
+    ("postgres://ann:hunter22@db/x", "postgres://<redacted>@db/x"),
+    ("authority: example.org", "authority: example.org"),
+    ("time: 12:30", "time: 12:30"),
+])
+def test_values_under_secret_names_in_texts(text, expected):
+    assert Redactor().redact_text(text) == expected
+    assert Redactor().secret_text(text) == (text != expected)
+
+
+def test_long_texts_are_decided_once(monkeypatch):
+    redactor = Redactor()
+    text = "x" * 5000 + " password=hunter22"
+    calls = []
+    search = redactor._search
+    monkeypatch.setattr(redactor, "_search", lambda t: calls.append(1) or search(t))
+    assert all(redactor.secret_text(text) for _ in range(5)) and len(calls) == 1
+
+
+def test_what_is_typed_at_a_prompt_for_a_secret_is_redacted(tmp_path):
+    from timelapse.format import EventKind
+    import timelapse.redact as redact
+
+    assert redact._STDIN == EventKind.READ
+    program = tmp_path / "prompt.py"
+    program.write_text("a = input('Password: ')\nb = input('Name: ')\nprint(len(a), b)\n")
+    out = tmp_path / "trace"
+    result = subprocess.run([str(CONSOLE_SCRIPT), "record", "-q", "--format", "json", "-o", str(out),
+                             str(program)], input="hunter2\nann\n", capture_output=True, text=True,
+                            timeout=60)
+    assert result.stdout == "Password: Name: 7 ann\n"
+    checked_trace(out)
+    io = [e["Event"]["content"] for e in iter_events(out) if "Event" in e]
+    assert io == ["Password: ", REDACTED + "\n", "Name: ", "ann\n", "7 ann\n"]
+
+
+def test_long_texts_are_not_names_and_are_not_kept_as_names():
+    redactor = Redactor()
+    long_key = "password " + "x" * 300
+    assert not redactor.secret_name(long_key) and long_key not in redactor.names
+    io = redactor.io()
+    io.redact(1, "é" * 70000)       # an event ending in a long line: no prompt, nothing kept
+    assert not redactor.names

@@ -251,9 +251,11 @@ def _expressions(name: str, value: object) -> tuple[str, ...]:
     expressions = _words(name, value)
     for expression in expressions:
         try:
-            re.compile(expression)
+            compiled = re.compile(expression)
         except re.error as exc:
             raise OptionError(name, f"has {expression!r}, not a regular expression: {exc}") from None
+        if compiled.search("") is not None:     # 'z*' would redact every text, between every letter
+            raise OptionError(name, f"has {expression!r}, which matches an empty text")
     return expressions
 
 

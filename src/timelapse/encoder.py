@@ -246,8 +246,11 @@ class ValueEncoder:
 
     def redacted(self, value: object) -> bytes:
         """The record of a secret: a ``Raw`` ``<redacted>`` whose type is the value's own. Nothing
-        of the value is read but its type."""
+        of the value is read but its type. None, True and False are shown as they are: they hold
+        no secret, and ``has_password = False`` or ``auth_required = True`` is worth seeing."""
         t = type(value)
+        if value is None or t is bool:
+            return self.encode_json(value)
         try:
             info = self._infos.get(id(t))
             if info is None or info.type is not t:
@@ -394,7 +397,7 @@ class ValueEncoder:
             for i, name in enumerate(names):
                 secret = decided.get(name)
                 if secret is None:
-                    secret = redactor.decide(name)
+                    secret = redactor.secret_name(name)
                 if secret:
                     values[i] = _Secret(values[i])
                     shape_reusable = False
@@ -422,7 +425,10 @@ class ValueEncoder:
         if not is_dict(d):
             return self._leaf_opaque(x, info)
         value = dict.get(d, "_value_")
-        arg = (info.tid, enum_name(d))
+        name = enum_name(d)
+        if self.redactor is not None and type(name) is str and self.redactor.secret_name(name):
+            value = _Secret(value)      # Keys.API_KEY: the member is shown, its value redacted
+        arg = (info.tid, name)
         parts = self._scalars((value,), depth, state)
         if state[1]:
             return parts, [(0, value)], self._spell_variant, arg
@@ -482,8 +488,7 @@ class ValueEncoder:
         # is searched (a long text is clipped), and a margin past it, so that a form cut by the
         # clip is still seen. Never cached in _spelled_strs: each one is counted.
         redactor = self.redactor
-        if redactor is not None and redactor.secret_text(
-                x if n <= self.max_string + _FORM_MARGIN else x[:self.max_string + _FORM_MARGIN]):
+        if redactor is not None and redactor.secret_text(x, self.max_string + _FORM_MARGIN):
             return self._redacted_record(info)
         if n > self.max_string:
             text = f"{sanitize_text(x[:self.max_string])}{ELLIPSIS} ({n:,} chars)"
@@ -1096,8 +1101,12 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
         arg = (head, pair, more_data)
         flat = [e for item in items for e in item]  # key, value, key, value: depth-first order
         if redactor is not None:
+            # Keys that are exact strs, or bytes (os.environ's _data: b'GITHUB_TOKEN'), are names.
+            # (Bytes keys never take the fast way above, so this costs nothing more.)
             for i in range(0, len(flat), 2):
-                if type(flat[i]) is str and secret_name(flat[i]):
+                k = flat[i]
+                if (type(k) is str and secret_name(k)) or (
+                        type(k) is bytes and secret_name(bytes.decode(k, "latin-1"))):
                     flat[i + 1] = _Secret(flat[i + 1])
         parts = scalars(flat, depth, state)
         if state[1]:

@@ -41,7 +41,7 @@ class ExceptionEvents:
         self._writer = writer
         self._spelling = writer.format.events
         #: A message with the secrets in it replaced (redact.Redactor.redact_text), or None.
-        self._redact_text = redact_text
+        self.redact_text = redact_text
 
     def note(self, what: str, exception: BaseException, state: ThreadState, frame: FrameType,
              step_here: StepHere) -> None:
@@ -69,8 +69,8 @@ class ExceptionEvents:
         metadata = spelling.event_metadata(what, state.number, where, {"exception": type_name(type(exception))})
         kind = _LOG if what == "handled" else _ERROR
         content = describe_exception(exception)
-        if self._redact_text is not None:
-            content = self._redact_text(content)
+        if self.redact_text is not None:
+            content = self.redact_text(content)
         self._writer.events.append(spelling.event(kind, metadata, content))
         if what != "handled":
             state.in_flight = (key, position())

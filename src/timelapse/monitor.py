@@ -107,12 +107,9 @@ class Recorder:
         *,
         on_failure: Callable[[BaseException], None],
         fault: Callable[[CodeType, int], None] | None = None,
-        redact_io: Callable[[int, str], str] | None = None,
         activation: Activation | None = None,
     ) -> None:
         self.writer = writer
-        #: IO contents -> the same with secrets replaced (redact.IORedactor.redact), or None.
-        self._redact_io = redact_io
         self.encoder = encoder
         self.scope = scope
         self._on_failure = on_failure
@@ -223,6 +220,9 @@ class Recorder:
             else:
                 toplevel_value = values.int(writer.type_id(TypeKind.INT, "int"), exit_status)
             if error_text is not None:
+                redact_text = self.exceptions.redact_text
+                if redact_text is not None:     # the traceback shows the exception's message
+                    error_text = redact_text(error_text)
                 events.append(spelling.event(EventKind.ERROR, "", error_text))
             events.append(spelling.return_event(toplevel_value))
 
@@ -412,8 +412,6 @@ class Recorder:
                     mark = len(writer.events)
                     where = self._step_here(state, sys._getframe(1))
                     metadata = event_metadata(stream, state.number, where, None)
-                if self._redact_io is not None:
-                    content = self._redact_io(kind, content)
                 writer.emit_io(kind, metadata, content)
                 mark = -1
                 if len(writer.events) >= writer.batch_size:

@@ -35,7 +35,7 @@ from timelapse.encoder import ValueEncoder
 from timelapse.cbor_format import BIN
 from timelapse.json_format import JSON
 from timelapse.errors import RecorderError
-from timelapse.redact import IORedactor, Redactor
+from timelapse.redact import REDACTED, IORedactor, Redactor
 from timelapse.interrupts import deferral
 from timelapse.iocapture import IOCapture
 from timelapse.monitor import Recorder
@@ -279,6 +279,8 @@ class Session:
             redactor = self._redactor = (
                 Redactor(options.redact_names, options.redact_patterns) if options.redact else None)
             self._io_redactor = redactor.io() if redactor is not None else None
+            if self._io_redactor is not None:
+                self.writer.redact_io = self._io_redactor.redact
             encoder = ValueEncoder(self.writer.type_id, max_depth=options.max_depth,
                                    max_items=options.max_items, max_string=options.max_string,
                                    max_nodes=options.max_nodes, spelling=self.writer.format.values,
@@ -290,7 +292,6 @@ class Session:
                 on_failure=self._recorder_failed,
                 fault=self._fault,
                 activation=activation,
-                redact_io=self._io_redactor.redact if self._io_redactor is not None else None,
             )
             try:
                 self.recorder.start(caller, base_depth)
@@ -523,17 +524,24 @@ class Session:
         self._release_temp_lock()
 
     def _metadata(self) -> dict[str, Any]:
+        redactor = self._redactor
+        args, options = self.args, self.loaded.as_metadata()
+        if redactor is not None:
+            # The command line is redacted like IO (`--token=...`, a Bearer credential), and
+            # redact_patterns are named, not shown: a pattern may be the very secret it hides.
+            args = [redactor.redact_text(arg) for arg in args]
+            options["values"]["redact_patterns"] = [REDACTED] * len(options["values"]["redact_patterns"])
         metadata: dict[str, Any] = {
             "workdir": self.workdir,
             "program": self.program,
-            "args": self.args,
+            "args": args,
             "recorder": {"name": "timelapse", "version": __version__},
             "python": {
                 "version": platform.python_version(),
                 "implementation": platform.python_implementation(),
                 "executable": sys.executable,
             },
-            "options": self.loaded.as_metadata(),
+            "options": options,
             "process_exit_status": self.exit_status,
             "start_time": self._started_at,
             "end_time": _now(),
@@ -550,12 +558,12 @@ class Session:
             metadata["events_lost_for_memory"] = recorder.lost_for_memory
         if recorder is not None and recorder.activation is not None:
             metadata["activations"] = recorder.activations  # record_only / activation_path
-        if recorder is not None and self._redactor is not None:
+        if recorder is not None and redactor is not None:
             # Redacted records in Value and Return events (reused ones counted at each step they
             # are in; a Call's arguments repeat its step's Values and are not counted again), and
-            # secrets cut out of IO and exception Events.
+            # secrets cut out of IO and exception Events and of the arguments above.
             metadata["redacted"] = {"values": recorder.encoder.redactions,
-                                    "in_events": self._redactor.cut}
+                                    "in_events": redactor.cut}
         for key, value in self.extra_metadata.items():
             metadata.setdefault(key, value)
         return metadata

@@ -39,7 +39,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,9 @@ class TraceWriter:
         #: chunks]. Consecutive writes of one step become one Event without re-serializing it each time.
         self._open_io: list[Any] | None = None
         self._open_io_size = 0     # characters in the open IO Event
+        #: An IO Event's content -> the same with its secrets replaced (redact.IORedactor.redact),
+        #: applied once the Event is complete (a secret written piece by piece is whole there).
+        self.redact_io: Callable[[int, str], str] | None = None
         self.bytes_written = 0  # = the size of the stream file
         #: What is being written: its pieces (separators and events, or compressed frames), the
         #: file's size before it, and for frames (the index in _frames of the first, their entries).
@@ -220,7 +223,10 @@ class TraceWriter:
         open_io = self._open_io
         if open_io is not None:
             index, kind, metadata, chunks = open_io
-            content = sanitize_text("".join(chunks))
+            content = "".join(chunks)
+            if self.redact_io is not None:
+                content = self.redact_io(kind, content)
+            content = sanitize_text(content)
             # Serialized first, cleared after: a failure leaves no b"" placeholder in the stream.
             self.events[index] = self._spelling.event(kind, metadata, content)
             self._open_io = None

@@ -90,7 +90,7 @@ except ValueError as error:
 # Output: forms are cut out of the recorded IO, the rest is kept.
 print("token AKIA" + "QRSTUVWXYZ012345" + " ends")
 print("-----BEGIN " + "RSA PRIVATE KEY-----")
-print((PREFIX + "15"))
+print("MIIEpAIBAAKCAQEA" + "S3CRET" + "15")     # the key's body (base64)
 print("-----END " + "RSA PRIVATE KEY-----")
 print("after the key")
 sys.stderr.write("auth: Bearer " + (PREFIX + "16") + "zzzzzzzz\n")
