@@ -66,6 +66,8 @@ _DIGEST_CHARS = 10
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 _reports_key = pytest.StashKey[dict[str, pytest.TestReport]]()
+#: Why the item's recording could not start (said again on its teardown report, to be counted).
+_not_started_key = pytest.StashKey[str]()
 
 
 def trace_folder_name(nodeid: str) -> str:
@@ -184,7 +186,8 @@ class TestRecorder:
         #: The session of the test running now (this process), or None.
         self._session: Session | None = None
         self._started = 0.0
-        #: Traces saved, and recordings that failed, as the reports say (every process's).
+        #: Traces saved, and tests not fully recorded, as the teardown reports say (this process's
+        #: tests, or under xdist every worker's).
         self.traces = 0
         self.failures = 0
         self._worker = os.environ.get("PYTEST_XDIST_WORKER")
@@ -212,7 +215,10 @@ class TestRecorder:
             return (yield)
         finally:
             if self._session is not None:  # no teardown report: interrupted (Ctrl-C, ...)
-                self._finish(item, "interrupted")
+                trace, problem = self._finish(item, "interrupted")
+                # No report carries these: counted here (in an xdist worker, not in the summary).
+                self.traces += trace is not None
+                self.failures += problem is not None
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]
@@ -222,12 +228,16 @@ class TestRecorder:
         if reports is None:
             return report  # not inside our protocol (another plugin's own call)
         reports[report.when] = report
-        if report.when == "teardown" and self._session is not None:
+        if report.when != "teardown":
+            return report
+        if self._session is not None:
             # All of the test's code has run: save the trace now, so that the report (the last
             # one of the test, sent to xdist's controller) can say where it is.
             trace, problem = self._finish(item, _outcome(reports))
-            report.timelapse_trace = trace  # type: ignore[attr-defined]
-            report.timelapse_error = problem  # type: ignore[attr-defined]
+        else:
+            trace, problem = None, item.stash.get(_not_started_key, None)
+        report.timelapse_trace = trace  # type: ignore[attr-defined]
+        report.timelapse_error = problem  # type: ignore[attr-defined]
         return report
 
     def _start(self, item: pytest.Item) -> None:
@@ -246,8 +256,8 @@ class TestRecorder:
         except (RecorderError, OSError) as exc:
             # Already recording (the test, or a plugin, records itself), or the folder cannot be
             # written or holds something that is not a trace: this test runs unrecorded.
-            self._warn(item, f"not recorded: {exc}")
-            self.failures += 1
+            item.stash[_not_started_key] = message = f"not recorded: {exc}"
+            self._warn(item, message)
             return
         self._session = session
         self._started = time.perf_counter()
@@ -287,7 +297,7 @@ class TestRecorder:
             problem = f"the recorder failed, the trace ends there: {session.error_text}"
         if problem is not None:
             self._warn(item, problem)
-        return (str(saved) if saved is not None and keep else None), problem
+        return (str(saved) if saved is not None else None), problem
 
     @staticmethod
     def _warn(item: pytest.Item, message: str) -> None:
