@@ -98,6 +98,14 @@ def test_unset_or_empty_the_variable_makes_nothing_and_prints_nothing(tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prog.py"]
 
 
+def test_unset_the_hook_imports_nothing(tmp_path):
+    result = python(["-X", "importtime", "-c", "pass"], tmp_path)
+    assert result.returncode == 0 and "import time:" in result.stderr
+    assert "timelapse" not in result.stderr
+    result = python(["-X", "importtime", "-c", "pass"], tmp_path, out=tmp_path / "trace")
+    assert "timelapse.autostart" in result.stderr  # the test above can tell
+
+
 @pytest.mark.parametrize("how", sorted(ENDS))
 def test_each_end_saves_the_trace_and_the_program_is_as_under_python(tmp_path, prog, how, trace_format):
     out = tmp_path / "trace"
