@@ -539,7 +539,19 @@ def test_bad_values_are_one_line_and_exit_2(tmp_path):
          "timelapse: error: environment TIMELAPSE_RECORD_ONLY has ':x': an empty module or qualname "
          "around ':' (use * for any: '*:checkout', 'myapp:*')\n"),
         (["--activation-path", "nope.py"], {}, "timelapse: error: activation_path names no file: 'nope.py'\n"),
+        # On the command line an empty path is a mistake (the environment's "" is none).
+        (["--activation-path", ""], {},
+         "timelapse: error: argument --activation-path: an empty path: name a file (or leave the option "
+         "out)\n"),
+        # A file that would never activate: out of scope, or not Python source.
+        (["--activation-path", json.__file__], {},
+         f"timelapse: error: activation_path names a file that is not recorded: {json.__file__!r} (out of "
+         f"scope: see include, docs/scope.md)\n"),
+        (["--activation-path", "data.txt"], {},
+         "timelapse: error: activation_path names a file that is not Python source: 'data.txt' (a .py "
+         "file, or the program itself)\n"),
     ]
+    write(tmp_path, "data.txt", "hello\n")
     for flags, environ, message in cases:
         result = run_timelapse(["record", "--no-config", *flags, str(program)], cwd=tmp_path,
                                env=dict(os.environ, **environ))
@@ -610,3 +622,180 @@ def test_a_config_file_and_the_environment_drive_a_recording(tmp_path, trace_for
     assert top_calls(checked_trace(out)) == [("checkout", 1)] * 3
     metadata = json.loads((out / "trace_metadata.json").read_text())
     assert metadata["options"]["sources"]["record_only"] == "environment (TIMELAPSE_RECORD_ONLY)"
+
+
+# -- review fixes: other tools, 3.12's locals dicts, activation_path's window --------------------------
+
+def test_another_tools_disabled_events_stay_disabled(tmp_path, trace_format):
+    # The program is a sys.monitoring tool of its own: what it DISABLEd stays so, activations or not
+    # (restart_events() would undo every tool's DISABLEs: timelapse calls it only when it DISABLEd
+    # something itself, and DISABLEs nothing while another tool is there).
+    program = write(tmp_path, "tool.py", '''\
+        import sys
+
+        mon = sys.monitoring
+        TOOL = 5 if mon.get_tool(5) is None else 1
+        mon.use_tool_id(TOOL, "mytool")
+        seen = []
+
+
+        def on_start(code, offset):
+            seen.append(code.co_name)
+            return mon.DISABLE
+
+
+        mon.register_callback(TOOL, mon.events.PY_START, on_start)
+        mon.set_events(TOOL, mon.events.PY_START)
+
+
+        def a():
+            return 1
+
+
+        def b():
+            return a() + 1
+
+
+        for i in range(5):
+            a()
+            b()
+        mon.set_events(TOOL, 0)
+        print("PY_START seen:", seen)
+        ''')
+    result, trace, metadata = record_gated(tmp_path, trace_format, program, "--record-only", "b")
+    assert result.stdout == "PY_START seen: ['a', 'b']\n"
+    assert top_calls(trace) == [("b", 1)] * 5 and metadata["activations"] == 5
+    assert [len(c.children) for c in trace.calls() if c.depth == 1] == [1] * 5  # a() inside, each time
+
+
+def test_a_generator_started_in_an_activation_and_finished_outside_lets_its_locals_go(tmp_path, trace_format):
+    # Python 3.12: the frame's locals dict, read in the activation, is not kept once it is over.
+    program = write(tmp_path, "life.py", '''\
+        import gc
+
+
+        class Noisy:
+            def __del__(self):
+                print("Noisy died")
+
+
+        def gen():
+            obj = Noisy()
+            yield 1
+            d = locals()
+            yield 2
+
+
+        def start_it(g):
+            return next(g)
+
+
+        g = gen()
+        start_it(g)
+        print(next(g))
+        next(g, None)
+        del g
+        gc.collect()
+        print("after gc")
+        ''')
+    result, trace, _ = record_gated(tmp_path, trace_format, program, "--record-only", "start_it")
+    assert result.stdout == "2\nNoisy died\nafter gc\n"
+    assert functions_called(trace) == {"start_it", "gen"}
+
+
+def test_a_generator_resumed_in_an_activation_keeps_the_locals_dict_the_program_holds(tmp_path, trace_format):
+    # Python 3.12: the dict locals() gave the program before the frame was first recorded (at a resume)
+    # is not emptied.
+    program = write(tmp_path, "life2.py", '''\
+        def gen():
+            a = 1
+            d = locals()
+            yield 1
+            b = 2
+            yield 2
+            print("the program's dict has a:", d.get("a"))
+
+
+        def step(g):
+            return next(g)
+
+
+        g = gen()
+        next(g)
+        step(g)
+        next(g, None)
+        ''')
+    result, trace, _ = record_gated(tmp_path, trace_format, program, "--record-only", "step")
+    assert result.stdout == "the program's dict has a: 1\n"
+    gen_call = [c for c in trace.calls() if c.function == "gen"]
+    assert len(gen_call) == 1 and decode_value(gen_call[0].return_value) == 2
+
+
+def test_the_activation_path_window_records_every_thread(tmp_path, trace_format):
+    # As the reference recorder: while the window is open, all threads are recorded.
+    program = write(tmp_path, "apth.py", '''\
+        import threading
+
+
+        def work(n):
+            s = 0
+            for i in range(n):
+                s += i
+            return s
+
+
+        t = threading.Thread(target=work, args=(4,))
+        t.start()
+        t.join()
+        print(work(3))
+        ''')
+    _, trace, metadata = record_gated(tmp_path, trace_format, program, "--activation-path", "apth.py")
+    assert ("work", 2) in top_calls(trace)
+    assert [(c.function, c.thread, decode_value(c.return_value)) for c in trace.calls() if c.function == "work"] == [
+        ("work", 2, 6), ("work", 1, 3)]
+    assert metadata["activations"] == 2
+
+
+def test_the_activation_path_window_closes_when_its_own_frame_finishes(tmp_path, trace_format):
+    # Two threads in the file's code at once: the second is inside the window, and its finishing
+    # first does not close it; the window's own frame (the first) does.
+    write(tmp_path, "lib.py", '''\
+        def work(entered, release):
+            if entered is not None:
+                entered.set()
+            if release is not None:
+                release.wait()
+            return 1
+
+
+        def other():
+            return 2
+        ''')
+    program = write(tmp_path, "main.py", f'''\
+        import threading
+
+        import lib
+        import timelapse
+
+        entered, release = threading.Event(), threading.Event()
+        with timelapse.record({str(tmp_path / "trace")!r}, activation_path="lib.py",
+                              format={trace_format!r}, config=False):
+            first = threading.Thread(target=lib.work, args=(entered, release))
+            first.start()
+            entered.wait()
+            second = threading.Thread(target=lib.work, args=(None, None))
+            second.start()
+            second.join()
+            lib.other()       # the window is still open: recorded
+            release.set()
+            first.join()
+            lib.other()       # closed: not recorded
+        ''')
+    result = run_python([str(program)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    trace = checked_trace(tmp_path / "trace")
+    # (a call cut by a thread switch is re-opened: each appears once or more)
+    assert set(top_calls(trace)) == {("other", 1), ("work", 2), ("work", 3)}
+    assert [c.function for c in trace.calls() if c.thread == 1] == ["other"]
+    metadata = json.loads((tmp_path / "trace" / "trace_metadata.json").read_text())
+    assert metadata["activations"] == 3

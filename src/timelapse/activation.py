@@ -8,13 +8,16 @@ Two options make a recording *gated* (docs/activation.md has the user's view):
   matches ``module.qualname``). Every entry of a matching function (a call, and each resume of a
   matching generator or coroutine) starts an *activation*, which lasts until that call returns,
   yields or unwinds.
-- ``activation_path``: a source file, as CodeTracer's ``--activation-path``: the first code of that
-  file to start (in any thread) starts an activation, and when that call *finishes* (returns or
-  unwinds; a yield only suspends it, and each resume is an activation again) the option is spent: it
-  activates once per recording. This follows the reference recorder (codetracer-python-recorder,
-  ``runtime/activation.rs``): it remembers the code object that activated and stops at its return;
-  unlike it, nothing is recorded while that generator is suspended (the caller that drives it is
-  outside the activation).
+- ``activation_path``: a source file, as CodeTracer's ``--activation-path``: the first start of that
+  file's code (in any thread) opens a *window*, which closes when that call, in that one frame,
+  *finishes* (returns or unwinds; a yield only suspends it); then the option is spent, once per
+  recording. While the window is open, every entry of recorded code in any thread (the window's own
+  frame's included) starts an activation: all threads are recorded, as the reference recorder
+  (codetracer-python-recorder, ``runtime/activation.rs``: one ``started`` flag for the process)
+  records them. An activation begun in the window lasts until its own call ends, even if the
+  window closes first. Unlike the reference, frames already running when the window opens are not
+  recorded (only entries activate), and the window is tied to the frame that opened it (the
+  reference stops at the first return of that code object, a recursive call's included).
 
 A function is matched by its module's names (as ``scope`` computes them: from the longest
 ``sys.path`` folder; the program is ``__main__``, and keeps the name it would be imported under) and
@@ -93,8 +96,11 @@ class Activation:
     """The activation rules of one recording: ``record_only`` patterns and ``activation_path``.
 
     ``cwd``: what a relative ``activation_path`` is relative to (the session's working directory).
-    ActivationError if ``activation_path`` names no file. ``scope`` gives module names (and so must
-    be the recording's own). Thread-safe without a lock: its caches are dicts set whole.
+    ActivationError if ``activation_path`` names no file, a file the scope does not record, or one
+    that is not Python source (not ``.py``/``.pyw`` and not the program itself). ``scope`` gives
+    module names (and so must be the recording's own). Thread-safe without a lock: its caches are
+    dicts set whole; the window's state changes under the recorder's lock, and ``starts`` (without
+    it) is asked again under the lock before an activation begins.
     """
 
     def __init__(self, scope: Scope, record_only: Iterable[str] = (), activation_path: str | None = None,
@@ -118,18 +124,36 @@ class Activation:
             path = os.path.join(os.getcwd() if cwd is None else cwd, activation_path)
             if not os.path.isfile(path):
                 raise ActivationError("activation_path", f"names no file: {activation_path!r}")
-            self.activation_path = os.path.realpath(path)
-        #: activation_path still to activate (or to finish: its code's resumes activate too).
+            real = os.path.realpath(path)
+            if scope.source_path(path) is None:
+                raise ActivationError("activation_path", f"names a file that is not recorded: "
+                                      f"{activation_path!r} (out of scope: see include, docs/scope.md)")
+            if not real.endswith((".py", ".pyw")) and "__main__" not in scope.module_names(path):
+                raise ActivationError("activation_path", f"names a file that is not Python source: "
+                                      f"{activation_path!r} (a .py file, or the program itself)")
+            self.activation_path = real
+        #: activation_path not spent yet: its window is still to open, or open.
         self._path_pending = self.activation_path is not None
-        #: The code object from activation_path that activated (None: none yet).
-        self._path_code: CodeType | None = None
+        #: The window is open: from the first start of activation_path's code to that call's end.
+        self._window_open = False
+        #: id() of the frame whose start opened the window (its finish closes it), and the thread
+        #: whose activation it is running in now (None: suspended, a generator between resumes).
+        self._path_frame: int | None = None
+        self._path_ident: int | None = None
         #: (co_filename, co_qualname) -> does record_only match it.
         self._matches: dict[tuple[str, str], bool] = {}
         #: co_filename -> is it activation_path.
         self._in_path: dict[str, bool] = {}
 
+    @property
+    def window_open(self) -> bool:
+        """activation_path's window is open: every entry of recorded code, in any thread, starts an
+        activation."""
+        return self._window_open
+
     def starts(self, code: CodeType) -> bool:
-        """Does an entry of ``code`` (a call, a resume, a throw) start an activation?"""
+        """Does an entry of ``code`` (a call, a resume, a throw) start an activation? (Asked for
+        recorded code only, by a thread outside an activation.)"""
         key = (code.co_filename, code.co_qualname)
         hit = self._matches.get(key)
         if hit is None:
@@ -138,10 +162,11 @@ class Activation:
             return True
         if not self._path_pending:
             return False
-        target = self._path_code
-        if target is not None:
-            return code is target
-        filename = code.co_filename
+        if self._window_open:
+            return self._scope.source_path(code.co_filename) is not None
+        return self._is_path(code.co_filename)
+
+    def _is_path(self, filename: str) -> bool:
         in_path = self._in_path.get(filename)
         if in_path is None:
             source = self._scope.source_path(filename)
@@ -149,17 +174,30 @@ class Activation:
                 source is not None and os.path.realpath(source) == self.activation_path)
         return in_path
 
-    def began(self, code: CodeType) -> None:
-        """An activation began with ``code`` (under the recorder's lock)."""
-        if self._path_pending and self._path_code is None and not self._match(code.co_filename, code.co_qualname):
-            self._path_code = code
+    def began(self, code: CodeType, frame_id: int, ident: int) -> None:
+        """An activation began in thread ``ident`` with the call of ``code`` in the frame
+        ``frame_id`` (under the recorder's lock). The first of activation_path's code opens the
+        window, tied to that one frame; a resume of that frame is the window's frame running again."""
+        if not self._path_pending:
+            return
+        if not self._window_open:
+            if self._is_path(code.co_filename):
+                self._window_open = True
+                self._path_frame = frame_id
+                self._path_ident = ident
+        elif frame_id == self._path_frame:
+            self._path_ident = ident
 
-    def ended(self, code: CodeType, finished: bool) -> None:
-        """An activation that ``code`` began ended: ``finished`` if its call returned or unwound (not
-        a yield). The activation_path's own code finishing spends that option."""
-        if finished and code is self._path_code:
-            self._path_pending = False
-            self._path_code = None
+    def ended(self, ident: int, finished: bool) -> None:
+        """Thread ``ident``'s activation ended: ``finished`` if its call returned or unwound (not a
+        yield). If it was the window's frame that finished, the window closes and the option is
+        spent (under the recorder's lock)."""
+        if ident != self._path_ident or not self._window_open:
+            return
+        self._path_ident = None
+        if finished:
+            self._path_pending = self._window_open = False
+            self._path_frame = None
 
     def _match(self, filename: str, qualname: str) -> bool:
         if self._qualified is None and self._bare is None:

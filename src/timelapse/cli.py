@@ -70,6 +70,14 @@ def _option(name: str) -> Callable[[str], Any]:
     return read
 
 
+def _activation_path(text: str) -> Any:
+    """``--activation-path FILE``: an empty FILE is refused (the environment's and a configuration
+    file's "" mean none; on the command line it is a mistake, which would record the whole run)."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path: name a file (or leave the option out)")
+    return _option("activation_path")(text)
+
+
 def _word(name: str) -> Callable[[str], str]:
     """An argparse ``type`` for one element of a list option (``--include P``, repeatable)."""
 
@@ -139,10 +147,10 @@ def _record_parser() -> _Parser:
                         help="record only inside these functions, from each entry to its return: "
                              "module:qualname, globs allowed (myapp.handlers:checkout, '*:Cart.*', "
                              "checkout); repeatable (docs/activation.md)")
-    parser.add_argument("--activation-path", dest="activation_path", type=_option("activation_path"),
+    parser.add_argument("--activation-path", dest="activation_path", type=_activation_path,
                         default=given, metavar="FILE",
                         help="start recording when code of FILE first runs, stop when that call "
-                             "returns (as CodeTracer's recorder)")
+                             "returns; every thread meanwhile (as CodeTracer's recorder)")
     parser.add_argument("-m", dest="module", metavar="MODULE", help="record a module, as python -m")
     return parser
 

@@ -25,8 +25,10 @@ Where things are:
 A *gated* recording (``record_only``, ``activation_path``: ``activation``, docs/activation.md)
 records a thread only while it is inside an activation. While no thread is, only PY_START / PY_RESUME
 / PY_THROW are on, and every code object that does not start an activation gets ``DISABLE`` back: one
-event per code object, then nothing. An activation switches the other global events on and calls
-``restart_events()`` (the DISABLEs are undone, for every tool); its end, when no other thread is
+event per code object, then nothing — but while another tool holds a monitoring id, ``None`` (the
+restart that DISABLE calls for would undo that tool's DISABLEs too). An activation switches the other
+global events on and, if timelapse DISABLEd anything since, calls ``restart_events()`` (the DISABLEs
+are undone, for every tool); its end, when no other thread is
 active, switches them off again along with the local events of every code it recorded. Threads
 outside an activation while another is inside drop their events at the top of each callback, never
 with DISABLE (that would switch the location off for the active thread too).
@@ -80,10 +82,23 @@ _GLOBAL_EVENTS = (
 _LOCAL_EVENTS = _events.LINE | _events.PY_RETURN | _events.PY_YIELD
 #: A gated recording while no thread is inside an activation: what can start one.
 _INACTIVE_EVENTS = _events.PY_START | _events.PY_RESUME | _events.PY_THROW
+#: co_flags of a function's code (not of a module or class body).
+_CO_OPTIMIZED = 0x1
 _ALL_EVENTS = (
     _events.PY_START, _events.PY_RESUME, _events.PY_THROW, _events.PY_UNWIND, _events.LINE,
     _events.PY_RETURN, _events.PY_YIELD, _events.RAISE, _events.RERAISE, _events.EXCEPTION_HANDLED,
 )
+
+
+def _other_tools(tool_id: int) -> bool:
+    """Does a tool other than timelapse's own hold a ``sys.monitoring`` id (one that DISABLE and
+    ``restart_events()`` could concern)?"""
+    for i in range(6):
+        if i != tool_id:
+            name = _monitoring.get_tool(i)
+            if name is not None and not name.startswith(TOOL_NAME):
+                return True
+    return False
 
 
 def claim_tool_id() -> int:
@@ -122,6 +137,9 @@ class Recorder:
         #: id(code) -> code, of the recorded code objects whose local events are on (gated only:
         #: switched off when the last activation ends, on again at the code's next entry).
         self._armed: dict[int, CodeType] = {}
+        #: A gated recording, read by the hot path: [timelapse answered DISABLE to code that may run
+        #: in an activation since the last restart_events(), another tool holds a monitoring id].
+        self._gate = [False, False]
         self.active = False
         self.steps = 0
         #: True if the program freed our sys.monitoring tool id (recording stopped there).
@@ -273,17 +291,18 @@ class Recorder:
 
     # -- activations (a gated recording; under the lock) -------------------------------------------
 
-    def _begin_activation(self, state: ThreadState, code: CodeType) -> None:
-        """``state``'s thread just wrote the Call of ``code``, which matched: it is active until its
-        stack is empty again (threads.py, invariant 6). The first active thread switches the
-        recorder's events on, and undoes the DISABLEs of the inactive time."""
+    def _begin_activation(self, state: ThreadState, code: CodeType, frame: FrameType) -> None:
+        """``state``'s thread just wrote the Call of ``code`` (running in ``frame``), which starts an
+        activation: it is active until its stack is empty again (threads.py, invariant 6). The first
+        active thread switches the recorder's events on, and undoes the DISABLEs of the inactive
+        time if there were any."""
         active = self.threads.active
         first = not active
         active[state.ident] = state
         state.activation = code
         self.activations += 1
         assert self.activation is not None
-        self.activation.began(code)
+        self.activation.began(code, id(frame), state.ident)
         if first:
             self._set_gated_events(True)
 
@@ -293,7 +312,16 @@ class Recorder:
         code, state.activation = state.activation, None
         self.threads.active.pop(state.ident, None)
         if code is not None and self.activation is not None:
-            self.activation.ended(code, finished)
+            self.activation.ended(state.ident, finished)
+        if state.held:
+            # Python 3.12: the frames whose dicts this activation read and that are not done (a
+            # suspended generator): forget them, or a frame finishing outside any activation would
+            # stay in _held_locals, its dict and what it holds alive for good. A later resume inside
+            # an activation reads such a frame as one seen for the first time (read_locals).
+            held = self._held_locals
+            for key in state.held:
+                held.pop(key, None)
+            state.held.clear()
         if not self.threads.active:
             self._set_gated_events(False)
 
@@ -305,9 +333,14 @@ class Recorder:
         try:
             if active:
                 _monitoring.set_events(tool_id, _GLOBAL_EVENTS)
-                # What returned DISABLE while no thread was active may be what this one records.
-                # (It re-enables the DISABLEd events of every tool: docs/activation.md.)
-                _monitoring.restart_events()
+                gate = self._gate
+                gate[1] = _other_tools(tool_id)  # a tool freed since is no reason to keep paying
+                if gate[0]:
+                    # What returned DISABLE while no thread was active may be what this one records.
+                    # It re-enables the DISABLEd events of every tool (docs/activation.md): only
+                    # when timelapse DISABLEd something since the last restart.
+                    gate[0] = False
+                    _monitoring.restart_events()
             else:
                 _monitoring.set_events(tool_id, _INACTIVE_EVENTS)
                 codes = list(self._armed.values())
@@ -495,6 +528,9 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
     armed = recorder._armed
     arm = recorder._arm
     begin_activation = recorder._begin_activation
+    gate = recorder._gate
+    restart_events = _monitoring.restart_events
+    tool_id = recorder.tool_id
     end_activation = recorder._end_activation
 
     def flush_when_full() -> None:
@@ -546,9 +582,15 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
         # References to a dict nobody else has: the frame's, ``held``'s, ``kept``, the argument.
         saved = dict.copy(kept) if kept is not None and getrefcount(kept) > 4 else None
         f_locals = frame.f_locals
-        if f_locals is not kept:  # the frame's first step
+        if f_locals is not kept:  # the first read of this frame
             held[key] = f_locals
-            saved = None
+            # A frame first seen where it goes on (a generator resumed in an activation, a frame
+            # running when recording started) may have given the program its dict already: then
+            # keep what it holds now (synced just now: what locals() would show), never clear it.
+            # References to a dict nobody else has: the frame's, ``f_locals``, the argument.
+            saved = dict.copy(f_locals) if getrefcount(f_locals) > 3 else None
+            if gated:
+                threads.current.held.append(key)  # forgotten when the activation ends
         return f_locals, saved
 
     def let_go(f_locals: dict, saved: dict | None) -> None:
@@ -705,11 +747,28 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
             if not starts(code):
                 if active or pending:
                     return None if not pending else ran_pending(None)
+                if not code.co_flags & _CO_OPTIMIZED:
+                    return None  # a module or class body: it runs once, DISABLE would save nothing
+                if gate[1] or _other_tools(tool_id):
+                    # Another tool is there: DISABLE would call for a restart_events() at the next
+                    # activation, which re-enables what that tool DISABLEd too. One callback per
+                    # call outside activations instead (docs/activation.md). What timelapse
+                    # DISABLEd before it came is undone now, when the other tool has DISABLEd
+                    # the least yet.
+                    if not gate[1]:
+                        gate[1] = True
+                        if gate[0]:
+                            gate[0] = False
+                            restart_events()
+                    return None
+                if active:  # _other_tools made calls: another thread may have begun meanwhile
+                    return None
                 # No thread is active: this code's entries cost nothing until one is (the first
                 # activation's restart_events undoes this). Race-free without the lock: between
                 # the test of `active` and this return no call is made, so no other thread can run
                 # (CPython switches threads at calls and backward jumps) and begin an activation
-                # between them; one that begins after it restarts the events.
+                # between them; one that begins after it sees gate[0] and restarts the events.
+                gate[0] = True
                 return DISABLE
             activating = True
         frame = getframe(2)
@@ -720,7 +779,11 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
             if recorder.active:
                 if info is None:
                     info = learn(code, frame)
-            if recorder.active and info.kind < THREAD_ROOT:
+            if activating and not starts(code):
+                # Decided without the lock: activation_path's window closed meanwhile.
+                activating = False
+                info = None
+            if recorder.active and info is not None and info.kind < THREAD_ROOT:
                 if gated and id(code) not in armed:
                     arm(code)  # local events off since the last activation ended
                 state = thread_state()
@@ -738,7 +801,7 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
                         emit_step(state, info, frame, line)
                 mark = -1  # committed: a failing flush takes nothing back
                 if activating:
-                    begin_activation(state, code)
+                    begin_activation(state, code, frame)
                 if len(events) >= batch_size:
                     flush_when_full()
                 if thrown is not None and type(thrown) is GeneratorExit:
@@ -842,6 +905,9 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
         if info is None or info.kind == OUT_OF_SCOPE:
             return None if not pending else ran_pending(None)
         if gated and info.kind != THREAD_ROOT and get_ident() not in active:
+            if info.shares_locals and not yielded:
+                # 3.12: a frame read in another thread's activation (a generator), done outside one.
+                held.pop(id(getframe(depth)), None)
             return None if not pending else ran_pending(None)
         frame = getframe(depth)
         if not lock_acquire(False) and not acquire_slowly():

@@ -52,7 +52,7 @@ class ThreadState:
 
     __slots__ = (
         "ident", "number", "stack", "started", "last_step", "base_depth", "in_flight", "thrown",
-        "recent", "unopened_frame", "activation",
+        "recent", "unopened_frame", "activation", "held",
     )
 
     def __init__(self, ident: int, number: int, base_depth: int = 0) -> None:
@@ -81,6 +81,9 @@ class ThreadState:
         #: In a gated recording: the code object whose call began this thread's activation, while
         #: it lasts (invariant 6); None outside one.
         self.activation: CodeType | None = None
+        #: Python 3.12, a gated recording: id() of the frames this thread's activation read the
+        #: locals dict of (``Recorder._held_locals``), forgotten when the activation ends.
+        self.held: list[int] = []
 
 
 class Threads:
