@@ -2,9 +2,9 @@
 
 Installed as the ``pytest11`` entry point ``timelapse``, so pytest loads this module in every run of
 an environment where timelapse is installed. Inactive unless asked: without ``--timelapse`` it adds
-its two options and nothing else, and it imports nothing of the recorder (``import timelapse`` is
-lazy, ``timelapse/__init__.py``); the recorder is imported in ``pytest_configure`` once
-``--timelapse`` is given. ``-p no:timelapse`` disables it altogether.
+its two options and keeps pytest out of trace folders' ``files/`` (``pytest_ignore_collect``), and
+it imports nothing of the recorder (``import timelapse`` is lazy, ``timelapse/__init__.py``); the
+recorder is imported in ``pytest_configure`` once ``--timelapse`` is given. ``-p no:timelapse`` disables it altogether.
 
 With ``--timelapse`` a ``TestRecorder`` is registered, and for each test:
 
@@ -110,8 +110,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) -> None:
     """A bare ``--timelapse`` takes no value: ``pytest --timelapse tests/`` records the tests in
     ``tests/``. argparse would take the next word as the option's value (an optional value), so
-    the word is written ``--timelapse=all`` here, before pytest parses the command line for good
-    (``args``, addopts and ``PYTEST_ADDOPTS`` included, is parsed after this hook). The early parse
+    the word is written ``--timelapse=all`` here, before pytest parses the command line for good:
+    ``args`` (addopts and ``PYTEST_ADDOPTS`` included) is parsed after this hook. The early parse
     that chose the initial conftests has taken the word already: it is given back to it."""
     end = args.index("--") if "--" in args else len(args)
     if "--timelapse" not in args[:end]:
