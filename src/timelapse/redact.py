@@ -70,7 +70,10 @@ _FORM_HINTS = ("-----BEGIN", "earer", "EARER", "eyJ", "AKIA", "ASIA", "://")
 #: name is a secret's (``password=...``); an HTTP auth scheme before it is part of it.
 _ASSIGNMENT = re.compile(
     r"""(?<![\w.])(?P<name>[A-Za-z_][\w.-]*)(?P<sep>["']?[ \t]*[=:][ \t]*["']?)"""
-    r"""(?P<value>(?:(?i:basic|bearer|digest|token|negotiate)[ \t]+)?[^\s"'&,;)}\]]+)""")
+    r"""(?P<value>(?:(?i:basic|bearer|digest|token|negotiate)[ \t]+)?[^\s"'&,;)}\]=:]+)""")
+#: The rest of a secret's value after ``_ASSIGNMENT``'s (which stops at ``=`` and ``:`` so that
+#: ``a=a=a=...`` is searched in linear time): up to the next delimiter.
+_VALUE_REST = re.compile(r"""[^\s"'&,;)}\]]*""")
 
 #: A PEM private key block: its BEGIN line, the lines of its body (base64, ``Proc-Type:``-style
 #: headers, blank lines), and its END line if it is there. A line of anything else ends the block
@@ -132,6 +135,9 @@ class Redactor:
                     single.add("".join(variant))
                     (double.add(variant) if len(variant) == 2 else longer.append(variant))
         self._single = frozenset(single)
+        #: The first word of every term: a text holding none of them (lower-cased) names no secret.
+        self._name_hints = tuple(sorted({words_of(term)[0] for term in (*NAME_TERMS, *names)
+                                         if words_of(term)}))
         self._double = frozenset(double)
         self._longer = tuple(longer)
         #: name -> is it secret, for every name decided so far.
@@ -216,13 +222,17 @@ class Redactor:
     def _secret_values(self, text: str) -> list[tuple[int, int]]:
         """The spans of the values under secrets' names in ``text``. A value under another name is
         searched too (``log: password=...`` is a value of ``log`` that holds one)."""
-        spans = []
+        spans: list[tuple[int, int]] = []
+        lowered = text.lower()
+        if not any(hint in lowered for hint in self._name_hints):
+            return spans    # (one pass in C: a text of many a=b pairs needs no loop over them)
         at = 0
         search, secret_name = _ASSIGNMENT.search, self.secret_name
         while (match := search(text, at)) is not None:
             if secret_name(match.group("name")) and match.group("value") != REDACTED:
-                spans.append(match.span("value"))
-                at = match.end()
+                end = _VALUE_REST.match(text, match.end()).end()
+                spans.append((match.start("value"), end))
+                at = end
             else:
                 at = match.end("sep")
         return spans
