@@ -60,7 +60,7 @@ FORMS = {
     # An AWS access key id: long-term (AKIA) or temporary (ASIA).
     "aws access key id": r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
     # A JWT (JWS compact form): base64url of a JSON header ({" -> eyJ), payload, signature.
-    "jwt": r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*",
+    "jwt": r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]++\.[A-Za-z0-9_-]++\.[A-Za-z0-9_-]*+",
 }
 #: Substrings one of which every form holds: a text with none of them is no secret by form.
 _FORM_HINTS = ("-----BEGIN", "earer", "EARER", "eyJ", "AKIA", "ASIA", "://")
@@ -69,7 +69,7 @@ _FORM_HINTS = ("-----BEGIN", "earer", "EARER", "eyJ", "AKIA", "ASIA", "://")
 #: in a text (a log line, a query string, a command line, JSON). The value is a secret when the
 #: name is a secret's (``password=...``); an HTTP auth scheme before it is part of it.
 _ASSIGNMENT = re.compile(
-    r"""(?<![\w.])(?P<name>[A-Za-z_][\w.-]*)(?P<sep>["']?[ \t]*[=:][ \t]*["']?)"""
+    r"""(?<![\w.-])-{0,2}(?P<name>[A-Za-z_][\w.-]*+)(?P<sep>["']?[ \t]*[=:][ \t]*["']?)"""
     r"""(?P<value>(?:(?i:basic|bearer|digest|token|negotiate)[ \t]+)?[^\s"'&,;)}\]=:]+)""")
 #: The rest of a secret's value after ``_ASSIGNMENT``'s (which stops at ``=`` and ``:`` so that
 #: ``a=a=a=...`` is searched in linear time): up to the next delimiter.
