@@ -119,9 +119,12 @@ class SignalDeferral:
         if threading.get_ident() != threading.main_thread().ident:
             return
         frame = sys._getframe(1 + helpers)
-        while frame is not None and frame.f_code in self._callbacks:
-            frame = frame.f_back
-        if frame is not None and frame.f_code in self._sections:
+        if frame is not None and frame.f_code in self._callbacks:
+            # A callback: the frame below it is where its event fired. If that is a section's own
+            # frame (the PY_START of ProgramEnd._at_exit), the section is not done: it runs them.
+            while frame is not None and frame.f_code in self._callbacks:
+                frame = frame.f_back
+        elif frame is not None and frame.f_code in self._sections:
             frame = frame.f_back    # the caller itself (io_event, Session.finish, ...)
         if _on_stack(frame, self._sections):
             return

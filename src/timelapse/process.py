@@ -17,13 +17,15 @@ a handler does not run; its signal is noted in ``deferral.pending`` and the oute
 it as its last act, its locks released, in the main thread, as if the signal had landed right there.
 The sections are the monitoring callbacks and ``Recorder.io_event`` (monitor.py), ``Session.finish``
 (saving the trace) and, here, every step of the process's end: noting the uncaught exception,
-printing Python's report of it, saving at exit, saving on SIGTERM. So:
+printing Python's report of it, the atexit handler from its first instruction (a Ctrl-C burst
+that reached its start used to end it before it saved anything), the ``os._exit`` and
+``os.exec*`` wrappers, saving on SIGTERM. So:
 
 - a handler never runs inside the recorder; it may run anywhere in the program, and our SIGTERM
   handler, which lands only in program code, can save the trace right where it lands;
-- what waited for the saving of the trace is run by the caller of the section, once out of it:
-  ``Session.stop()`` (the API: a Ctrl-C during ``stop()`` is a KeyboardInterrupt right after it),
-  ``ProgramEnd._at_exit``, the ``os._exit`` / ``os.exec*`` wrappers (``_run_what_waited``). Never
+- what waited for the saving of the trace is run once out of it: by ``Session.stop()`` (the API:
+  a Ctrl-C during ``stop()`` is a KeyboardInterrupt right after it), and as their last act by
+  ``ProgramEnd._at_exit`` and the ``os._exit`` / ``os.exec*`` wrappers (``_run_what_waited``). Never
   later: a handler left queued would run in some later recording's callback, long after its signal;
 - a second Ctrl-C or SIGTERM while the trace is being saved waits until it is saved, then acts
   (SIGTERM kills the process; a Ctrl-C at the very end of the process is dropped, since the process
@@ -163,6 +165,8 @@ class ProcessHooks:
         real = getattr(os, name)
         wrapper.__name__ = wrapper.__qualname__ = name
         wrapper.__doc__ = real.__doc__
+        # A section: a signal that lands at its start waits until the trace is saved (below).
+        deferral.add_section(wrapper, holds_lock=False)
         self._wrapped[name] = (real, wrapper)
         setattr(os, name, wrapper)
 
@@ -201,11 +205,11 @@ class ProcessHooks:
 
 
 def _run_what_waited() -> None:
-    """Run the signal handlers that waited for a section the caller has just left: a signal that
-    landed while the trace was saved acts now, where the program is. The caller must not be a
-    section itself. (One frame between: ``run_pending`` looks from its caller's caller outwards,
-    and atexit calls its handlers with no Python frame below them.)"""
-    deferral.run_pending()
+    """Run the signal handlers that waited for the sections the caller has just left: a signal
+    that landed while the trace was saved acts now, where the program is. The caller is a section
+    itself (so that a signal at its very start waits too: its PY_START callback is where a handler
+    would otherwise run) and calls this last; nothing below it may be one."""
+    deferral.run_pending(helpers=1)  # one helper frame (this one) between the caller and the call
 
 
 def _sigterm_is_ours() -> bool:
@@ -427,4 +431,4 @@ class _Copying:
 # After the program, the end of the process is timelapse's: a signal that lands here (a second
 # Ctrl-C, a SIGTERM) waits until the trace is saved (timelapse.interrupts).
 deferral.add_section(ProgramEnd.uncaught, ProgramEnd._report, ProgramEnd.finish,
-                     ProgramEnd._save_at_exit, holds_lock=False)
+                     ProgramEnd._at_exit, ProgramEnd._save_at_exit, holds_lock=False)
