@@ -6,8 +6,9 @@ no Python headers, the build of the extension fails, setuptools says so and goes
 ``timelapse.snapshot`` uses its Python implementation (``timelapse --version`` tells which).
 
 ``timelapse-record.pth`` (the line below) goes at the top of site-packages, where ``site`` runs it at
-every interpreter start: ``TIMELAPSE_RECORD=DIR python app.py`` records app.py
-(src/timelapse/autostart.py, docs/autostart.md). Unset, the line costs one dict lookup. A wheel gets
+every interpreter start: ``TIMELAPSE_RECORD=DIR python app.py`` records app.py, and a child process
+of a recording with children (``TIMELAPSE_PARENT``) records itself (src/timelapse/autostart.py,
+src/timelapse/children.py, docs/autostart.md). Unset, the line costs two dict lookups. A wheel gets
 it from build_py's output; an editable install (PEP 660) only puts its own path .pth in its wheel,
 so the hook is added to that wheel too.
 """
@@ -22,7 +23,8 @@ PTH_NAME = "timelapse-record.pth"
 #: One line: site exec()s lines that start with "import". ``os`` is imported already when site runs.
 PTH_LINE = ("import os; exec(\"try:\\n from timelapse.autostart import start\\nexcept Exception as e:"
             "\\n import sys; print(f'timelapse: TIMELAPSE_RECORD: not recording: {e}', file=sys.stderr)"
-            "\\nelse:\\n start()\") if 'TIMELAPSE_RECORD' in os.environ else None\n")
+            "\\nelse:\\n start()\") if 'TIMELAPSE_RECORD' in os.environ or 'TIMELAPSE_PARENT' in os.environ "
+            "else None\n")
 
 
 def _write_pth(folder: str) -> str:

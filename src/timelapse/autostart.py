@@ -8,10 +8,12 @@ docs/autostart.md is the user's side; the rules and their reasons:
 - **Claimed once, by the first process.** ``start`` takes the variable out of ``os.environ`` at once
   (whatever it then decides), so no child process sees it: a ``subprocess.run([sys.executable,
   ...])``, a build backend that pip starts, the new image of an ``os.exec*`` never record into the
-  parent's folder. A forked child lets go of the parent's recording as under ``timelapse record``
-  (timelapse.process). Recording children into folders of their own is for later; until then a
-  child runs unrecorded. ``site`` may run the line twice (a venv's ``lib64`` is a link to ``lib``):
-  the second call is a no-op.
+  parent's folder. With ``children`` (on by default here) the recording tells them about itself in
+  ``TIMELAPSE_PARENT`` instead, and a process started with that records as a child, into its
+  family's folder (timelapse.children); multiprocessing's helpers and the tools below are not
+  recorded, and take ``TIMELAPSE_PARENT`` away from their own children (the fork server keeps it:
+  its forks are the program's workers). ``site`` may run the line twice (a venv's ``lib64`` is a
+  link to ``lib``): the second call is a no-op.
 - **What is recorded.** ``python script.py``, ``python -m module`` and ``python -c CODE`` (for ``-c``
   the code in files that it runs: code compiled from a string has no source to show), with the same
   options as ``timelapse record`` (the ``[tool.timelapse]`` of the working directory's nearest
@@ -48,6 +50,7 @@ from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from timelapse.children import Context
     from timelapse.process import ProgramEnd
     from timelapse.session import Session
 
@@ -77,12 +80,31 @@ def start() -> None:
         return
     _claimed = True
     out = os.environ.pop(VARIABLE, None)  # claimed: no child process sees it (see the module doc)
-    if not out:
+    if out:
+        try:
+            _start(out, None)
+        except Exception as exc:  # noqa: BLE001 - the program must start whatever happened here
+            _say(f"not recording: {_reason(exc)}")
+        return
+    from timelapse import children
+
+    family = children.from_environ()  # a child of a recording with children (timelapse.children)
+    if family is None:
         return
     try:
-        _start(out)
+        helper = children.helper(sys.orig_argv)
+        if helper == "fork server":
+            # multiprocessing's machinery, unrecorded; its children are, from their fork on (the
+            # fork hook is session.py's).
+            import timelapse.session  # noqa: F401
+            return
+        if helper is not None:
+            children.not_recorded("")  # the resource tracker, and what it might start
+            return
+        if not _start(None, family):
+            children.not_recorded("")  # a tool (pip, timelapse): nor are the processes it starts
     except Exception as exc:  # noqa: BLE001 - the program must start whatever happened here
-        _say(f"not recording: {_reason(exc)}")
+        children.not_recorded(f"process {os.getpid()} is not recorded: {_reason(exc)}")
 
 
 def step_aside() -> None:
@@ -97,27 +119,30 @@ def step_aside() -> None:
 
 # -- what the program is ------------------------------------------------------------------------------
 
-def _start(out: str) -> None:
+def _start(out: str | None, family: Context | None) -> bool:
+    """Record the program into ``out`` (TIMELAPSE_RECORD), or as a child of ``family``; False if
+    it is not to be recorded (a tool, a file python cannot open)."""
     argv = sys.argv
     first = argv[0] if argv else ""
     if first in ("", "-"):
         raise _Skip("the program is typed in or read from stdin: it has no source file to record")
     if first == "-c":
-        _EnvRecording(out, "<string>").begin()
-        return
+        _EnvRecording(out, "<string>", family).begin()
+        return True
     if first == "-m":
         module = _module_name(sys.orig_argv, argv)
         if module.split(".")[0] in _TOOL_MODULES:
-            return
-        _record_module_when_found(out, module)
-        return
+            return False
+        _record_module_when_found(out, module, family)
+        return True
     if os.path.basename(first) in _TOOL_SCRIPTS:
-        return
+        return False
     if os.path.isdir(first) or (os.path.isfile(first) and _is_zip(first)):
         raise _Skip(f"{first!r} is a directory or zip application: record its __main__.py instead")
     if not os.path.isfile(first):
-        return  # python says it cannot open the file, and exits 2: nothing ran, nothing to record
-    _EnvRecording(out, os.path.abspath(first)).begin()
+        return False  # python says it cannot open the file, and exits 2: nothing ran, nothing to record
+    _EnvRecording(out, os.path.abspath(first), family).begin()
+    return True
 
 
 def _module_name(orig_argv: list[str], argv: list[str]) -> str:
@@ -131,12 +156,14 @@ def _module_name(orig_argv: list[str], argv: list[str]) -> str:
 
 
 def _is_zip(path: str) -> bool:
+    if path.endswith((".py", ".pyw")):
+        return False  # (zipfile costs 15 ms to import: a script's start, every child's)
     import zipfile
 
-    return not path.endswith((".py", ".pyw")) and zipfile.is_zipfile(path)
+    return zipfile.is_zipfile(path)
 
 
-def _record_module_when_found(out: str, module: str) -> None:
+def _record_module_when_found(out: str | None, module: str, family: Context | None) -> None:
     """``-m``: record from the moment runpy looks the module up (see the module doc)."""
     import runpy
 
@@ -158,19 +185,24 @@ def _record_module_when_found(out: str, module: str) -> None:
             details = real(mod_name, error)
             origin = getattr(details[1], "origin", None)
             if isinstance(origin, str) and os.path.isfile(origin):
-                _begin(out, origin)
+                _begin(out, origin, family)
             return details
-        _begin(out, program)
+        _begin(out, program, family)
         return real(mod_name, error)
 
     runpy._get_module_details = _get_module_details  # type: ignore[attr-defined]
 
 
-def _begin(out: str, program: str) -> None:
+def _begin(out: str | None, program: str, family: Context | None) -> None:
     try:
-        _EnvRecording(out, program).begin()
+        _EnvRecording(out, program, family).begin()
     except Exception as exc:  # noqa: BLE001 - the program runs unrecorded
-        _say(f"not recording: {_reason(exc)}")
+        if family is None:
+            _say(f"not recording: {_reason(exc)}")
+        else:
+            from timelapse.children import not_recorded
+
+            not_recorded(f"process {os.getpid()} is not recorded: {_reason(exc)}")
 
 
 # -- the recording --------------------------------------------------------------------------------
@@ -178,9 +210,10 @@ def _begin(out: str, program: str) -> None:
 class _EnvRecording:
     """One process's recording: the session, its end (``ProgramEnd``), and the watch on ``__main__``."""
 
-    def __init__(self, out: str, program: str) -> None:
-        #: The trace folder, and the program's file (``<string>`` for ``-c``).
-        self.out, self.program = out, program
+    def __init__(self, out: str | None, program: str, family: Context | None) -> None:
+        #: The trace folder (None: a child's, in its family's), the program's file (``<string>``
+        #: for ``-c``), and the family of recordings this process is a child in.
+        self.out, self.program, self.family = out, program, family
         self.session: Session | None = None
         self.ending: ProgramEnd | None = None
         self.watch: _MainEnd | None = None
@@ -191,13 +224,24 @@ class _EnvRecording:
         from timelapse.process import ProgramEnd
         from timelapse.session import Session
 
-        # The variable is the trace folder, over TIMELAPSE_OUT and the configuration file's out.
-        loaded = config.load({"out": self.out}, given_by=f"environment ({VARIABLE})",
-                             base=config.Options(on_error="continue"))
-        session = Session(program=self.program, args=sys.argv[1:], _loaded=loaded)
-        # Python runs the program itself: its first frame is the first of the thread (base_depth 0),
-        # and -m's runpy frames below it count against its recursion limit as without us.
-        session.start(base_depth=0)
+        if self.family is None:
+            # The variable is the trace folder, over TIMELAPSE_OUT and the configuration file's
+            # out; child processes are recorded unless an option says not.
+            loaded = config.load({"out": self.out}, given_by=f"environment ({VARIABLE})",
+                                 base=config.Options(on_error="continue", children=True))
+            member = None
+        else:
+            member = self.family.join("exec")  # a child: its parent's options, its own folder
+            loaded = self.family.loaded(member.out_dir, fork=False)
+        try:
+            session = Session(program=self.program, args=sys.argv[1:], _loaded=loaded, _member=member)
+            # Python runs the program itself: its first frame is the first of the thread (base_depth
+            # 0), and -m's runpy frames below it count against its recursion limit as without us.
+            session.start(base_depth=0)
+        except BaseException:
+            if member is not None:
+                member.leave()
+            raise
         self.session = session
         self.ending = ProgramEnd(session, quiet=True)
         self.ending.install()

@@ -46,7 +46,7 @@ _VALUE_OPTIONS = {
 #: The Options fields that flags of `timelapse record` set (each flag's dest is the field's name).
 _OPTION_FLAGS = ("on_error", "max_depth", "max_items", "max_string", "max_nodes", "capture_io", "capture_fd",
                  "format", "out", "include", "exclude", "redact", "redact_names", "redact_patterns",
-                 "record_only", "activation_path")
+                 "record_only", "activation_path", "children")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -151,6 +151,12 @@ def _record_parser() -> _Parser:
                         default=given, metavar="FILE",
                         help="start recording when code of FILE first runs, stop when that call "
                              "returns; every thread meanwhile (as CodeTracer's recorder)")
+    parser.add_argument("--children", action="store_true", default=given,
+                        help="also record the Python processes the program starts (subprocess, "
+                             "multiprocessing, os.fork), each into a trace of its own in the trace "
+                             "folder's children/ (docs/children.md)")
+    parser.add_argument("--no-children", dest="children", action="store_false", default=given,
+                        help="do not record child processes (the default, but for TIMELAPSE_RECORD)")
     parser.add_argument("-m", dest="module", metavar="MODULE", help="record a module, as python -m")
     return parser
 

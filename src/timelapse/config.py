@@ -107,7 +107,9 @@ class Options:
     regular expressions of values to redact (docs/redaction.md). ``record_only``: patterns of
     functions (``module:qualname``, globs allowed): record only while inside one, from each entry
     to its return; ``activation_path``: a source file: record from the first start of its code to
-    that call's end (docs/activation.md).
+    that call's end (docs/activation.md). ``children``: Python processes the program starts
+    (``subprocess``, ``multiprocessing``, ``os.fork``) record themselves into traces of their own,
+    in the folder's ``children/`` (docs/children.md).
     """
 
     on_error: OnError = "raise"
@@ -127,6 +129,7 @@ class Options:
     redact_patterns: tuple[str, ...] = ()
     record_only: tuple[str, ...] = ()
     activation_path: str | None = None
+    children: bool = False
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -146,6 +149,10 @@ class Options:
     def replace(self, **changes: Any) -> Options:
         """A copy with ``changes``, checked like any other."""
         return Options.from_mapping(changes, base=self)
+
+    def values(self) -> dict[str, Any]:
+        """Every option as JSON-shaped data (lists for tuples): ``from_mapping`` reads it back."""
+        return {field.name: _shown(getattr(self, field.name)) for field in fields(self)}
 
     @property
     def records_fd(self) -> bool:
@@ -174,6 +181,7 @@ class OptionValues(TypedDict, total=False):
     redact_patterns: Iterable[str]
     record_only: Iterable[str]
     activation_path: str | os.PathLike[str] | None
+    children: bool
 
 
 # -- the one validator -----------------------------------------------------------------------------
@@ -295,6 +303,7 @@ _CHECKS: dict[str, Callable[[str, object], Any]] = {
     "redact_patterns": _expressions,
     "record_only": _function_patterns,
     "activation_path": _file_or_none,
+    "children": _flag,
 }
 #: How a word of text becomes each option's value, for the options that can be given as text.
 _FROM_TEXT: dict[str, Callable[[str], object] | str] = {
@@ -309,6 +318,7 @@ _FROM_TEXT: dict[str, Callable[[str], object] | str] = {
     "capture_io": "flag",
     "capture_fd": "flag",
     "redact": "flag",
+    "children": "flag",
     # Lists as text (the environment): comma-separated.
     "include": "list",
     "exclude": "list",
@@ -356,7 +366,7 @@ _FLAG_WORDS = {"1": True, "true": True, "yes": True, "on": True,
 ENV_PREFIX = "TIMELAPSE_"
 #: Variables of ours that are not options (the implementation switch, the configuration file, the
 #: trace folder of a process recorded by environment: autostart.py, which gives it as ``out``).
-_OTHER_VARIABLES = {"TIMELAPSE_PURE", "TIMELAPSE_CONFIG", "TIMELAPSE_RECORD"}
+_OTHER_VARIABLES = {"TIMELAPSE_PURE", "TIMELAPSE_CONFIG", "TIMELAPSE_RECORD", "TIMELAPSE_PARENT"}
 #: The options a configuration file and the environment can set (exclude_files is the CLI's own).
 LAYERED = tuple(name for name in _CHECKS if name != "exclude_files")
 CONFIG_TABLE = ("tool", "timelapse")

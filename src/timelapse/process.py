@@ -124,6 +124,9 @@ class Recording(Protocol):
 _hooks: ProcessHooks | None = None
 #: Our SIGTERM handler (ProgramEnd), which a fork child must not keep.
 _sigterm_handler: object | None = None
+#: The end of the program this process runs (the last ProgramEnd installed): a fork child that
+#: records itself adopts it (timelapse.children).
+_program_end: ProgramEnd | None = None
 #: Per thread: SIGTERM was blocked by this thread's fork() (unblocked after it, in both processes).
 _fork_state = threading.local()
 
@@ -212,6 +215,11 @@ def _run_what_waited() -> None:
     deferral.run_pending(helpers=1)  # one helper frame (this one) between the caller and the call
 
 
+def program_end() -> ProgramEnd | None:
+    """The ``ProgramEnd`` installed in this process (a fork child: its parent's), if any."""
+    return _program_end
+
+
 def _sigterm_is_ours() -> bool:
     return _sigterm_handler is not None and signal.getsignal(signal.SIGTERM) is _sigterm_handler
 
@@ -291,6 +299,8 @@ class ProgramEnd:
 
     def install(self) -> None:
         """Called once recording has started, right before the program runs."""
+        global _program_end
+        _program_end = self
         # atexit runs after non-daemon threads are joined and after the program's own atexit
         # handlers (registered later, run earlier), so those are recorded too.
         atexit.register(self._at_exit)
@@ -298,6 +308,18 @@ class ProgramEnd:
         # os.exec* replaces the process (no atexit): the trace is saved and the summary printed first.
         # The program's unflushed output is not flushed: exec drops it, as without recording.
         self.session.before_exec = lambda: self.finish(flush_output=False)
+
+    def adopt(self, session: Recording) -> None:
+        """After fork(), in a child that records itself (``children``): the end of this process is
+        now the child's recording's. The atexit registration and ``cli.main``'s (or autostart's)
+        calls into this object were inherited; they now end the child's trace, quietly."""
+        self.session = session
+        self.quiet = True
+        self._pid = os.getpid()
+        self._lock = threading.RLock()  # another thread of the parent may have held it at fork
+        self._summary_printed = False
+        session.before_exec = lambda: self.finish(flush_output=False)
+        self._finish_on_sigterm()       # SIGTERM is back to SIG_DFL in the child (_after_fork_in_child)
 
     # -- how the program's code ended ----------------------------------------------------------------
 
@@ -396,11 +418,11 @@ class ProgramEnd:
             return
         if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
             return
-        session = self.session
 
         def on_sigterm(signum: int, frame: object) -> None:
             # Never inside the recorder: a signal that lands in one of its sections waits until the
             # section is done (timelapse.interrupts), so the trace can be finished right here.
+            session = self.session  # (a fork child's own, once it adopted this end)
             session.exit_status, session.exit_signal = 128 + signum, signum
             # SIGTERM again while the trace is saved waits for it (this handler stays in place until
             # then); only then the default action, and the process dies of SIGTERM as without us.

@@ -190,7 +190,10 @@ class TestRecorder:
         #: tests, or under xdist every worker's).
         self.traces = 0
         self.failures = 0
-        self._worker = os.environ.get("PYTEST_XDIST_WORKER")
+        # This run's own xdist worker id (workerinput is set on a worker's config only): not
+        # PYTEST_XDIST_WORKER, which a pytest run inside a worker's test (pytester) inherits.
+        workerinput = getattr(config, "workerinput", None)
+        self._worker = workerinput.get("workerid") if isinstance(workerinput, dict) else None
         self._make_folder()
 
     def _make_folder(self) -> None:

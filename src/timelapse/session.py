@@ -30,6 +30,8 @@ from typing import Any, Unpack
 
 from timelapse._version import __version__
 from timelapse.activation import Activation
+from timelapse import children
+from timelapse.children import Member
 from timelapse.config import Loaded, Options, OptionValues, load
 from timelapse.encoder import ValueEncoder
 from timelapse.cbor_format import BIN
@@ -182,6 +184,7 @@ class Session:
         config: str | os.PathLike[str] | bool | None = None,
         _loaded: Loaded | None = None,
         _fault: Callable[[CodeType, int], None] | None = None,
+        _member: Member | None = None,
         **option_values: Unpack[OptionValues],
     ) -> None:
         if _loaded is None:
@@ -231,6 +234,11 @@ class Session:
         self._save_error: str | None = None
         self._started_at = ""
         self._finished = False
+        #: Its place among the recordings of a process and its children (timelapse.children): a
+        #: child's from the start, the root's made in start() when ``children`` is on.
+        self._member = _member
+        #: The frames below the program's (start's base_depth): a fork child records with them too.
+        self.base_depth = 0
         #: More keys for trace_metadata.json, written as they are (JSON-shaped values) when the
         #: trace is saved; the session's own keys win. The pytest plugin writes ``"test"`` here.
         self.extra_metadata: dict[str, Any] = {}
@@ -263,6 +271,13 @@ class Session:
                 raise RecorderError(
                     f"cannot write output folder {str(self.out_dir)!r}: {exc.strerror or exc}"
                 ) from None
+            if self.options.children:
+                try:
+                    self._join_family()
+                except OSError as exc:
+                    self._remove_temp_dir()
+                    raise RecorderError(f"cannot record child processes: {exc.strerror or exc}") from None
+            self.base_depth = base_depth
             self._started_at = _now()
             options = self.options
             # The one place the trace format is chosen: the writer spells the events with it (and
@@ -333,6 +348,19 @@ class Session:
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
         self._release_temp_lock()
+        self._leave_family()
+
+    def _join_family(self) -> None:
+        """``children``: a root makes the family's staging folder; then both tell the process's
+        future children where to record (timelapse.children)."""
+        if self._member is None:
+            assert self._temp_dir is not None
+            self._member = Member.make_root(self._temp_dir, self.out_dir, self.options.values())
+        self._member.export()
+
+    def _leave_family(self) -> None:
+        if self._member is not None:
+            self._member.leave()
 
     def _release_temp_lock(self) -> None:
         fd, self._temp_lock = self._temp_lock, None
@@ -360,6 +388,8 @@ class Session:
         # The lock on the hidden folder is the parent's: the child's copy of the descriptor must not
         # keep it held after the parent is gone.
         self._release_temp_lock()
+        if self._member is not None:
+            self._member.forget_in_child()
         self._deactivate()
 
     def stop(self) -> Path | None:
@@ -438,6 +468,7 @@ class Session:
                 self._save_failed(exc, publishing=True)
                 raise RecorderError(self._take_save_error()) from None
             self._published = True
+            self._leave_family()
             return self.out_dir
 
     def _save_failed(self, exc: OSError, publishing: bool = False) -> None:
@@ -500,8 +531,23 @@ class Session:
 
     def _publish(self) -> None:
         """Move the finished folder into place: the old trace (if any) is replaced in one step, or,
-        for a folder that cannot be renamed over, the files are moved into it."""
-        temp, target = self._temp_dir, self.out_dir
+        for a folder that cannot be renamed over, the files are moved into it. In a family of
+        recordings (children), under its lock, into the place it says."""
+        member = self._member
+        if member is None:
+            self._publish_into(self.out_dir)
+            return
+        with member.saving() as target:
+            try:
+                self._publish_into(target)
+            except BaseException:
+                member.saved(None, self.exit_status, self.exit_signal)
+                raise
+            self.out_dir = target
+            member.saved(target, self.exit_status, self.exit_signal)
+
+    def _publish_into(self, target: Path) -> None:
+        temp = self._temp_dir
         assert temp is not None
         old_trace = target.is_dir() and bool(_trace_entries(target))
         if old_trace and not is_trace_folder(target):
@@ -558,6 +604,8 @@ class Session:
             metadata["events_lost_for_memory"] = recorder.lost_for_memory
         if recorder is not None and recorder.activation is not None:
             metadata["activations"] = recorder.activations  # record_only / activation_path
+        if self._member is not None:
+            metadata.update(self._member.metadata())   # parent, children
         if recorder is not None and redactor is not None:
             # Redacted records in Value and Return events (reused ones counted at each step they
             # are in; a Call's arguments repeat its step's Values and are not counted again), and
@@ -577,6 +625,9 @@ class Session:
         gated = self.recorder is not None and self.recorder.activation is not None
         count = self.recorder.activations if gated else 0
         activations = f", {count:,} activation{'' if count == 1 else 's'}" if gated else ""
+        if self._member is not None and self._member.last_listing:
+            count = len(self._member.last_listing)
+            activations += f", {count:,} child process{'' if count == 1 else 'es'}"
         return (f"timelapse: {steps:,} steps, {calls:,} calls{activations} → {self._shown_out}{os.sep} "
                 f"({_human_size(size)})")
 
@@ -644,3 +695,33 @@ def _human_size(size: int) -> str:
 
 # Saving the trace is a section: a signal that lands in it waits until the trace is saved.
 deferral.add_section(Session.finish, holds_lock=False)
+
+
+# -- fork(): a child in a family of recordings records itself (timelapse.children) -------------------
+
+#: The recording the forking thread's fork() lets go of: what its child records with.
+_forked_from = threading.local()
+
+
+def _before_fork() -> None:
+    session = _active
+    _forked_from.session = (session.program, session.args, session.base_depth) if session is not None else None
+
+
+def _after_fork_in_child() -> None:
+    # After process._after_fork_in_child (registered first), which let go of the parent's recording.
+    global _active_lock
+    _active_lock = threading.Lock()  # another thread of the parent may have held it
+    forked = getattr(_forked_from, "session", None)
+    _forked_from.session = None
+    program, args, base_depth = forked if forked is not None else (None, sys.argv[1:], 0)
+    children.record_fork_child(sys._getframe(1), program, args, base_depth)
+
+
+def _after_fork_in_parent() -> None:
+    _forked_from.session = None
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
+
