@@ -288,4 +288,7 @@ def test_usage_help_and_errors_name_convert():
     assert "--to {json,bin}" in converting.stdout and "--out OUT_DIR" in converting.stdout
     assert "timelapse convert TRACE_DIR --to {json,bin}" in run_timelapse([]).stderr
     unknown = run_timelapse(["frobnicate"])
-    assert unknown.returncode == 2 and "(expected 'record', 'check', 'convert', 'config' or 'codetracer-shim')" in unknown.stderr
+    assert unknown.returncode == 2 and (
+        "(expected 'record', 'check', 'summary', 'convert', 'config' or 'codetracer-shim')" in unknown.stderr)
+    summarizing = run_timelapse(["summary", "--help"])
+    assert summarizing.returncode == 0 and summarizing.stdout.startswith("usage: timelapse summary TRACE_DIR")

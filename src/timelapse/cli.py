@@ -33,6 +33,7 @@ USAGE = """\
 timelapse record [options] script.py [args ...]
        timelapse record [options] -m module [args ...]
        timelapse check TRACE_DIR
+       timelapse summary TRACE_DIR [--json]
        timelapse convert TRACE_DIR --to {json,bin} [-o OUT_DIR]
        timelapse config [options]
        timelapse codetracer-shim --install DIR [--force] | --uninstall DIR"""
@@ -229,6 +230,7 @@ def main(argv: list[str] | None = None, *, defaults: Mapping[str, Any] | None = 
                              " see timelapse --help)")
         if argv[0] in ("-h", "--help"):
             print(f"usage: {USAGE}\n\nRun 'timelapse record --help' for the recording options,"
+                  " 'timelapse summary --help' for what a trace holds, in the terminal,"
                   " 'timelapse convert --help' for converting a trace between trace.json and trace.bin,"
                   " 'timelapse codetracer-shim --help' for recording with timelapse from CodeTracer's ct record.")
             return 0
@@ -242,6 +244,8 @@ def main(argv: list[str] | None = None, *, defaults: Mapping[str, Any] | None = 
         command, rest = argv[0], argv[1:]
         if command == "check":
             return _check(rest)
+        if command == "summary":
+            return _summary(rest)
         if command == "convert":
             return _convert(rest)
         if command == "config":
@@ -251,7 +255,7 @@ def main(argv: list[str] | None = None, *, defaults: Mapping[str, Any] | None = 
 
             return shim_main(rest)
         if command != "record":
-            raise UsageError(f"unknown command {command!r} (expected 'record', 'check', 'convert', "
+            raise UsageError(f"unknown command {command!r} (expected 'record', 'check', 'summary', 'convert', "
                              f"'config' or 'codetracer-shim')")
         # A process that TIMELAPSE_RECORD records from its start: its program is recorded here instead.
         autostart.step_aside()
@@ -289,6 +293,19 @@ def _check(args: list[str]) -> int:
     from timelapse.checker import run_check
 
     return run_check(args[0])
+
+
+def _summary(args: list[str]) -> int:
+    parser = _Parser(prog="timelapse summary", usage="timelapse summary TRACE_DIR [--json]",
+                     description="What a trace holds, in the terminal: the run, counts, the busiest "
+                                 "functions and lines, the call tree's beginning, exceptions, output. "
+                                 "One streaming pass (bounded memory).")
+    parser.add_argument("folder", metavar="TRACE_DIR", help="the trace folder")
+    parser.add_argument("--json", action="store_true", help="print it as one JSON object")
+    options = parser.parse_args(args)
+    from timelapse.summary import run_summary
+
+    return run_summary(options.folder, as_json=options.json)
 
 
 def _convert_parser() -> _Parser:
