@@ -470,3 +470,143 @@ def test_searching_a_text_takes_time_in_proportion_to_it(text):
     Redactor().redact_text(text)
     Redactor().secret_text(text)
     assert time.process_time() - started < 20
+
+
+# -- what the second review found ------------------------------------------------------------------
+
+#: A secret's name and a value that is no credential: a message, code, a number, a placeholder.
+NOT_CREDENTIALS = [
+    "auth: ok", "Token: 42 parsed", "password: must be 8 chars", "def f(password=None)",
+    "token: expired", "auth: FAILED", "password: Required", "{'password': None}", '{"token": null}',
+    "password=pw", "auth=true", '"auth": "ok"', "token:123456789", "secret:abc",
+    "login(user, password=get_password())", "password = getpass.getpass('Password: ')",
+    "auth: Token expired",
+]
+#: Values under secrets' names: cut out, whole (a quoted one up to its closing quote).
+CREDENTIALS = [
+    ("password=hunter2", "password=<redacted>"),
+    ("password: hunter2xyz", "password: <redacted>"),
+    ('"password": "s3cr3t!"', '"password": "<redacted>"'),
+    ("Authorization: Basic dXNlcjpwYXNz", "Authorization: <redacted>"),
+    ("--token=abc123def", "--token=<redacted>"),
+    ('password: "hunter 2" tail', 'password: "<redacted>" tail'),
+    ("{'token': 'two words'}", "{'token': '<redacted>'}"),
+    ('login password="a \\" b" ok', 'login password="<redacted>" ok'),    # an escaped quote
+    ("password=hunter", "password=<redacted>"),        # letters, six of them
+    ("password = s3cret", "password = <redacted>"),
+    ("token:abcdef1", "token:<redacted>"),
+    ("auth: HunterTwo", "auth: <redacted>"),           # mixed case: not a word of a message
+    ("session_id=12345678", "session_id=<redacted>"),
+    ('password="unterminated value', 'password="<redacted> value'),
+]
+
+
+@pytest.mark.parametrize("text", NOT_CREDENTIALS)
+def test_a_secret_name_before_a_value_that_is_no_credential_is_shown(text):
+    redactor = Redactor()
+    assert redactor.redact_text(text) == text and redactor.cut == 0
+    assert not redactor.secret_text(text)
+
+
+@pytest.mark.parametrize("text, expected", CREDENTIALS)
+def test_credentials_under_secret_names_are_cut_out_whole(text, expected):
+    assert Redactor().redact_text(text) == expected
+    assert Redactor().secret_text(text)
+
+
+def test_string_values_get_the_same_rule():
+    # A string value is redacted whole when it holds a credential under a secret's name; a message
+    # that only names one ("auth: ok") is shown.
+    enc = _encoder()
+    texts = _texts(enc.encode({"msg": "auth: ok", "note": "Token: 42 parsed", "q": "password=hunter2"}))
+    assert "auth: ok" in texts and "Token: 42 parsed" in texts
+    assert "password=hunter2" not in texts and enc.redactions == 1
+
+
+def test_the_argument_after_an_option_named_like_a_secret_is_redacted():
+    redactor = Redactor()
+    args = ["--password", "hunter2", "-token", "abc", "--verbose", "--auth", "--user", "ann",
+            "--api-key", "-5", "--secret=s3cr3t", "x", "--secret"]
+    assert redactor.redact_args(args) == [
+        "--password", REDACTED, "-token", REDACTED, "--verbose", "--auth", "--user", "ann",
+        "--api-key", REDACTED, f"--secret={REDACTED}", "x", "--secret"]
+    assert redactor.cut == 4
+
+
+def test_the_metadata_args_hide_the_value_after_a_secret_option(tmp_path):
+    program = tmp_path / "p.py"
+    program.write_text("import sys\nprint(len(sys.argv))\n")
+    out = tmp_path / "trace"
+    subprocess.run([str(CONSOLE_SCRIPT), "record", "-q", "--format", "json", "-o", str(out), str(program),
+                    "--password", "hunter2", "--user", "ann"], check=True, capture_output=True, timeout=60)
+    metadata = json.loads((out / "trace_metadata.json").read_text())
+    assert metadata["args"] == ["--password", REDACTED, "--user", "ann"]
+    assert metadata["redacted"]["in_events"] == 1
+
+
+PEM_BODY = ["MIIEowIBAAKCAQEA", "Proc-Type: 4,ENCRYPTED", "", "c3RpbGwga2V5=="]
+
+
+@pytest.mark.parametrize("break_, indent", [("\\n", ""), ("\\r\\n", ""), ("\n", "    "), ("\\n", "  ")])
+def test_a_pem_body_is_cut_when_escaped_or_indented(break_, indent):
+    lines = ["-----BEGIN RSA PRIVATE KEY-----", *PEM_BODY, "-----END RSA PRIVATE KEY-----"]
+    block = break_.join(indent + line for line in lines)
+    redacted = Redactor().redact_text(f'key: "{block}"{break_}after')
+    assert redacted == f'key: "{indent}{REDACTED}"{break_}after'
+
+
+def test_io_follows_an_indented_pem_block():
+    io = Redactor().io()
+    assert io.redact(1, "key: |\n  -----BEGIN EC PRIVATE KEY-----") == f"key: |\n  {REDACTED}"
+    assert io.redact(1, "\n  MHcCAQEEIB\n") == REDACTED + "\n"
+    assert io.redact(1, "  -----END EC PRIVATE KEY-----\nafter\n") == REDACTED + "\nafter\n"
+
+
+@pytest.mark.parametrize("prompt, secret", [
+    ("Password: ", True), ("Enter your API token:", True), ("passphrase> ", True), ("API key? ", True),
+    ("Password for ann@example.org: ", True), ("Tokens >", True),
+    ("Enter token count: ", False), ("password reset for: ", False), ("Name: ", False),
+    ("token: 3 left, name: ", False),
+])
+def test_a_prompt_for_a_secret_ends_with_its_name(prompt, secret):
+    io = Redactor().io()
+    io.redact(1, "banner\n" + prompt)
+    assert io.redact(3, "answer\n") == (REDACTED + "\n" if secret else "answer\n")
+
+
+def test_texts_without_a_hint_of_a_secret_are_not_kept():
+    redactor = Redactor()
+    for i in range(1000):
+        assert not redactor.secret_text(f"{i}: hello") and not redactor.secret_text(f"{i}: a value")
+    assert not redactor._texts      # decided again, if they come again: cheaper than keeping them
+    long_text = "a value " * 20     # longer than the encoder's cached strings: kept
+    hinted = "user=ann auth ok"     # a hint was there, the search ran: kept
+    assert not redactor.secret_text(long_text) and not redactor.secret_text(hinted)
+    assert redactor.secret_text("password=hunter2")
+    assert redactor._texts == {long_text: False, hinted: False, "password=hunter2": True}
+
+
+def test_a_secret_name_is_found_in_any_case():
+    assert Redactor().redact_text("PASSWORD=abc123 Password=abc123") == f"PASSWORD={REDACTED} Password={REDACTED}"
+
+
+@pytest.mark.parametrize("text", [
+    'password="' + "a" * 1_000_000, 'password="' * 100_000, "password='' " * 100_000,
+    'password="a password=\'' * 50_000, "password: " + "a" * 1_000_000, "password: token: auth: " * 50_000,
+    "password=get_password(" * 50_000, "password:" + "1" * 1_000_000, "Authorization: Basic " * 50_000,
+    "-----BEGIN RSA PRIVATE KEY-----\\n" + " " * 1_000_000 + "!",
+    "-----BEGIN RSA PRIVATE KEY-----" + "\\nAAAA" * 200_000,
+    ("-----BEGIN RSA PRIVATE KEY-----\n" + " \t" * 1000 + "x!\n") * 100,
+    "-----BEGIN RSA PRIVATE KEY-----\n" + "Proc-Type:" * 100_000, "-----BEGIN RSA PRIVATE KEY-----" + "\\" * 1_000_000,
+    "--password " * 100_000,
+])
+def test_the_second_reviews_searches_take_time_in_proportion_to_the_text(text):
+    import time
+
+    started = time.process_time()
+    redactor = Redactor()
+    redactor.redact_text(text)
+    redactor.secret_text(text)
+    redactor.io().redact(1, text)
+    redactor.redact_args(text.split(" "))
+    assert time.process_time() - started < 20

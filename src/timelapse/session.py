@@ -573,9 +573,10 @@ class Session:
         redactor = self._redactor
         args, options = self.args, self.loaded.as_metadata()
         if redactor is not None:
-            # The command line is redacted like IO (`--token=...`, a Bearer credential), and
-            # redact_patterns are named, not shown: a pattern may be the very secret it hides.
-            args = [redactor.redact_text(arg) for arg in args]
+            # The command line is redacted like IO (`--token=...`, a Bearer credential, the value
+            # after `--password`), and redact_patterns are named, not shown: a pattern may be the
+            # very secret it hides.
+            args = redactor.redact_args(args)
             options["values"]["redact_patterns"] = [REDACTED] * len(options["values"]["redact_patterns"])
         metadata: dict[str, Any] = {
             "workdir": self.workdir,
