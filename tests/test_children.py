@@ -25,6 +25,16 @@ def _record(tmp_path: Path, program: str, *args: str, options: tuple[str, ...] =
     return done, out
 
 
+def _record_text(tmp_path: Path, text: str) -> Path:
+    """Record the program ``text`` with --children; its trace folder."""
+    script = tmp_path / "program.py"
+    script.write_text(text)
+    out = tmp_path / "trace"
+    done = run_timelapse(["record", "--children", "-o", str(out), str(script)], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
 def _metadata(folder: Path) -> dict:
     return json.loads((folder / "trace_metadata.json").read_text(encoding="utf-8"))
 
@@ -196,19 +206,12 @@ def test_multiprocessing_helpers_are_recognised():
 def test_a_child_that_starts_after_its_parent_ended_still_lands_in_the_folder(tmp_path):
     # The shell is no Python process: the Python it becomes a moment later joins a family whose
     # last member has left (the staging folder removed), and publishes into the root's folder.
-    script = tmp_path / "detached.py"
-    script.write_text(
+    out = _record_text(tmp_path, (
         "import subprocess, sys\n"
         "subprocess.Popen(['sh', '-c', 'sleep 0.5; exec \"$0\" -c \"print(42)\"', sys.executable],\n"
-        "                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n")
-    out = tmp_path / "trace"
-    done = run_timelapse(["record", "--children", "-o", str(out), str(script)], cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
+        "                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"))
     assert _metadata(out)["children"] == []
-    deadline = time.monotonic() + 60
-    while not (out / "children").exists() or any(p.name.startswith(".") for p in tmp_path.iterdir()):
-        assert time.monotonic() < deadline, "the late child never published its trace"
-        time.sleep(0.05)
+    _wait_until_settled(tmp_path, out, 1)
     [late] = (out / "children").iterdir()
     checked_trace(late)
     [entry] = _metadata(out)["children"]
@@ -225,3 +228,108 @@ def test_a_terminated_child_is_saved_and_a_module_child_recorded(tmp_path):
     assert _metadata(out / module["trace"])["program"] == str(PROGRAMS / "children_leaf.py")
     assert "double" in _functions(out / module["trace"])
     checked_trace(out / terminated["trace"])
+
+
+def _wait_until_settled(tmp_path: Path, out: Path, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while len(list((out / "children").glob("*"))) < count or any(
+            p.name.startswith(".") for p in tmp_path.iterdir()):
+        assert time.monotonic() < deadline, "the late children never published their traces"
+        time.sleep(0.05)
+
+
+def test_late_children_add_to_the_list_and_never_replace_it(tmp_path):
+    out = _record_text(tmp_path, (
+        "import subprocess, sys\n"
+        "for _ in range(2):\n"
+        "    subprocess.run([sys.executable, '-c', 'pass'])\n"
+        "for _ in range(3):\n"
+        "    subprocess.Popen(['sh', '-c', 'sleep 0.3; exec \"$0\" -c pass', sys.executable])\n"))
+    _wait_until_settled(tmp_path, out, 5)
+    listing = _metadata(out)["children"]
+    assert len(listing) == 5 and all(c["state"] == "saved" for c in listing), listing
+    assert sorted(os.path.basename(c["trace"]) for c in listing) == sorted(
+        p.name for p in (out / "children").iterdir())
+
+
+def test_a_late_child_of_an_old_run_does_not_land_in_a_new_one(tmp_path):
+    old = tmp_path / "old.py"
+    old.write_text("import subprocess, sys\n"
+                   "subprocess.Popen(['sh', '-c', 'sleep 1.5; exec \"$0\" -c pass', sys.executable])\n")
+    new = tmp_path / "new.py"
+    new.write_text("import subprocess, sys\nsubprocess.run([sys.executable, '-c', 'pass'])\n")
+    out = tmp_path / "trace"
+    assert run_timelapse(["record", "--children", "-o", str(out), str(old)], cwd=tmp_path).returncode == 0
+    assert run_timelapse(["record", "--children", "-o", str(out), str(new)], cwd=tmp_path).returncode == 0
+    time.sleep(3)   # the old run's late child has started and ended by now
+    [only] = _metadata(out)["children"]
+    assert only["command"][-1] == "pass" and only["start"] == "exec"
+    assert [p.name for p in (out / "children").iterdir()] == [os.path.basename(only["trace"])]
+
+
+def test_preexec_fn_children_are_recorded_once_as_the_parents(tmp_path):
+    script = tmp_path / "preexec.py"
+    script.write_text(
+        "import os, subprocess, sys\n"
+        "subprocess.run(['/bin/true'], preexec_fn=lambda: None)\n"
+        "subprocess.run([sys.executable, '-c', 'pass'], preexec_fn=os.setpgrp)\n")
+    done, out = _record(tmp_path, str(script))
+    assert done.returncode == 0, done.stderr
+    [child] = _metadata(out)["children"]
+    assert child["start"] == "exec" and child["state"] == "saved"
+    assert os.path.basename(child["trace"]).endswith("-1")
+
+
+def test_command_lines_are_redacted(tmp_path):
+    script = tmp_path / "secret.py"
+    script.write_text("import subprocess, sys\n"
+                      "subprocess.run([sys.executable, '-c', 'pass', '--token=SECRET123abc'])\n")
+    out = tmp_path / "trace"
+    done = run_timelapse(["record", "--children", "-o", str(out), str(script), "--api-key=ROOTSECRET9"],
+                         cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [child] = _metadata(out)["children"]
+    assert "SECRET123abc" not in json.dumps(child)
+    assert "ROOTSECRET9" not in (out / child["trace"] / "trace_metadata.json").read_text()
+
+
+def test_a_fork_child_under_the_variable_that_returns_exits_0(tmp_path):
+    script = tmp_path / "forkfall.py"
+    script.write_text("import os\npid = os.fork()\nif pid:\n    os.waitpid(pid, 0)\n")
+    env = dict(os.environ, TIMELAPSE_RECORD=str(tmp_path / "trace"))
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    [child] = _metadata(tmp_path / "trace")["children"]
+    assert (child["start"], child["state"], child["exit_status"]) == ("fork", "saved", 0)
+
+
+def test_relative_activation_path_works_in_a_child_elsewhere(tmp_path):
+    script = tmp_path / "act.py"
+    script.write_text("import subprocess, sys\n"
+                      "def work():\n    return 1\n"
+                      "work()\n"
+                      "subprocess.run([sys.executable, '-c', 'pass'], cwd='/')\n")
+    out = tmp_path / "trace"
+    done = run_timelapse(["record", "--children", "--activation-path", "act.py", "-o", str(out), "act.py"],
+                         cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [child] = _metadata(out)["children"]
+    assert child["state"] == "saved", child
+
+
+def test_pool_terminate_kills_forked_workers_at_once(tmp_path):
+    script = tmp_path / "term.py"
+    script.write_text(
+        "import multiprocessing, time\n"
+        "def spin(_):\n    sum(range(10**10))\n"
+        "if __name__ == '__main__':\n"
+        "    pool = multiprocessing.get_context('fork').Pool(2)\n"
+        "    pool.map_async(spin, range(2))\n"
+        "    time.sleep(1)\n"
+        "    start = time.monotonic()\n"
+        "    pool.terminate()\n"
+        "    print(round(time.monotonic() - start))\n")
+    done, out = _record(tmp_path, str(script))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "0\n"       # as without recording: not after the workers' long C call
+    assert {c["state"] for c in _metadata(out)["children"]} == {"lost"}

@@ -99,12 +99,12 @@ def start() -> None:
             import timelapse.session  # noqa: F401
             return
         if helper is not None:
-            children.not_recorded("")  # the resource tracker, and what it might start
+            children.not_recorded()  # the resource tracker, and what it might start
             return
         if not _start(None, family):
-            children.not_recorded("")  # a tool (pip, timelapse): nor are the processes it starts
-    except Exception as exc:  # noqa: BLE001 - the program must start whatever happened here
-        children.not_recorded(f"process {os.getpid()} is not recorded: {_reason(exc)}")
+            children.not_recorded()  # a tool (pip, timelapse): nor are the processes it starts
+    except Exception:  # noqa: BLE001 - the program must start whatever happened here
+        children.not_recorded()  # (stdin, a zip application, ...: silent; see not_recorded)
 
 
 def step_aside() -> None:
@@ -202,7 +202,7 @@ def _begin(out: str | None, program: str, family: Context | None) -> None:
         else:
             from timelapse.children import not_recorded
 
-            not_recorded(f"process {os.getpid()} is not recorded: {_reason(exc)}")
+            not_recorded()
 
 
 # -- the recording --------------------------------------------------------------------------------
@@ -232,19 +232,22 @@ class _EnvRecording:
             member = None
         else:
             member = self.family.join("exec")  # a child: its parent's options, its own folder
-            loaded = self.family.loaded(member.out_dir, fork=False)
         try:
+            if member is not None:
+                assert self.family is not None
+                loaded = self.family.loaded(member.out_dir, fork=False)
             session = Session(program=self.program, args=sys.argv[1:], _loaded=loaded, _member=member)
             # Python runs the program itself: its first frame is the first of the thread (base_depth
             # 0), and -m's runpy frames below it count against its recursion limit as without us.
             session.start(base_depth=0)
         except BaseException:
             if member is not None:
-                member.leave()
+                member.not_recorded(_reason(sys.exc_info()[1] or Exception()))
             raise
         self.session = session
         self.ending = ProgramEnd(session, quiet=True)
-        self.ending.install()
+        # multiprocessing's spawned workers die of SIGTERM at once, as its terminate() expects.
+        self.ending.install(sigterm="--multiprocessing-fork" not in sys.orig_argv)
         self.watch = _MainEnd(self.ending)
         if self.watch.install():
             session.exit_status = 0  # until the program's __main__ ends by an exception

@@ -21,11 +21,15 @@ beside the root's own hidden folder (``.DIR.<token>.children.recording``), that 
   moves the children published so far into ``DIR/children/`` and writes ``published``; a child
   saved after that sees the note and publishes straight into ``DIR/children/``. The last one out
   (the note there, no shared lock left) removes the staging folder;
-- each child's entry ``<pid>-<n>.json`` there says how it started (its command line) and, once it
-  is saved, how it ended (its exit status). A trace's ``children`` are read from these entries when
-  it is saved, again right after it is published (under the lock), and a child saved after its
-  parent writes its own ending into the parent's ``trace_metadata.json`` (rewritten whole, in one
-  rename): the listing is complete once the family is done.
+- each child's entry ``<parent>~<pid>-<n>.json`` there (``root~`` for the root's children) says
+  how it started (its command line, redacted) and, once it is saved, how it ended (its exit
+  status). A trace's ``children`` are read from its own children's entries when it is saved,
+  again right after it is published (under the lock), and a child saved after its parent merges
+  its own ending into the parent's ``trace_metadata.json`` (rewritten whole, in one rename);
+- a child that starts after the last one out removed the folder makes it again (whole: made
+  under another name, then renamed), only if DIR still holds its run's trace: the root's
+  metadata names the family (``family``, the staging folder's name), so a late child of an old run
+  never lands in a new run's folder.
 
 How a child learns it is one
 ----------------------------
@@ -37,7 +41,9 @@ runs the startup hook (``timelapse-record.pth`` → autostart.py), which records
 fork hook) starts the child's recording right where the fork returns. multiprocessing's own
 helper processes (its resource tracker, its fork server) are not recorded; the fork server's
 children are. Nothing here runs program code; what goes wrong is one line on stderr and the child
-runs unrecorded.
+runs unrecorded, printing nothing (its output is the program's): a child that had joined is
+``not recorded`` in its parent's list, with the reason. subprocess's own fork (``preexec_fn``,
+which runs between its fork and its exec) is not a child: the program it execs is.
 """
 
 from __future__ import annotations
@@ -49,7 +55,9 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from glob import escape as glob_escape
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -88,6 +96,11 @@ class Member:
                  options: dict[str, Any], lock_fd: int | None) -> None:
         self.root, self.staging, self.trace, self.parent = root, staging, trace, parent
         self.options = options
+        #: The family's name (its staging folder's), in the root's metadata: a child that ends
+        #: after the root publishes only into a root folder that still holds this family's trace.
+        self.token = staging.name
+        #: Secrets cut out of command lines (set from the recording's redaction options).
+        self.redact: Callable[[list[str]], list[str]] = _redactor_for(options)
         self._lock_fd = lock_fd       # the shared flock on the staging folder, while recording
         self._previous: str | None = None
         self._exported = False
@@ -116,6 +129,12 @@ class Member:
         return os.path.basename(self.trace)
 
     @property
+    def key(self) -> str:
+        """The prefix of its children's entries in the staging folder (``root~``, ``<pid>-<n>~``):
+        a member reads its own children's entries only, not the whole family's."""
+        return "root" if self.trace == "." else self.name
+
+    @property
     def out_dir(self) -> Path:
         """Where this child's recording writes (its session's out): the staging folder's entry."""
         return self.staging / self.name
@@ -127,27 +146,30 @@ class Member:
             parent = dict(self.parent)
             parent["trace"] = _relative(self.root / parent["trace"], self.root / self.trace)
             data["parent"] = parent
+        else:
+            data["family"] = self.token
         data[CHILDREN] = self.last_listing = self.listing()
         return data
 
     def listing(self) -> list[dict[str, Any]]:
         """This member's own children, as their entries say now, oldest first."""
-        children = []
-        for entry in _entries(self.staging):
-            parent = entry.get("parent", {})
-            if parent.get("trace") != self.trace:
-                continue
-            shown = {"pid": entry["pid"], "command": entry["command"], "start": entry["start"],
-                     "trace": _relative(self.root / CHILDREN / entry["name"], self.root / self.trace),
-                     "started_at": entry["started_at"]}
-            if "ended_at" in entry:
-                shown.update(state="saved" if entry["saved"] else "not saved",
-                             exit_status=entry["exit_status"], exit_signal=entry["exit_signal"],
-                             ended_at=entry["ended_at"])
-            else:
-                shown.update(state=self._state_of(entry["name"]), exit_status=None, exit_signal=None)
-            children.append(shown)
+        children = [self._shown(entry) for entry in _entries(self.staging, f"{self.key}~")]
         return sorted(children, key=lambda c: (c["started_at"], c["trace"]))
+
+    def _shown(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """A child's entry as this member's listing shows it."""
+        shown = {"pid": entry["pid"], "command": entry["command"], "start": entry["start"],
+                 "trace": _relative(self.root / CHILDREN / entry["name"], self.root / self.trace),
+                 "started_at": entry["started_at"]}
+        if "ended_at" in entry:
+            state = entry.get("state") or ("saved" if entry["saved"] else "not saved")
+            shown.update(state=state, exit_status=entry["exit_status"], exit_signal=entry["exit_signal"],
+                         ended_at=entry["ended_at"])
+            if "reason" in entry:
+                shown["reason"] = entry["reason"]
+        else:
+            shown.update(state=self._state_of(entry["name"]), exit_status=None, exit_signal=None)
+        return shown
 
     def _state_of(self, name: str) -> str:
         """A child with no ending yet: still ``running``, or ``lost`` (killed: its hidden folder,
@@ -166,7 +188,8 @@ class Member:
         """Tell this process's future children about the family (until ``leave``)."""
         value = json.dumps({
             "root": str(self.root), "staging": str(self.staging), "options": self.options,
-            "parent": {"pid": os.getpid(), "trace": self.trace, "command": _command()},
+            "parent": {"pid": os.getpid(), "trace": self.trace, "command": self.redact(_command())},
+            "token": self.token,
         })
         self._previous = os.environ.get(VARIABLE)
         os.environ[VARIABLE] = value
@@ -188,32 +211,24 @@ class Member:
         """Publish under the family's lock: yields the folder to publish into (``DIR`` for the
         root; for a child, its folder in staging, or in ``DIR/children`` once the root is
         published). The caller publishes there and then calls ``saved``."""
-        fd = os.open(self.staging / _LOCK, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with self._locked():
             if self.trace == ".":
                 yield self.root
             elif (self.staging / _PUBLISHED).exists():
+                if _token_of(self.root) != self.token:
+                    raise FileNotFoundError(f"{self.root} now holds another recording: this child's "
+                                            f"trace has nowhere to go")
                 (self.root / CHILDREN).mkdir(exist_ok=True)
                 yield self.root / self.trace
             else:
                 yield self.out_dir
-        finally:
-            os.close(fd)
 
     def saved(self, folder: Path | None, exit_status: int | None, exit_signal: int | None) -> None:
         """Inside ``saving``: this recording is published in ``folder`` (None: it could not be
         saved). Its ending goes into its entry and its parent's listing; the root adopts the
         children published so far; every published trace's own listing is brought up to date."""
         if self.parent is not None:
-            entry_path = self.staging / f"{self.name}.json"
-            entry = _read(entry_path) or {}
-            entry.update(saved=folder is not None, exit_status=exit_status, exit_signal=exit_signal,
-                         ended_at=_now())
-            _write_json(entry_path, entry)
-            parent_folder = self._published_folder(self.parent["trace"])
-            if parent_folder is not None:
-                _update_listing(parent_folder, self._member_for(self.parent["trace"]).listing())
+            self._end_entry(saved=folder is not None, exit_status=exit_status, exit_signal=exit_signal)
         if self.trace == "." and folder is not None:
             children = self.root / CHILDREN
             for published in sorted(self.staging.iterdir()):
@@ -224,6 +239,45 @@ class Member:
         if folder is not None:
             self.last_listing = self.listing()
             _update_listing(folder, self.last_listing)
+
+    def _end_entry(self, **ending: Any) -> None:
+        """Write this child's ending into its entry, and into its parent's listing if the parent's
+        trace is published already (merged: the listing there may hold more than staging does)."""
+        entry_path = self._entry_path()
+        entry = _read(entry_path)
+        if entry is None:
+            return
+        entry.update(ending, ended_at=_now())
+        _write_json(entry_path, entry)
+        assert self.parent is not None
+        parent_folder = self._published_folder(self.parent["trace"])
+        if parent_folder is not None:
+            _update_listing(parent_folder, [self._member_for(self.parent["trace"])._shown(entry)])
+
+    def _entry_path(self) -> Path:
+        assert self.parent is not None
+        parent_key = "root" if self.parent["trace"] == "." else os.path.basename(self.parent["trace"])
+        return self.staging / f"{parent_key}~{self.name}.json"
+
+    def not_recorded(self, reason: str) -> None:
+        """This child joined but its recording could not start: its entry says so (``state``
+        ``not recorded``), and it leaves."""
+        try:
+            with self._locked():
+                self._end_entry(saved=False, state="not recorded", reason=reason,
+                                exit_status=None, exit_signal=None)
+        except OSError:
+            pass
+        self.leave()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        fd = os.open(self.staging / _LOCK, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def _member_for(self, trace: str) -> Member:
         return Member(self.root, self.staging, trace, None, self.options, None)
@@ -258,8 +312,15 @@ class Member:
             if (self.staging / _ENDED).exists():
                 nobody = _try_lock(self.staging, exclusive=True)
                 if nobody is not None:
+                    # Out of the way first, the probe still held: a child about to join (waiting
+                    # for its shared lock) then finds no folder by that name, never a half-removed one.
+                    gone = self.staging.with_name(self.staging.name.replace(".children.", ".removed."))
+                    try:
+                        os.rename(self.staging, gone)
+                    except OSError:
+                        gone = self.staging
                     os.close(nobody)
-                    shutil.rmtree(self.staging, ignore_errors=True)
+                    shutil.rmtree(gone, ignore_errors=True)
         finally:
             os.close(lock)
 
@@ -282,6 +343,7 @@ class Context:
         self.staging = Path(data["staging"])
         self.parent: dict[str, Any] = dict(data["parent"])
         self.options: dict[str, Any] = dict(data["options"])
+        self.token: str = data.get("token", self.staging.name)
 
     def join(self, start: str) -> Member:
         """Become a child of the family (``start``: ``"exec"`` or ``"fork"``): its entry, its
@@ -290,24 +352,30 @@ class Context:
             raise OSError("recording child processes needs a POSIX system (Linux, macOS)")
         fd = self._lock_staging()
         try:
+            parent_key = "root" if self.parent["trace"] == "." else os.path.basename(self.parent["trace"])
             pid, n = os.getpid(), 1
-            while True:
+            while True:  # the first free name: a marker file per name, made exclusively
                 name = f"{pid}-{n}"
                 try:
-                    entry = os.open(self.staging / f"{name}.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                    marker = os.open(self.staging / f".{name}.name", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
                 except FileExistsError:
                     n += 1
                     continue
-                os.close(entry)
+                os.close(marker)
+                if (self.root / CHILDREN / name).exists():   # a staging folder made again
+                    n += 1
+                    continue
                 break
-            _write_json(self.staging / f"{name}.json", {
-                "name": name, "pid": pid, "command": _command(), "start": start,
+            member = Member(self.root, self.staging, f"{CHILDREN}/{name}", self.parent, self.options, fd)
+            member.token = self.token
+            _write_json(self.staging / f"{parent_key}~{name}.json", {
+                "name": name, "pid": pid, "command": member.redact(_command()), "start": start,
                 "started_at": _now(), "parent": {"pid": self.parent["pid"], "trace": self.parent["trace"]},
             })
         except BaseException:
             os.close(fd)
             raise
-        return Member(self.root, self.staging, f"{CHILDREN}/{name}", self.parent, self.options, fd)
+        return member
 
 
     def loaded(self, out: Path, *, fork: bool) -> Loaded:
@@ -327,21 +395,27 @@ class Context:
         """A shared lock on the staging folder. A child that starts after the family's last
         member left (and removed the folder: a shell that runs Python a moment later) makes it
         again, as published, if the root's trace is there: it still belongs in ``DIR/children``."""
-        for _ in range(5):
+        for _ in range(100):
             try:
                 fd = os.open(self.staging, os.O_RDONLY)
             except FileNotFoundError:
-                if not (self.root / "trace_metadata.json").exists():
+                if _token_of(self.root) != self.token:
                     raise FileNotFoundError(f"its parent's recording is over: {self.root}") from None
                 with contextlib.suppress(FileExistsError):
-                    self.staging.mkdir()
+                    made = self.staging.with_name(self.staging.name + ".starting")
+                    made.mkdir()
                     for note in (_LOCK, _PUBLISHED, _ENDED):
-                        (self.staging / note).touch()
+                        (made / note).touch()
+                    try:
+                        os.rename(made, self.staging)   # whole, or not at all
+                    except OSError:
+                        shutil.rmtree(made, ignore_errors=True)
                 continue
             fcntl.flock(fd, fcntl.LOCK_SH)
             if (self.staging / _LOCK).exists():
                 return fd
             os.close(fd)        # removed (or being made again) meanwhile: look again
+            time.sleep(0.005)
         raise FileNotFoundError(f"its parent's recording is over: {self.root}")
 
 
@@ -364,26 +438,21 @@ def record_fork_child(caller: FrameType | None, program: str | None, args: list[
         session.start(caller, base_depth=base_depth)
     except Exception as exc:  # noqa: BLE001 - the child runs on, unrecorded
         if member is not None:
-            member.leave()
-        not_recorded(f"process {os.getpid()} (forked) is not recorded: {exc}")
+            member.not_recorded(f"{type(exc).__name__}: {exc}")
+        not_recorded()
         return
     ending = program_end()
     if ending is not None:
         ending.adopt(session)   # the parent's: cli.main and atexit end this process through it
     else:
-        ProgramEnd(session, quiet=True).install()
+        ProgramEnd(session, quiet=True).install(sigterm=False)
 
 
-def not_recorded(message: str) -> None:
-    """A process of the family that is not recorded: neither are the processes it starts."""
+def not_recorded() -> None:
+    """A process of the family that is not recorded: neither are the processes it starts. Nothing
+    is printed: the child's output is its own (a program may capture it); why it is not recorded
+    is in its parent's listing (``state``, ``reason``) once it had joined."""
     os.environ.pop(VARIABLE, None)
-    if message:
-        stderr = sys.stderr
-        try:
-            if stderr is not None:
-                print(f"timelapse: {VARIABLE}: {message}", file=stderr, flush=True)
-        except (OSError, ValueError):
-            pass
 
 
 def _main_file() -> str:
@@ -450,9 +519,9 @@ def _read(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _entries(staging: Path) -> Iterator[dict[str, Any]]:
+def _entries(staging: Path, prefix: str) -> Iterator[dict[str, Any]]:
     try:
-        paths = sorted(staging.glob("*.json"))
+        paths = sorted(staging.glob(f"{glob_escape(prefix)}*.json"))
     except OSError:
         return
     for path in paths:
@@ -474,7 +543,30 @@ def _update_listing(folder: Path, listing: list[dict[str, Any]]) -> None:
     """Bring the ``children`` of a published trace's metadata up to date (if it changed)."""
     path = folder / "trace_metadata.json"
     metadata = _read(path)
-    if metadata is None or metadata.get(CHILDREN) == listing:
+    if metadata is None:
         return
-    metadata[CHILDREN] = listing
+    # Merged by folder: what is there already stays (a staging folder made again holds only the
+    # entries of the children that joined since).
+    merged = {child["trace"]: child for child in metadata.get(CHILDREN, []) if isinstance(child, dict)}
+    merged.update((child["trace"], child) for child in listing)
+    children = sorted(merged.values(), key=lambda c: (c.get("started_at", ""), c["trace"]))
+    if metadata.get(CHILDREN) == children:
+        return
+    metadata[CHILDREN] = children
     _write_json(path, metadata)
+
+
+def _token_of(root: Path) -> str | None:
+    """The family whose trace ``root`` holds now (its metadata's ``family``), if any."""
+    metadata = _read(root / "trace_metadata.json")
+    return metadata.get("family") if metadata is not None else None
+
+
+def _redactor_for(options: dict[str, Any]) -> Callable[[list[str]], list[str]]:
+    """Command lines redacted as the recording redacts its own arguments (``redact`` on)."""
+    if not options.get("redact", True):
+        return list
+    from timelapse.redact import Redactor
+
+    redactor = Redactor(options.get("redact_names", ()), options.get("redact_patterns", ()))
+    return lambda argv: [redactor.redact_text(arg) for arg in argv]

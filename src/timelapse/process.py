@@ -297,14 +297,17 @@ class ProgramEnd:
         self._pid = os.getpid()
         self._program_hook: Callable[..., Any] | None = None
 
-    def install(self) -> None:
-        """Called once recording has started, right before the program runs."""
+    def install(self, sigterm: bool = True) -> None:
+        """Called once recording has started, right before the program runs. ``sigterm``: save
+        the trace on SIGTERM (not in multiprocessing's workers: ``terminate()`` counts on them
+        dying at once, also inside a long call into C, where a Python handler would wait)."""
         global _program_end
         _program_end = self
         # atexit runs after non-daemon threads are joined and after the program's own atexit
         # handlers (registered later, run earlier), so those are recorded too.
         atexit.register(self._at_exit)
-        self._finish_on_sigterm()
+        if sigterm:
+            self._finish_on_sigterm()
         # os.exec* replaces the process (no atexit): the trace is saved and the summary printed first.
         # The program's unflushed output is not flushed: exec drops it, as without recording.
         self.session.before_exec = lambda: self.finish(flush_output=False)
@@ -313,13 +316,16 @@ class ProgramEnd:
         """After fork(), in a child that records itself (``children``): the end of this process is
         now the child's recording's. The atexit registration and ``cli.main``'s (or autostart's)
         calls into this object were inherited; they now end the child's trace, quietly."""
+        # What is known of the exit so far (autostart: 0 until __main__ ends by an exception).
+        session.exit_status = self.session.exit_status
         self.session = session
         self.quiet = True
         self._pid = os.getpid()
         self._lock = threading.RLock()  # another thread of the parent may have held it at fork
         self._summary_printed = False
         session.before_exec = lambda: self.finish(flush_output=False)
-        self._finish_on_sigterm()       # SIGTERM is back to SIG_DFL in the child (_after_fork_in_child)
+        # SIGTERM stays SIG_DFL (_after_fork_in_child): a pool's terminate() counts on its forked
+        # workers dying at once; a child killed so is listed as lost.
 
     # -- how the program's code ended ----------------------------------------------------------------
 

@@ -355,7 +355,10 @@ class Session:
         future children where to record (timelapse.children)."""
         if self._member is None:
             assert self._temp_dir is not None
-            self._member = Member.make_root(self._temp_dir, self.out_dir, self.options.values())
+            values = self.options.values()
+            if values["activation_path"]:  # the children's working directory may be another
+                values["activation_path"] = os.path.join(self.workdir, values["activation_path"])
+            self._member = Member.make_root(self._temp_dir, self.out_dir, values)
         self._member.export()
 
     def _leave_family(self) -> None:
@@ -467,8 +470,9 @@ class Session:
             except OSError as exc:
                 self._save_failed(exc, publishing=True)
                 raise RecorderError(self._take_save_error()) from None
+            finally:
+                self._leave_family()   # however publishing went (a RecorderError too)
             self._published = True
-            self._leave_family()
             return self.out_dir
 
     def _save_failed(self, exc: OSError, publishing: bool = False) -> None:
@@ -715,8 +719,12 @@ def _after_fork_in_child() -> None:
     _active_lock = threading.Lock()  # another thread of the parent may have held it
     forked = getattr(_forked_from, "session", None)
     _forked_from.session = None
+    caller = sys._getframe(1)
+    if caller is not None and caller.f_code.co_name == "_execute_child" and \
+            caller.f_code.co_filename.endswith("subprocess.py"):
+        return  # subprocess's own fork (preexec_fn): it execs at once; the new image records itself
     program, args, base_depth = forked if forked is not None else (None, sys.argv[1:], 0)
-    children.record_fork_child(sys._getframe(1), program, args, base_depth)
+    children.record_fork_child(caller, program, args, base_depth)
 
 
 def _after_fork_in_parent() -> None:
