@@ -1546,14 +1546,33 @@ def test_property_opening_at_once_or_on_the_stack_shows_the_same(value, knots, l
     # child() opens containers inside their parent's element loop, fill() on its explicit stack: the
     # order of the budget and the cycles must not depend on which of the two did it. (The
     # order in which types are first registered may: their ids are compared by what they name.)
+    # Set members whose keys tie are ordered by their records' spelling, type ids included: with
+    # types registered in another order they may come in another order (compared as multisets).
     value = _tie_knots([value], knots)
     registry = Registry()
-    expected = canonical(ValueEncoder(registry, **limits).encode(value), registry)
+    expected = _members_unordered(canonical(ValueEncoder(registry, **limits).encode(value), registry))
     for levels in (0, 1, 2):
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(encoder_module, "_EAGER_LEVELS", levels)
             registry = Registry()
-            assert canonical(ValueEncoder(registry, **limits).encode(value), registry) == expected, levels
+            got = canonical(ValueEncoder(registry, **limits).encode(value), registry)
+            assert _members_unordered(got) == expected, levels
+
+
+def _members_unordered(record):
+    """A canonical record with every set's members sorted by their text (the "… N more" marker
+    stays last): for comparing walks that registered the same types in different orders."""
+    if type(record) is list:
+        return [_members_unordered(r) for r in record]
+    if type(record) is not dict:
+        return record
+    record = {k: _members_unordered(v) for k, v in record.items()}
+    if record.get("kind") == "Sequence" and record["type_id"][1] in ("set", "frozenset"):
+        elements = record["elements"]
+        more = [e for e in elements[-1:] if e["kind"] == "Raw" and e["type_id"][1] == "<truncated>"]
+        members = elements[: len(elements) - len(more)]
+        record["elements"] = sorted(members, key=lambda e: json.dumps(e, sort_keys=True, default=str)) + more
+    return record
 
 
 @settings(max_examples=200, deadline=None)
