@@ -289,6 +289,10 @@ def test_usage_help_and_errors_name_convert():
     assert "timelapse convert TRACE_DIR --to {json,bin}" in run_timelapse([]).stderr
     unknown = run_timelapse(["frobnicate"])
     assert unknown.returncode == 2 and (
-        "(expected 'record', 'check', 'summary', 'convert', 'config' or 'codetracer-shim')" in unknown.stderr)
+        "(expected 'record', 'check', 'summary', 'view', 'convert', 'config' or 'codetracer-shim')"
+        in unknown.stderr)
     summarizing = run_timelapse(["summary", "--help"])
     assert summarizing.returncode == 0 and summarizing.stdout.startswith("usage: timelapse summary TRACE_DIR")
+    viewing = run_timelapse(["view", "--help"])
+    assert viewing.returncode == 0 and viewing.stdout.startswith("usage: timelapse view TRACE_DIR [--port N]")
+    assert "'timelapse view --help'" in helped.stdout and "timelapse view TRACE_DIR" in helped.stdout

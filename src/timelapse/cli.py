@@ -34,6 +34,7 @@ timelapse record [options] script.py [args ...]
        timelapse record [options] -m module [args ...]
        timelapse check TRACE_DIR
        timelapse summary TRACE_DIR [--json]
+       timelapse view TRACE_DIR [--port N] [--no-browser]
        timelapse convert TRACE_DIR --to {json,bin} [-o OUT_DIR]
        timelapse config [options]
        timelapse codetracer-shim --install DIR [--force] | --uninstall DIR"""
@@ -231,6 +232,7 @@ def main(argv: list[str] | None = None, *, defaults: Mapping[str, Any] | None = 
         if argv[0] in ("-h", "--help"):
             print(f"usage: {USAGE}\n\nRun 'timelapse record --help' for the recording options,"
                   " 'timelapse summary --help' for what a trace holds, in the terminal,"
+                  " 'timelapse view --help' for stepping through it in the browser,"
                   " 'timelapse convert --help' for converting a trace between trace.json and trace.bin,"
                   " 'timelapse codetracer-shim --help' for recording with timelapse from CodeTracer's ct record.")
             return 0
@@ -246,6 +248,8 @@ def main(argv: list[str] | None = None, *, defaults: Mapping[str, Any] | None = 
             return _check(rest)
         if command == "summary":
             return _summary(rest)
+        if command == "view":
+            return _view(rest)
         if command == "convert":
             return _convert(rest)
         if command == "config":
@@ -255,8 +259,8 @@ def main(argv: list[str] | None = None, *, defaults: Mapping[str, Any] | None = 
 
             return shim_main(rest)
         if command != "record":
-            raise UsageError(f"unknown command {command!r} (expected 'record', 'check', 'summary', 'convert', "
-                             f"'config' or 'codetracer-shim')")
+            raise UsageError(f"unknown command {command!r} (expected 'record', 'check', 'summary', 'view', "
+                             f"'convert', 'config' or 'codetracer-shim')")
         # A process that TIMELAPSE_RECORD records from its start: its program is recorded here instead.
         autostart.step_aside()
         record = parse_record(rest)
@@ -306,6 +310,21 @@ def _summary(args: list[str]) -> int:
     from timelapse.summary import run_summary
 
     return run_summary(options.folder, as_json=options.json)
+
+
+def _view(args: list[str]) -> int:
+    parser = _Parser(prog="timelapse view", usage="timelapse view TRACE_DIR [--port N] [--no-browser]",
+                     description="Step through a trace in the browser: source, stack, locals, call tree, "
+                                 "output, a variable's history. Serves on 127.0.0.1 until Ctrl-C.")
+    parser.add_argument("folder", metavar="TRACE_DIR", help="the trace folder")
+    parser.add_argument("--port", type=int, default=0, help="the port (default: a free one)")
+    parser.add_argument("--no-browser", action="store_true", help="do not open a browser; print the address")
+    options = parser.parse_args(args)
+    if not 0 <= options.port <= 65535:
+        raise UsageError(f"--port must be from 0 to 65535, not {options.port}")
+    from timelapse.viewer import run_view
+
+    return run_view(options.folder, port=options.port, open_browser=not options.no_browser)
 
 
 def _convert_parser() -> _Parser:

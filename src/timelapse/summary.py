@@ -31,7 +31,7 @@ from typing import Any, TextIO
 from timelapse.format import EventKind
 from timelapse.reader import TraceUnreadable, iter_events, read_side_files, split_event
 
-__all__ = ["Summary", "summarize", "run_summary"]
+__all__ = ["Summary", "ValueTexts", "duration_of", "summarize", "run_summary"]
 
 #: Calls kept for the tree (the tree shows the beginning of the run, folded).
 TREE_NODES = 400
@@ -103,7 +103,7 @@ class Summary:
             "trace": self.folder,
             "program": meta.get("program"), "args": meta.get("args", []),
             "exit_status": meta.get("process_exit_status"),
-            "duration_s": _duration(meta),
+            "duration_s": duration_of(meta),
             "counts": {"events": self.events, "steps": self.steps, "calls": self.calls,
                        "functions": len(self.calls_by_function), "threads": self.threads,
                        "exceptions": self.exceptions_raised, "io_bytes": dict(self.io_bytes)},
@@ -214,7 +214,8 @@ def _short_path(path: str) -> str:
     return "/".join(parts[-2:]) if len(parts) > 2 else path
 
 
-def _duration(metadata: dict[str, Any]) -> float | None:
+def duration_of(metadata: dict[str, Any]) -> float | None:
+    """Seconds from the metadata's ``start_time`` to its ``end_time``; None if either is missing."""
     import datetime
 
     try:
@@ -227,18 +228,20 @@ def _duration(metadata: dict[str, Any]) -> float | None:
 
 # -- values as short text ---------------------------------------------------------------------------
 
-class _Values:
-    """ValueRecords as short text (``VALUE_CHARS``), with the trace's types and variable names."""
+class ValueTexts:
+    """ValueRecords as short text (``limit`` characters), with the trace's types and variable names
+    (the lists are filled by the reader of the stream as its Type and VariableName events come)."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = VALUE_CHARS) -> None:
         self.types: list[dict[str, Any]] = []
         self.names: list[str] = []
+        self.limit = limit
 
     def text(self, record: Any) -> str:
         parts: list[str] = []
         self._spell(record, parts, 0)
         text = "".join(parts)
-        return text if len(text) <= VALUE_CHARS else text[: VALUE_CHARS - 1] + "…"
+        return text if len(text) <= self.limit else text[: self.limit - 1] + "…"
 
     def _type(self, record: dict[str, Any]) -> dict[str, Any]:
         type_id = record.get("type_id")
@@ -247,8 +250,8 @@ class _Values:
         return {}
 
     def _spell(self, record: Any, out: list[str], depth: int) -> None:
-        # (Stops early: a value's text is cut at VALUE_CHARS, however big the record.)
-        if sum(map(len, out)) > VALUE_CHARS:
+        # (Stops early: a value's text is cut at the limit, however big the record.)
+        if sum(map(len, out)) > self.limit:
             return
         if not isinstance(record, dict):
             out.append("?")
@@ -289,7 +292,7 @@ class _Values:
                     self._spell(value, out, depth + 1)
                 else:
                     self._spell(element, out, depth + 1)
-                if sum(map(len, out)) > VALUE_CHARS:
+                if sum(map(len, out)) > self.limit:
                     break
             out.append(closing)
         elif kind == "Struct":
@@ -302,7 +305,7 @@ class _Values:
                 name = fields[index]["name"] if index < len(fields) else f"#{index}"
                 out.append(f"{name}=")
                 self._spell(value, out, depth + 1)
-                if sum(map(len, out)) > VALUE_CHARS:
+                if sum(map(len, out)) > self.limit:
                     break
             out.append(")")
         elif kind == "Reference":
@@ -327,7 +330,7 @@ def summarize(folder: str) -> Summary:
     """Read ``folder``'s trace once, streaming. Raises ``TraceUnreadable`` (one line) if it cannot."""
     metadata, _ = read_side_files(folder)
     summary = Summary(folder=str(folder), metadata=metadata, paths=[], functions=[])
-    values = _Values()
+    values = ValueTexts()
     # The stream follows one thread at a time (threads.py): its open calls are <toplevel> and the
     # current thread's. A switch closes them with "<thread switch>" Returns and re-opens the next
     # thread's (a Step at the def line, then a Call, outermost first): those are not new calls, and

@@ -1,0 +1,434 @@
+"""``timelapse view``'s server side (timelapse.viewer): the index, the JSON routes, what it refuses.
+
+The page itself is tested in a real browser by test_view_browser.py; here every route is asked over
+real HTTP, on traces recorded from real programs in both formats, and checked against
+``reader.Trace`` where the two must agree.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import CONSOLE_SCRIPT, opening_events, write_trace_folder
+
+from timelapse.reader import Trace
+from timelapse.viewer import ViewServer, api, index as index_module
+from timelapse.viewer.index import TraceIndex
+
+BANK = textwrap.dedent("""\
+    class Account:
+        def __init__(self, owner, balance):
+            self.owner = owner
+            self.balance = balance
+            self.history = []
+
+        def deposit(self, amount):
+            self.balance += amount
+            self.history.append(("deposit", amount))
+            return self.balance
+
+
+    def fib(n):
+        return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+
+    account = Account("ann", 10)
+    for x in range(3):
+        account.deposit(x)
+        print("balance", account.balance)
+    print(fib(4))
+    book = {"a": 1, "b": [1, 2, 3]}
+    print("done")
+""")
+
+
+def _record(tmp_path: Path, source: str, trace_format: str, name: str = "prog.py") -> Path:
+    program = tmp_path / name
+    program.write_text(source)
+    out = tmp_path / f"trace-{trace_format}"
+    done = subprocess.run([str(CONSOLE_SCRIPT), "record", "-q", "--format", trace_format, "-o", str(out),
+                           str(program)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def _get(server: ViewServer, route: str, *, host: str | None = None) -> tuple[int, dict]:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        headers = {"Host": host} if host is not None else {}
+        connection.request("GET", route, headers=headers)
+        response = connection.getresponse()
+        body = response.read()
+        if response.getheader("Content-Type") == "application/json":
+            return response.status, json.loads(body)
+        return response.status, {"bytes": body, "type": response.getheader("Content-Type")}
+    finally:
+        connection.close()
+
+
+def _ok(server: ViewServer, route: str) -> dict:
+    status, body = _get(server, route)
+    assert status == 200, (route, status, body)
+    return body
+
+
+@pytest.fixture(params=["json", "bin"])
+def bank(request, tmp_path):
+    out = _record(tmp_path, BANK, request.param)
+    with ViewServer(out) as server:
+        assert server.wait_indexed(30)
+        yield server
+
+
+def _steps_at(server: ViewServer, line: int) -> list[int]:
+    index = server.index
+    return [i for i in range(index.steps_ready()) if index.step_line[i] == line]
+
+
+def test_trace_info_and_source(bank):
+    info = _ok(bank, "/api/trace")
+    assert info["complete"] is True and info["failure"] is None
+    assert info["program"].endswith("prog.py") and info["exit_status"] == 0
+    assert info["format"] in ("trace.json", "trace.bin")
+    trace = Trace.load(bank.index.folder)
+    assert info["steps"] == len(trace.steps()) and info["calls"] == len(trace.calls())
+    names = {f["name"] for f in info["functions"]}
+    assert {"<toplevel>", "Account.deposit", "fib"} <= names
+    source = _ok(bank, "/api/source?path=0")
+    assert source["text"] == BANK and source["path"] == info["program"]
+    assert {2, 18, 23} <= set(source["lines_run"]) and 6 not in source["lines_run"]   # 6 is blank
+
+
+def test_steps_agree_with_the_reader(bank):
+    """Every step's place and values, read back from the index's pages, are the reader's."""
+    trace = Trace.load(bank.index.folder)
+    steps = trace.steps()
+    for i, expected in enumerate(steps):
+        assert (bank.index.step_path[i], bank.index.step_line[i]) == (trace.path_names.index(expected.path),
+                                                                        expected.line)
+        got = {bank.index.name(v): record for v, record in bank.index.step_values(i)}
+        assert got == expected.values
+        assert bank.index.function_name(bank.index.step_call[i]) == expected.call.function
+
+
+def test_step_stack_locals_and_changes(bank):
+    # Inside the second deposit: `self.history.append(...)` (line 9).
+    first, second, third = _steps_at(bank, 9)
+    step = _ok(bank, f"/api/step?i={second}")
+    assert [frame["function"] for frame in step["stack"]] == ["<toplevel>", "<__main__>", "Account.deposit"]
+    caller = step["stack"][1]
+    assert caller["line"] == 19 and bank.index.step_line[caller["step"]] == 19
+    assert step["stack"][-1]["step"] == second
+    locals_ = {entry["name"]: entry for entry in step["locals"]}
+    assert locals_["amount"]["value"]["text"] == "1"
+    account = locals_["self"]["value"]
+    assert account["kind"] == "Struct"
+    fields = dict(account["children"])
+    assert fields["balance"]["text"] == "11" and fields["owner"]["text"] == "'ann'"
+    assert fields["history"]["length"] == 1
+    # Line 8 (`self.balance += amount`) changed self; nothing changed amount.
+    assert locals_["self"]["changed"] is True and locals_["amount"]["changed"] is False
+    assert step["output_count"] == 1    # "balance 10" so far
+    dictionary = _ok(bank, f"/api/step?i={_steps_at(bank, 23)[0]}")
+    book = {e["name"]: e for e in dictionary["locals"]}["book"]["value"]
+    assert [label for label, _ in book["children"]] == ["'a'", "'b'"] and book["length"] == 2
+    assert dict(book["children"])["'b'"]["length"] == 3
+
+
+def test_moves(bank):
+    calls_line = _steps_at(bank, 19)                        # `account.deposit(x)`, three times
+    over = _ok(bank, f"/api/go?i={calls_line[0]}&how=over")["step"]
+    assert bank.index.step_line[over] == 20                 # the print after it: the call stepped over
+    back = _ok(bank, f"/api/go?i={over}&how=back_over")["step"]
+    assert back == calls_line[0]
+    inside = _steps_at(bank, 9)[0]
+    out = _ok(bank, f"/api/go?i={inside}&how=out")["step"]
+    assert bank.index.step_line[out] == 20 and out > inside
+    assert _ok(bank, f"/api/go?i={inside}&how=back_out")["step"] == calls_line[0]
+    entries = [bank.index.call_first[c] for c in range(bank.index.calls_ready())
+               if bank.index.function_name(c) == "Account.deposit"]
+    assert _ok(bank, f"/api/go?i={inside}&how=next_call")["step"] == entries[1]
+    assert _ok(bank, f"/api/go?i={inside}&how=prev_call")["step"] == entries[0]
+    assert _ok(bank, f"/api/go?i={entries[0]}&how=prev_call")["step"] is None
+    last = bank.index.steps_ready() - 1
+    assert _ok(bank, f"/api/go?i={last}&how=over")["step"] is None
+    # fib recursion: over from fib(4)'s line skips the whole recursion below it.
+    index = bank.index
+    fib_top = next(c for c in range(index.calls_ready()) if index.function_name(c) == "fib")
+    line_of_fib = index.call_first[fib_top] + 1
+    over = _ok(bank, f"/api/go?i={line_of_fib}&how=over")["step"]
+    assert index.step_call[over] == fib_top
+    between = range(line_of_fib + 1, over)
+    assert len(between) > 10 and all(index.call_depth[index.step_call[j]] > index.call_depth[fib_top]
+                                     for j in between)
+    status, body = _get(bank, f"/api/go?i={inside}&how=sideways")
+    assert status == 400 and "how must be one of" in body["error"]
+
+
+def test_call_tree_and_paging(bank):
+    root = _ok(bank, "/api/call?c=0")
+    assert root["function"] == "<toplevel>" and root["parent"] == -1
+    [module] = _ok(bank, "/api/calls?parent=0")["calls"]
+    listing = _ok(bank, f"/api/calls?parent={module['call']}")
+    names = [entry["function"] for entry in listing["calls"]]
+    # The class body runs as a call of its own (named for the class), then __init__.
+    assert names == ["Account", "Account.__init__", "Account.deposit", "Account.deposit", "Account.deposit",
+                     "fib"]
+    deposit = listing["calls"][3]
+    assert (deposit["args"].endswith("amount=1"), deposit["return"]) == (True, "11")
+    assert deposit["first_step"] <= deposit["last_step"]
+    page = _ok(bank, f"/api/calls?parent={module['call']}&offset=4&limit=1")
+    assert page["total"] == 6 and [e["call"] for e in page["calls"]] == [listing["calls"][4]["call"]]
+    fib_call = listing["calls"][5]
+    assert fib_call["children"] == 2 and fib_call["return"] == "3"
+
+
+def test_output_items_know_their_steps(bank):
+    items = _ok(bank, "/api/output?offset=0&limit=10")
+    assert items["total"] == 5
+    assert [item["text"] for item in items["items"]] == ["balance 10\n", "balance 11\n", "balance 13\n",
+                                                          "3\n", "done\n"]
+    for item in items["items"]:
+        assert item["stream"] == "stdout"
+        assert bank.index.step_line[item["step"]] in (20, 21, 23)
+        assert _ok(bank, f"/api/step?i={item['step']}")["output_count"] == item["index"] + 1
+    assert _ok(bank, "/api/output?offset=4&limit=10")["items"][0]["text"] == "done\n"
+
+
+def test_variable_history(bank):
+    module_step = _steps_at(bank, 23)[0]
+    history = _ok(bank, f"/api/history?i={module_step}&name=x")
+    assert [change["text"] for change in history["changes"]] == ["0", "1", "2"]
+    assert all(bank.index.step_line[c["step"]] == 19 for c in history["changes"])
+    inside = _steps_at(bank, 10)[1]     # `return self.balance`, second deposit
+    balance = _ok(bank, f"/api/history?i={inside}&name=self")
+    assert len(balance["changes"]) == 3 and not balance["cut"]   # shown at entry, after +=, after append
+    short = _ok(bank, f"/api/history?i={module_step}&name=x&limit=2")
+    assert short["cut"] is True and len(short["changes"]) == 2
+    assert _ok(bank, f"/api/history?i={module_step}&name=nothing")["changes"] == []
+
+
+THREADS = textwrap.dedent("""\
+    import threading
+
+    ping_turn, pong_turn = threading.Event(), threading.Event()
+
+    def ping():
+        hits = 0
+        for _ in range(3):
+            ping_turn.wait()
+            ping_turn.clear()
+            hits += 1
+            pong_turn.set()
+        return hits
+
+    def pong():
+        misses = 0
+        for _ in range(3):
+            pong_turn.wait()
+            pong_turn.clear()
+            misses += 2
+            ping_turn.set()
+        return misses
+
+    a, b = threading.Thread(target=ping), threading.Thread(target=pong)
+    a.start(); b.start()
+    ping_turn.set()
+    a.join(); b.join()
+""")
+
+
+@pytest.mark.parametrize("trace_format", ["json", "bin"])
+def test_a_call_cut_by_thread_switches_is_one_call(tmp_path, trace_format):
+    out = _record(tmp_path, THREADS, trace_format)
+    with ViewServer(out) as server:
+        assert server.wait_indexed(30)
+        index = server.index
+        pings = [c for c in range(index.calls_ready()) if index.function_name(c) == "ping"]
+        assert len(pings) == 1, "one call, however many times the thread was switched away"
+        [ping] = pings
+        entry = _ok(server, f"/api/call?c={ping}")
+        assert entry["return"] == "3" and entry["thread"] != _ok(server, "/api/call?c=0")["thread"]
+        assert len(_ok(server, "/api/trace")["threads"]) == 3
+        # The stream switched threads inside ping: the other thread's steps lie inside its span.
+        own = [i for i in range(index.steps_ready()) if index.step_call[i] == ping]
+        span = range(own[0], own[-1] + 1)
+        assert any(index.step_thread[i] != index.step_thread[own[0]] for i in span)
+        # Stepping over inside ping stays in ping's thread and call.
+        hits_line = THREADS.splitlines().index("        hits += 1") + 1
+        at = next(i for i in own if index.step_line[i] == hits_line)
+        over = _ok(server, f"/api/go?i={at}&how=over")["step"]
+        assert index.step_call[over] == ping and index.step_line[over] == hits_line + 1
+        history = _ok(server, f"/api/history?i={own[-1]}&name=hits")
+        assert [c["text"] for c in history["changes"]] == ["0", "1", "2", "3"]
+        # No step of the re-opening protocol (a def-line Step after a switch) is a step of ping.
+        def_line = THREADS.splitlines().index("def ping():") + 1
+        assert [i for i in own if index.step_line[i] == def_line] == [own[0]]
+
+
+def test_pages_are_read_back_lazily(tmp_path, monkeypatch):
+    """More steps than the pages kept in memory: every step read back equals the reader's."""
+    monkeypatch.setattr(index_module, "PAGE_ITEMS", 16)
+    monkeypatch.setattr(index_module, "CACHED_PAGES", 2)
+    out = _record(tmp_path, "total = 0\nfor i in range(400):\n    total += i\n    items = [i, total]\n",
+                  "bin")
+    index = TraceIndex(out)
+    try:
+        index.build()
+        trace_steps = Trace.load(out).steps()
+        assert index.steps_ready() == len(trace_steps) > 16 * 2 * 10
+        for i in list(range(0, len(trace_steps), 7)) + list(range(len(trace_steps) - 1, 0, -13)):
+            assert {index.name(v): r for v, r in index.step_values(i)} == trace_steps[i].values
+        assert len(index.values._pages) > 2 * 10 and len(index.values._cache) <= 2
+    finally:
+        index.close()
+
+
+def test_steps_not_read_yet_are_503_with_retry(tmp_path):
+    out = _record(tmp_path, "x = 1\n", "json")
+    server = ViewServer(out)    # bound, not started: nothing read yet
+    try:
+        with pytest.raises(api.NotReady):
+            api.step(server.index, 0)
+        server.index.build()
+        assert api.step(server.index, 0)["line"] == 1
+        with pytest.raises(api.NotFound):
+            api.step(server.index, 5)
+    finally:
+        server.close()
+
+
+def test_a_damaged_trace_shows_what_was_read(tmp_path):
+    out = _record(tmp_path, BANK, "json")
+    stream = out / "trace.json"
+    data = stream.read_bytes()
+    stream.write_bytes(data[: len(data) // 2])
+    with ViewServer(out) as server:
+        assert server.wait_indexed(30)
+        info = _ok(server, "/api/trace")
+        assert info["complete"] and info["failure"] and info["steps"] > 0
+        assert _ok(server, f"/api/step?i={info['steps'] - 1}")["index"] == info["steps"] - 1
+
+
+# -- what it refuses ---------------------------------------------------------------------------------
+
+def test_only_the_page_and_the_routes_are_served(tmp_path):
+    out = _record(tmp_path, BANK, "json")
+    (out / "files" / "secret.txt").write_text("not to be served")
+    with ViewServer(out) as server:
+        page = _get(server, "/")
+        assert page[0] == 200 and page[1]["type"].startswith("text/html")
+        for route in ["/static/../../setup.py", "/static/..%2f..%2fsetup.py", "/static/%2e%2e/index.py",
+                      "/static//etc/passwd", "/static/", "/etc/passwd", "//etc/passwd", "/files/secret.txt",
+                      "/trace_metadata.json", "/static/index.py", "/api/../static/index.html", "/api/nothing"]:
+            status, body = _get(server, route)
+            assert status == 404, (route, status)
+            assert b"not to be served" not in json.dumps(body).encode()
+        for route in ["/api/source?path=-1", "/api/source?path=99", "/api/step?i=-1", "/api/call?c=999"]:
+            assert _get(server, route)[0] == 404, route
+        for route in ["/api/source?path=../../etc/passwd", "/api/source?path=/etc/passwd", "/api/step",
+                      "/api/step?i=one", "/api/output?limit=0", "/api/output?offset=-3",
+                      "/api/calls?parent=0&limit=100000"]:
+            assert _get(server, route)[0] == 400, route
+
+
+def test_other_hosts_are_refused(tmp_path):
+    out = _record(tmp_path, "x = 1\n", "json")
+    with ViewServer(out) as server:
+        assert _get(server, "/api/trace", host=f"localhost:{server.port}")[0] == 200
+        for host in ["evil.example", f"evil.example:{server.port}", "127.0.0.1:1", ""]:
+            status, body = _get(server, "/api/trace", host=host)
+            assert status == 403 and "answers only" in body["error"], host
+
+
+def test_a_source_copy_never_leaves_files(tmp_path):
+    """Paths that would resolve outside files/ (relative ones, a symlink out) are not read."""
+    outside = tmp_path / "outside.py"
+    outside.write_text("SECRET = 1\n")
+    events = opening_events("/nonexistent/prog/main.py") + [
+        {"Path": "../../outside.py"},
+        {"Path": "/nonexistent/prog/link.py"},
+        {"Step": {"path_id": 0, "line": 1}},
+        {"Return": {"return_value": {"kind": "None", "type_id": 0}}},
+    ]
+    folder = write_trace_folder(tmp_path / "trace", events, metadata={"program": "/nonexistent/prog/main.py"})
+    copies = folder / "files" / "nonexistent" / "prog"
+    copies.mkdir(parents=True)
+    (copies / "main.py").write_text("print('main')\n")
+    os.symlink(outside, copies / "link.py")
+    (folder / "outside.py").write_text("SECRET = 2\n")
+    with ViewServer(folder) as server:
+        assert server.wait_indexed(30)
+        assert _ok(server, "/api/source?path=0")["text"] == "print('main')\n"
+        assert _ok(server, "/api/source?path=1")["text"] is None
+        assert _ok(server, "/api/source?path=2")["text"] is None
+
+
+def test_it_listens_on_loopback_only(tmp_path):
+    out = _record(tmp_path, "x = 1\n", "json")
+    with ViewServer(out) as server:
+        assert server._httpd.server_address[0] == "127.0.0.1"
+        addresses = {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
+        for address in addresses - {"127.0.0.1", "127.0.1.1"}:
+            with pytest.raises(OSError):
+                socket.create_connection((address, server.port), timeout=2).close()
+
+
+# -- the command -------------------------------------------------------------------------------------
+
+def test_the_command_serves_until_ctrl_c(tmp_path):
+    out = _record(tmp_path, BANK, "bin")
+    # SIGINT as an interactive shell delivers it (a background test runner may have it ignored).
+    starter = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler);"
+               "from timelapse.cli import main; sys.exit(main())")
+    process = subprocess.Popen([sys.executable, "-c", starter, "view", str(out), "--no-browser"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert line.startswith(f"timelapse: viewing {out} at http://127.0.0.1:") and "Ctrl-C" in line
+        url = line.split(" at ", 1)[1].split()[0]
+        with urllib.request.urlopen(url + "api/trace", timeout=30) as response:
+            assert json.load(response)["program"].endswith("prog.py")
+        with urllib.request.urlopen(url, timeout=30) as response:
+            assert b"<html" in response.read().lower()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+        assert process.stderr.read() == ""
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["/nonexistent/trace"], "no such folder"),
+    (["."], "has no trace.json or trace.bin"),
+    (["--port", "70000", "."], "--port must be from 0 to 65535"),
+])
+def test_bad_input_is_one_line(tmp_path, args, message):
+    done = subprocess.run([str(CONSOLE_SCRIPT), "view", *args, "--no-browser"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and message in done.stderr and done.stderr.startswith("timelapse: error:")
+
+
+def test_a_taken_port_is_one_line(tmp_path):
+    out = _record(tmp_path, "x = 1\n", "json")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([str(CONSOLE_SCRIPT), "view", str(out), "--port", str(port), "--no-browser"],
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
