@@ -23,7 +23,7 @@ from conftest import CONSOLE_SCRIPT, opening_events, write_trace_folder
 
 from timelapse.reader import Trace
 from timelapse.viewer import ViewServer, api, index as index_module
-from timelapse.viewer.index import TraceIndex
+from timelapse.viewer.index import TraceIndex, value_node
 
 BANK = textwrap.dedent("""\
     class Account:
@@ -221,27 +221,18 @@ def test_variable_history(bank):
 THREADS = textwrap.dedent("""\
     import threading
 
+    def player(mine, theirs, points):
+        score = 0
+        for _ in range(3):
+            mine.wait()
+            mine.clear()
+            score += points
+            theirs.set()
+        return score
+
     ping_turn, pong_turn = threading.Event(), threading.Event()
-
-    def ping():
-        hits = 0
-        for _ in range(3):
-            ping_turn.wait()
-            ping_turn.clear()
-            hits += 1
-            pong_turn.set()
-        return hits
-
-    def pong():
-        misses = 0
-        for _ in range(3):
-            pong_turn.wait()
-            pong_turn.clear()
-            misses += 2
-            ping_turn.set()
-        return misses
-
-    a, b = threading.Thread(target=ping), threading.Thread(target=pong)
+    a = threading.Thread(target=player, args=(ping_turn, pong_turn, 1))
+    b = threading.Thread(target=player, args=(pong_turn, ping_turn, 2))
     a.start(); b.start()
     ping_turn.set()
     a.join(); b.join()
@@ -254,26 +245,26 @@ def test_a_call_cut_by_thread_switches_is_one_call(tmp_path, trace_format):
     with ViewServer(out) as server:
         assert server.wait_indexed(30)
         index = server.index
-        pings = [c for c in range(index.calls_ready()) if index.function_name(c) == "ping"]
-        assert len(pings) == 1, "one call, however many times the thread was switched away"
-        [ping] = pings
-        entry = _ok(server, f"/api/call?c={ping}")
-        assert entry["return"] == "3" and entry["thread"] != _ok(server, "/api/call?c=0")["thread"]
+        players = [c for c in range(index.calls_ready()) if index.function_name(c) == "player"]
+        assert len(players) == 2, "one call per thread, however many times it was switched away"
+        entries = [_ok(server, f"/api/call?c={c}") for c in players]
+        assert sorted(entry["return"] for entry in entries) == ["3", "6"]
+        assert len({entry["thread"] for entry in entries} | {_ok(server, "/api/call?c=0")["thread"]}) == 3
         assert len(_ok(server, "/api/trace")["threads"]) == 3
-        # The stream switched threads inside ping: the other thread's steps lie inside its span.
-        own = [i for i in range(index.steps_ready()) if index.step_call[i] == ping]
-        span = range(own[0], own[-1] + 1)
-        assert any(index.step_thread[i] != index.step_thread[own[0]] for i in span)
-        # Stepping over inside ping stays in ping's thread and call.
-        hits_line = THREADS.splitlines().index("        hits += 1") + 1
-        at = next(i for i in own if index.step_line[i] == hits_line)
-        over = _ok(server, f"/api/go?i={at}&how=over")["step"]
-        assert index.step_call[over] == ping and index.step_line[over] == hits_line + 1
-        history = _ok(server, f"/api/history?i={own[-1]}&name=hits")
-        assert [c["text"] for c in history["changes"]] == ["0", "1", "2", "3"]
-        # No step of the re-opening protocol (a def-line Step after a switch) is a step of ping.
-        def_line = THREADS.splitlines().index("def ping():") + 1
-        assert [i for i in own if index.step_line[i] == def_line] == [own[0]]
+        lines = THREADS.splitlines()
+        score_line, def_line = lines.index("        score += points") + 1, lines.index("def player(mine, theirs, points):") + 1
+        for player in players:
+            # The stream switched threads inside the call: the other thread's steps lie inside its span.
+            own = [i for i in range(index.steps_ready()) if index.step_call[i] == player]
+            assert any(index.step_thread[i] != index.step_thread[own[0]] for i in range(own[0], own[-1] + 1))
+            # Stepping over stays in the call's thread and call.
+            at = next(i for i in own if index.step_line[i] == score_line)
+            over = _ok(server, f"/api/go?i={at}&how=over")["step"]
+            assert index.step_call[over] == player and index.step_line[over] == score_line + 1
+            history = _ok(server, f"/api/history?i={own[-1]}&name=score")
+            assert len(history["changes"]) == 4 and history["changes"][0]["text"] == "0"
+            # No step of the re-opening protocol (a def-line Step after a switch) is a step of the call.
+            assert [i for i in own if index.step_line[i] == def_line] == [own[0]]
 
 
 def test_pages_are_read_back_lazily(tmp_path, monkeypatch):
@@ -432,3 +423,67 @@ def test_a_taken_port_is_one_line(tmp_path):
                               capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+
+
+# -- value nodes and the stream's rarer events, on hand-made traces -------------------------------------
+
+def _hand_made(tmp_path: Path, events: list) -> TraceIndex:
+    folder = write_trace_folder(tmp_path / "trace", opening_events() + events,
+                                metadata={"program": "/nonexistent/prog/main.py"})
+    index = TraceIndex(folder)
+    index.build()
+    assert index.failure is None, index.failure
+    return index
+
+
+INT = 1     # opening_events: TypeId 0 None, 1 int
+
+
+def _int(i: int) -> dict:
+    return {"kind": "Int", "type_id": INT, "i": i}
+
+
+def test_value_nodes(tmp_path):
+    types = [{"Type": {"kind": 0, "lang_type": "dict", "specific_info": {"kind": "None"}}},       # 2
+             {"Type": {"kind": 27, "lang_type": "tuple", "specific_info": {"kind": "None"}}},     # 3
+             {"Type": {"kind": 16, "lang_type": "<truncated>", "specific_info": {"kind": "None"}}},  # 4
+             {"Type": {"kind": 6, "lang_type": "Point", "specific_info": {"kind": "Struct", "fields": [
+                 {"name": "x", "type_id": INT}, {"name": "y", "type_id": INT}]}}},                 # 5
+             {"Type": {"kind": 0, "lang_type": "list", "specific_info": {"kind": "None"}}}]       # 6
+    pair = lambda k, v: {"kind": "Tuple", "type_id": 3, "elements": [k, v]}  # noqa: E731
+    more = {"kind": "Raw", "type_id": 4, "r": "… 1,234 more"}
+    mapping = {"kind": "Sequence", "type_id": 2, "is_slice": False,
+               "elements": [pair({"kind": "String", "type_id": INT, "text": "k"}, _int(1)), more]}
+    pairs_list = {"kind": "Sequence", "type_id": 6, "is_slice": False, "elements": [pair(_int(1), _int(2))]}
+    point = {"kind": "Struct", "type_id": 5, "field_values": [_int(3), _int(4)]}
+    index = _hand_made(tmp_path, types)
+    try:
+        node = value_node(mapping, index)
+        assert node["type"] == "dict" and node["length"] == 1 + 1234
+        assert [label for label, _ in node["children"]] == ["'k'", "…"]
+        assert node["children"][0][1]["text"] == "1"
+        listed = value_node(pairs_list, index)        # a list of pairs is not a mapping
+        assert [label for label, _ in listed["children"]] == ["0"] and listed["children"][0][1]["kind"] == "Tuple"
+        shown = value_node(point, index)
+        assert shown["type"] == "Point" and dict(shown["children"])["y"]["text"] == "4"
+        assert "x=3" in shown["text"]
+        assert value_node({"kind": "Reference", "type_id": INT, "dereferenced": _int(7)}, index)["text"] == "7"
+        assert value_node("not a record", index)["kind"] == "?"
+    finally:
+        index.close()
+
+
+def test_drop_last_step_takes_back_the_step_and_its_values(tmp_path):
+    events = [{"VariableName": "x"},
+              {"Step": {"path_id": 0, "line": 1}}, {"Value": {"variable_id": 0, "value": _int(1)}},
+              {"Step": {"path_id": 0, "line": 2}}, {"Value": {"variable_id": 0, "value": _int(2)}},
+              "DropLastStep",
+              {"Step": {"path_id": 0, "line": 3}}, {"Value": {"variable_id": 0, "value": _int(3)}},
+              {"Return": {"return_value": {"kind": "None", "type_id": 0}}}]
+    index = _hand_made(tmp_path, events)
+    try:
+        assert index.steps_ready() == 2 and list(index.step_line) == [1, 3]
+        assert [index.locals_at(i) for i in range(2)] == [[("x", _int(1))], [("x", _int(3))]]
+        assert index.step_prev[1] == 0 and api.history(index, 1, "x", 10)["changes"][1]["step"] == 1
+    finally:
+        index.close()
