@@ -487,3 +487,23 @@ def test_drop_last_step_takes_back_the_step_and_its_values(tmp_path):
         assert index.step_prev[1] == 0 and api.history(index, 1, "x", 10)["changes"][1]["step"] == 1
     finally:
         index.close()
+
+
+def test_a_lone_surrogate_in_a_trace_json_string_is_served(tmp_path, monkeypatch):
+    """orjson refuses lone surrogates (a trace.json may spell one): pages and answers still work."""
+    monkeypatch.setattr(index_module, "PAGE_ITEMS", 2)    # the output's pages get written
+    text_type = {"Type": {"kind": 9, "lang_type": "str", "specific_info": {"kind": "None"}}}   # TypeId 2
+    events = [text_type, {"VariableName": "s"}]
+    for line in range(1, 6):
+        events += [{"Step": {"path_id": 0, "line": line}},
+                   {"Value": {"variable_id": 0, "value": {"kind": "String", "type_id": 2, "text": "a\ud800"}}},
+                   {"Event": {"kind": 0, "metadata": "", "content": f"out\udc80 {line}"}}]
+    events.append({"Return": {"return_value": {"kind": "None", "type_id": 0}}})
+    folder = write_trace_folder(tmp_path / "trace", opening_events() + events,
+                                metadata={"program": "/nonexistent/prog/main.py"})
+    with ViewServer(folder) as server:
+        assert server.wait_indexed(30) and server.index.failure is None
+        [entry] = _ok(server, "/api/step?i=0")["locals"]
+        assert entry["value"]["text"] == repr("a\ud800")
+        items = _ok(server, "/api/output?offset=0&limit=10")["items"]
+        assert [item["text"] for item in items] == [f"out\udc80 {line}" for line in range(1, 6)]

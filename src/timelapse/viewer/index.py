@@ -22,12 +22,15 @@ threads; each is a single append or item store, atomic under the GIL):
 
 - ``ready_steps`` steps are complete (their Values all read): every array of steps has at least that
   many items, and ``step_values(i)`` for ``i < ready_steps`` never changes again;
+- a call is counted (``calls_ready``) and an output item (``len(output_step)``) only once all its
+  parts are stored;
 - a call's ``end_step`` is -1 until its (real) Return is read;
 - ``complete`` is set last, after every array has its final length.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import threading
@@ -43,7 +46,7 @@ from timelapse.format import EventKind
 from timelapse.reader import TraceUnreadable, iter_events, read_side_files, split_event, stream_path
 from timelapse.summary import ValueTexts
 
-__all__ = ["TraceIndex", "PageStore", "value_node"]
+__all__ = ["TraceIndex", "PageStore", "value_node", "to_json"]
 
 #: Items per page of a PageStore: a step's Values, a call's arguments, a return value, an output text.
 PAGE_ITEMS = 256
@@ -55,6 +58,22 @@ CALL_TEXT = 120
 
 _OUTPUT_STREAMS = {EventKind.WRITE: "stdout", EventKind.WRITE_OTHER: "stderr", EventKind.READ: "stdin"}
 _THREAD_SWITCH = "<thread switch>"
+
+
+def to_json(data: Any) -> bytes:
+    """JSON bytes of ``data``. orjson refuses a string with a lone surrogate (a trace.json may spell
+    one, ``"\\ud800"``): then the standard library's, which escapes it (and JSON.parse reads it)."""
+    try:
+        return orjson.dumps(data)
+    except TypeError:
+        return json.dumps(data, ensure_ascii=True).encode("ascii")
+
+
+def _from_json(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:   # to_json's fallback, with an escaped lone surrogate
+        return json.loads(data)
 
 
 class PageStore:
@@ -95,7 +114,7 @@ class PageStore:
         return self._filling[-1]
 
     def _flush(self) -> None:
-        data = zlib.compress(orjson.dumps(self._filling), 1)
+        data = zlib.compress(to_json(self._filling), 1)
         os.pwrite(self._fd, data, self._end)    # pwrite/pread: no shared file position to race on
         with self._lock:
             self._pages.append((self._end, len(data)))
@@ -112,7 +131,7 @@ class PageStore:
                 self._cache.move_to_end(page)
                 return cached[at]
             offset, length = self._pages[page]
-        items = orjson.loads(zlib.decompress(os.pread(self._fd, length, offset)))
+        items = _from_json(zlib.decompress(os.pread(self._fd, length, offset)))
         with self._lock:
             self._cache[page] = items
             if len(self._cache) > CACHED_PAGES:
@@ -253,8 +272,8 @@ class TraceIndex:
             elif variant == "Event":
                 stream = _OUTPUT_STREAMS.get(payload.get("kind"))
                 if stream is not None and step_path:
-                    self.output_step.append(len(step_path) - 1)
                     self.output.append([stream, str(payload.get("content", ""))])
+                    self.output_step.append(len(step_path) - 1)     # counted last: see _on_call
             elif variant in ("ThreadStart", "ThreadSwitch"):
                 if thread == 0:
                     self._number_first_thread(payload)
@@ -296,7 +315,9 @@ class TraceIndex:
         else:
             site = self.call_last_own[parent] if parent >= 0 else -1
             own = -1
-        self.call_function.append(payload["function_id"])
+        # The arguments first and call_function last: calls_ready() is len(call_function), and a
+        # server thread may ask for the newest call as soon as it is counted.
+        self.args.append([[arg["variable_id"], arg["value"]] for arg in payload.get("args", ())])
         self.call_parent.append(parent)
         self.call_thread.append(thread)
         self.call_depth.append(len(stack))
@@ -309,7 +330,7 @@ class TraceIndex:
         self.call_first_child.append(-1)
         self.call_last_child.append(-1)
         self.call_next_sibling.append(-1)
-        self.args.append([[arg["variable_id"], arg["value"]] for arg in payload.get("args", ())])
+        self.call_function.append(payload["function_id"])
         if parent >= 0:
             self.call_children[parent] += 1
             if self.call_last_child[parent] < 0:

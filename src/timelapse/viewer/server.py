@@ -24,11 +24,9 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
-import orjson
-
 from timelapse.reader import TraceUnreadable
 from timelapse.viewer import api
-from timelapse.viewer.index import TraceIndex
+from timelapse.viewer.index import TraceIndex, to_json
 
 __all__ = ["ViewServer", "run_view"]
 
@@ -105,6 +103,12 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     viewer: ViewServer
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver would print a traceback; a browser that closed its connection is no error.
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, ConnectionError):
+            print(f"timelapse: view: a request failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+
 
 def _int(query: dict[str, list[str]], name: str, default: int | None = None) -> int:
     values = query.get(name)
@@ -170,11 +174,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(exc), "retry": True})
         except (api.BadRequest, api.NotFound) as exc:
             self._json(HTTPStatus(exc.status), {"error": str(exc)})
+        except Exception as exc:    # a damaged trace's record where the index expected another shape
+            self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(exc).__name__}: {exc}"})
         else:
             self._json(HTTPStatus.OK, body)
 
     def _json(self, status: HTTPStatus, body: dict[str, Any]) -> None:
-        self._send(status, "application/json", orjson.dumps(body))
+        self._send(status, "application/json", to_json(body))
 
     def _send(self, status: HTTPStatus, content_type: str, data: bytes) -> None:
         self.send_response(status)
