@@ -61,8 +61,8 @@ def line_of(snippet: str, *, after: str | None = None) -> int:
     raise AssertionError(f"{snippet!r} is not in {DEMO}")
 
 
-def record(folder: Path, program: Path) -> Path:
-    result = run_timelapse(["record", "-q", "-o", str(folder), str(program)])
+def record(folder: Path, program: Path, input: str = "") -> Path:
+    result = run_timelapse(["record", "-q", "-o", str(folder), str(program)], input=input)
     assert result.returncode == 0, result.stderr
     return folder
 
@@ -117,6 +117,23 @@ def many(tmp_path_factory):
     program.write_text("def show(i):\n    print('line', i)\n\n\nfor i in range(250):\n    show(i)\n",
                        encoding="utf-8")
     yield from serve(record(folder / "trace", program))
+
+
+@pytest.fixture(scope="module")
+def two_files(tmp_path_factory):
+    """A program calling into two modules of its own: one whose copy stays in the trace's files/,
+    one whose copy is removed from it; and reading a line from stdin."""
+    folder = tmp_path_factory.mktemp("view-files")
+    (folder / "helper.py").write_text("def twice(n):\n    doubled = n * 2\n    return doubled\n", encoding="utf-8")
+    (folder / "gone.py").write_text("def thrice(n):\n    tripled = n * 3\n    return tripled\n", encoding="utf-8")
+    program = folder / "main.py"
+    program.write_text("import gone\nimport helper\n\nx = helper.twice(3)\ny = gone.thrice(x)\n"
+                       "who = input('who? ')\nprint('hi', who)\n", encoding="utf-8")
+    trace = record(folder / "trace", program, input="ada\n")
+    copies = list((trace / "files").rglob("gone.py"))
+    assert len(copies) == 1, copies
+    copies[0].unlink()
+    yield from serve(trace)
 
 
 @pytest.fixture
@@ -447,6 +464,36 @@ def test_text_from_the_trace_is_shown_as_text_never_as_html(page, demo):
     expect(note.locator(".text")).to_have_text("'<b>not bold</b><img src=x onerror=alert(1)>'")
     expect(page.locator("#output .output-item").last).to_have_text("<b>not bold</b><img src=x onerror=alert(1)>\n")
     assert page.locator("#locals b, #locals img, #output b, #output img").count() == 0
+
+
+def test_a_step_in_another_file_shows_that_file_and_a_missing_copy_says_so(page, two_files):
+    def step_in(function: str) -> dict:
+        return next(s for s in two_files.steps if s["stack"][-1]["function"] == function and s["locals"])
+
+    twice, thrice = step_in("twice"), step_in("thrice")
+    open_at(page, two_files, twice["index"])
+    expect(page.locator("#source-where")).to_have_text(f"twice · helper.py:{twice['line']}")
+    expect(page.locator("#source .line.current .code")).to_have_text(
+        ["def twice(n):", "    doubled = n * 2", "    return doubled"][twice["line"] - 1])
+    page.click("#btn-back-out")
+    expect(page.locator("#source-where")).to_contain_text("main.py:")
+    expect(page.locator("#source .line.current .code")).to_have_text("x = helper.twice(3)")
+    page.evaluate(f"location.hash = '#step={thrice['index']}'")
+    expect(page.locator("#step-number")).to_have_text(str(thrice["index"]))
+    expect(page.locator("#source .empty")).to_contain_text("The trace holds no copy of")
+    expect(page.locator("#source .empty")).to_contain_text("gone.py")
+    expect(local(page, "n").locator(".text")).to_have_text("6")  # the rest of the page is there
+    page.keyboard.press("Shift+ArrowUp")
+    expect(page.locator("#source .line.current .code")).to_have_text("y = gone.thrice(x)")
+
+
+def test_what_the_program_read_from_stdin_is_in_the_output_styled_apart(page, two_files):
+    open_at(page, two_files)
+    page.keyboard.press("End")
+    expect(page.locator("#output pre")).to_have_text("who? ada\nhi ada\n")
+    expect(page.locator("#output .output-item.stdin")).to_have_text("ada\n")
+    color = "getComputedStyle(document.querySelector('#output .output-item.%s')).color"
+    assert page.evaluate(color % "stdin") != page.evaluate(color % "stdout")
 
 
 # -- the server's refusals -----------------------------------------------------------------------------

@@ -170,7 +170,8 @@ function hideError() {
 let trace = null; // the /api/trace answer, refreshed while the server reads
 let current = null; // the /api/step answer of the step shown
 const sourceCache = new BoundedCache(16); // path_id -> /api/source answer
-let sourceShown = null; // {pathId, lines: [line element, ...]} of the file in the source pane
+const drawnSources = new BoundedCache(4); // path_id -> {pathId, nodes: [...], lines: [line element, ...]}
+let sourceShown = null; // the drawn file in the source pane
 
 // -- the trace's header, polled until the server has read it all ------------------------------------
 
@@ -200,6 +201,7 @@ function onTraceComplete() {
   sourceCache.clear();
   outputPages.clear();
   if (treeBuiltIncomplete) loadTree();
+  drawnSources.clear();
   if (current !== null && hadSources) {
     sourceShown = null; // the lines that ran may have grown: draw the file again
     drawPane("source", renderSource);
@@ -392,9 +394,15 @@ async function renderSource() {
   $("source-where").textContent = `${frame ? frame.function + " · " : ""}${baseName(pathName(pathId))}:${line}`;
   $("source-where").title = pathName(pathId);
   if (sourceShown === null || sourceShown.pathId !== pathId) {
-    const source = await sourceOf(pathId);
-    if (current === null || current.path_id !== pathId) return; // moved on while fetching
-    drawSourceFile(pathId, source);
+    const drawn = drawnSources.get(pathId);
+    if (drawn !== undefined) {
+      $("source").replaceChildren(...drawn.nodes);
+      sourceShown = drawn;
+    } else {
+      const source = await sourceOf(pathId);
+      if (current === null || current.path_id !== pathId) return; // moved on while fetching
+      drawSourceFile(pathId, source);
+    }
   }
   const box = $("source");
   for (const old of box.querySelectorAll(".line.current")) old.classList.remove("current");
@@ -408,8 +416,9 @@ async function renderSource() {
 function drawSourceFile(pathId, source) {
   const box = $("source");
   if (source.text === null || source.text === undefined) {
-    box.replaceChildren(el("p", { className: "empty", text: `The trace holds no copy of ${source.path}.` }));
-    sourceShown = { pathId, lines: [] };
+    sourceShown = { pathId, nodes: [el("p", { className: "empty", text: `The trace holds no copy of ${source.path}.` })], lines: [] };
+    box.replaceChildren(...sourceShown.nodes);
+    drawnSources.set(pathId, sourceShown);
     return;
   }
   const ran = new Set(source.lines_run || []);
@@ -425,7 +434,8 @@ function drawSourceFile(pathId, source) {
       code);
   });
   box.replaceChildren(...elements);
-  sourceShown = { pathId, lines: elements };
+  sourceShown = { pathId, nodes: elements, lines: elements };
+  drawnSources.set(pathId, sourceShown);
 }
 
 function scrollIntoViewIfHidden(container, element) {
@@ -588,8 +598,9 @@ async function showHistory(stepIndex, name) {
     const list = el("ol", { className: "changes" }, ...items);
     const parts = [list];
     if (answer.changes.length === 0) parts.unshift(el("p", { className: "empty", text: `${name} never took a value in this frame` }));
-    if (answer.cut) parts.push(el("p", { className: "empty", text: `only the first ${answer.changes.length} changes are shown` }));
-    const title = el("p", { className: "history-title", text: `${name} in call ${answer.call}: ${answer.changes.length} change${answer.changes.length === 1 ? "" : "s"}` });
+    if (answer.cut) parts.push(el("p", { className: "empty", text: "later changes are not shown" }));
+    const count = answer.cut ? `the first ${answer.changes.length} changes` : `${answer.changes.length} change${answer.changes.length === 1 ? "" : "s"}`;
+    const title = el("p", { className: "history-title", text: `${name} in call ${answer.call}: ${count}` });
     box.replaceChildren(title, ...parts);
     historyShown = { answer, items };
     markHistory();
