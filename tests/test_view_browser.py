@@ -280,6 +280,9 @@ def test_keyboard_shortcuts(page, demo):
     expect_at(page, demo.step_at("price_of", "def price_of", 0))
     page.keyboard.press("End")
     expect_at(page, demo.steps[-1])
+    page.keyboard.press("ArrowDown")  # nowhere to go: it stays, and says so
+    expect(page.locator("#notice")).to_contain_text("no later step")
+    expect_at(page, demo.steps[-1])
     page.keyboard.press("Home")
     expect_at(page, demo.steps[0])
 
@@ -547,6 +550,8 @@ def test_a_failing_route_is_an_error_line_and_the_other_panes_still_show(page, d
     step = demo.step_at("fill", "return total")
     open_at(page, demo, step["index"])
     expect(page.locator("#error")).to_contain_text("the disk is on fire")
+    expect(page.locator("#source .error-line")).to_contain_text("the disk is on fire")
+    expect(page.locator("#source .line")).to_have_count(0)
     expect(local(page, "total").locator(".text")).to_have_text("10")
     expect(page.locator("#stack .frame.current .function")).to_have_text("fill")
 

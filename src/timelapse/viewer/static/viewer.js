@@ -59,18 +59,21 @@ async function fetchOnce(route) {
 // A route's answer, waiting while the server says it has not read that far yet. `giveUp()` is asked
 // before each retry: true abandons the wait (a newer move made this one pointless) and returns null.
 async function api(route, giveUp = () => false) {
-  for (;;) {
-    try {
-      const answer = await fetchOnce(route);
-      hideNotice("not-read-yet");
-      return answer;
-    } catch (error) {
-      if (!(error instanceof NotReadYet)) throw error;
-      showNotice("not-read-yet", `Not read yet (${error.message}); trying again…`);
-      if (giveUp()) return null;
-      await sleep(RETRY_DELAY_MS);
-      if (giveUp()) return null;
+  const noticeKey = `not read yet: ${route}`;
+  try {
+    for (;;) {
+      try {
+        return await fetchOnce(route);
+      } catch (error) {
+        if (!(error instanceof NotReadYet)) throw error;
+        showNotice(noticeKey, `Not read yet (${error.message}); trying again…`);
+        if (giveUp()) return null;
+        await sleep(RETRY_DELAY_MS);
+        if (giveUp()) return null;
+      }
     }
+  } finally {
+    hideNotice(noticeKey);
   }
 }
 
@@ -181,7 +184,7 @@ async function loadTrace() {
   const wasComplete = trace !== null && trace.complete;
   trace = await api("/api/trace");
   renderHeader();
-  if (trace.failure) showError(new Error(`the trace could not be read to its end: ${trace.failure}`));
+  if (trace.failure) showNotice("failure", `The trace could not be read to its end (${trace.failure}): what was read is shown.`);
   if (trace.complete && !wasComplete) onTraceComplete();
   if (!trace.complete) setTimeout(pollTrace, POLL_MS);
 }
@@ -195,12 +198,13 @@ async function pollTrace() {
   }
 }
 
-// Answers fetched while the server was still reading may lack what came later.
+// Answers fetched while the server was still reading may lack what came later: the lines that ran
+// of a file, the children of a call. They are asked again (the call tree starts again from its root).
 function onTraceComplete() {
   const hadSources = sourceCache.entries.size > 0;
   sourceCache.clear();
   outputPages.clear();
-  if (treeBuiltIncomplete) loadTree();
+  if (treeBuiltIncomplete) loadTree().catch((error) => showError(new Error(`call tree: ${error.message}`)));
   drawnSources.clear();
   if (current !== null && hadSources) {
     sourceShown = null; // the lines that ran may have grown: draw the file again
@@ -257,6 +261,10 @@ const moves = [];
 const MAX_QUEUED_MOVES = 32; // a held-down key must not pile up minutes of moves
 let moving = false;
 
+// A move waiting for a step not read yet gives up when a move to a fixed step is queued behind it:
+// that one lands where it lands whatever this one would have done. Relative moves wait their turn.
+const jumpQueued = () => moves.some((request) => request.to !== undefined);
+
 function move(request) {
   if (request.to !== undefined) {
     moves.length = 0; // a fixed target: what was queued before it no longer matters
@@ -264,7 +272,6 @@ function move(request) {
     return;
   }
   moves.push(request);
-  document.body.dataset.busy = "true";
   if (!moving) runMoves();
 }
 
@@ -283,7 +290,6 @@ async function runMoves() {
     }
   } finally {
     moving = false;
-    delete document.body.dataset.busy;
   }
 }
 
@@ -311,7 +317,7 @@ async function targetOf(request) {
     }
     return target;
   }
-  const answer = await api(`/api/go?i=${current.index}&how=${encodeURIComponent(request.how)}`, () => moves.length > 0);
+  const answer = await api(`/api/go?i=${current.index}&how=${encodeURIComponent(request.how)}`, jumpQueued);
   if (answer === null) return null; // superseded
   if (answer.step === null) {
     flashNotice("nowhere", NOWHERE[request.how] || "nowhere to go");
@@ -331,7 +337,7 @@ async function showStep(n) {
   if (trace.complete) n = Math.min(n, lastStep());
   let step;
   try {
-    step = await api(`/api/step?i=${n}`, () => moves.length > 0);
+    step = await api(`/api/step?i=${n}`, jumpQueued);
   } catch (error) {
     if (error instanceof ApiError && error.status === 404 && trace.complete && n !== lastStep()) {
       flashNotice("nowhere", `there is no step ${n}; showing the last one`);
@@ -399,7 +405,14 @@ async function renderSource() {
       $("source").replaceChildren(...drawn.nodes);
       sourceShown = drawn;
     } else {
-      const source = await sourceOf(pathId);
+      let source;
+      try {
+        source = await sourceOf(pathId);
+      } catch (error) {
+        sourceShown = null; // never leave another file's lines up as if they were this one's
+        $("source").replaceChildren(el("p", { className: "error-line", text: `${pathName(pathId)}: ${error.message}` }));
+        throw error;
+      }
       if (current === null || current.path_id !== pathId) return; // moved on while fetching
       drawSourceFile(pathId, source);
     }
@@ -550,7 +563,7 @@ function valueItem(label, node, path, options = {}) {
     toggle,
     el("span", { className: "name", text: label }),
     el("span", { className: "equals", text: " = " }),
-    el("span", { className: `text kind-${node.kind}`, text: node.text }),
+    el("span", { className: `text kind-${node.kind}`, text: node.text, title: node.text }),
     typeText ? el("span", { className: "type", text: typeText }) : null,
     options.onHistory
       ? el("button", { type: "button", className: "history-button", title: `history of ${label}`, text: "↺", dataset: { testid: "history-button" }, onclick: options.onHistory })
@@ -579,13 +592,16 @@ function valueItem(label, node, path, options = {}) {
 
 const HISTORY_LIMIT = 1000;
 let historyShown = null; // the /api/history answer shown, with its elements
+let historyAsked = 0; // which request is the latest: an earlier one answering late is dropped
 
 async function showHistory(stepIndex, name) {
   const box = $("history");
+  const asked = ++historyAsked;
   $("history-name").textContent = name;
   box.replaceChildren(el("p", { className: "empty", text: "loading…" }));
   try {
     const answer = await api(`/api/history?i=${stepIndex}&name=${encodeURIComponent(name)}&limit=${HISTORY_LIMIT}`);
+    if (asked !== historyAsked) return;
     const items = answer.changes.map((change, index) => el("li", {
       className: "change",
       dataset: { testid: "history-item", step: String(change.step) },
@@ -605,6 +621,7 @@ async function showHistory(stepIndex, name) {
     historyShown = { answer, items };
     markHistory();
   } catch (error) {
+    if (asked !== historyAsked) return;
     historyShown = null;
     box.replaceChildren(el("p", { className: "error-line", text: `history of ${name}: ${error.message}` }));
   }
@@ -717,7 +734,7 @@ async function loadChildren(parent, list, offset) {
 const REVEAL_PAGES = 20;
 
 async function revealCurrentCall() {
-  if (current === null) return;
+  if (current === null || current.stack.length === 0) return;
   const tree = $("tree");
   let item = tree.querySelector(`.call[data-call="${current.stack[0].call}"]`);
   for (const frame of current.stack.slice(1)) {
@@ -778,7 +795,8 @@ async function outputItems(start, end) {
   return items.filter((item) => item.index >= start && item.index < end);
 }
 
-async function renderOutput() {
+// `scrollTo: "top"` after "load earlier" (to see what came in); else the latest, at the bottom.
+async function renderOutput({ scrollTo = "bottom" } = {}) {
   const count = current.output_count;
   const shownFor = current.index;
   const start = Math.max(0, count - outputWindow);
@@ -798,7 +816,7 @@ async function renderOutput() {
       disabled: canWiden ? undefined : "disabled",
       onclick: () => {
         outputWindow = Math.min(OUTPUT_MAX_WINDOW, outputWindow + OUTPUT_PAGE);
-        drawPane("output", renderOutput);
+        drawPane("output", () => renderOutput({ scrollTo: "top" }));
       },
     }));
   }
@@ -816,7 +834,7 @@ async function renderOutput() {
   }
   parts.push(text);
   box.replaceChildren(...parts);
-  box.scrollTop = box.scrollHeight; // the latest output is at the bottom
+  box.scrollTop = scrollTo === "top" ? 0 : box.scrollHeight;
 }
 
 // -- controls --------------------------------------------------------------------------------------
