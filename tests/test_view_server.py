@@ -218,6 +218,34 @@ def test_variable_history(bank):
     assert _ok(bank, f"/api/history?i={module_step}&name=nothing")["changes"] == []
 
 
+def test_history_before_a_step_is_the_tail_of_the_whole_history(tmp_path):
+    """``before=M``: the last changes at or before M, found backwards, equal the forward walk's tail,
+    gaps (a step where the variable is not shown) included."""
+    source = textwrap.dedent("""\
+        def work():
+            for i in range(30):
+                x = i // 3
+                if i % 7 == 0:
+                    del x
+                    y = i
+        work()
+    """)
+    out = _record(tmp_path, source, "bin")
+    with ViewServer(out) as server:
+        assert server.wait_indexed(30)
+        index = server.index
+        work = next(c for c in range(index.calls_ready()) if index.function_name(c) == "work")
+        own = [j for j in range(index.steps_ready()) if index.step_call[j] == work]
+        whole = _ok(server, f"/api/history?i={own[-1]}&name=x&limit=1000")
+        assert not whole["cut"] and len(whole["changes"]) == 10   # x = 0 … 9, unchanged across a del
+        for at in own[::5]:
+            expected = [c for c in whole["changes"] if c["step"] <= at]
+            for limit in (1, 3, 1000):
+                got = _ok(server, f"/api/history?i={own[-1]}&name=x&limit={limit}&before={at}")
+                assert got["changes"] == expected[-limit:], (at, limit)
+                assert got["cut"] == (len(expected) > limit)
+
+
 THREADS = textwrap.dedent("""\
     import threading
 

@@ -237,29 +237,59 @@ def output(index: TraceIndex, offset: int, limit: int) -> dict[str, Any]:
     return {"total": total, "items": items}
 
 
-def history(index: TraceIndex, i: int, name: str, limit: int) -> dict[str, Any]:
-    """Every step of step i's frame where ``name`` took a new value, in order."""
+def history(index: TraceIndex, i: int, name: str, limit: int, before: int | None = None) -> dict[str, Any]:
+    """The steps of step i's frame where ``name`` took a new value, in order: the first ``limit`` of
+    them, or with ``before``, the last ``limit`` at or before step ``before`` (where the value in
+    force at a step came from). ``cut``: more changes were left out (later ones, or with ``before``,
+    earlier ones). A step where the variable is not shown changes nothing."""
     _check_step(index, i)
     limit = _limit(limit)
     call = index.step_call[i]
-    own = []    # the frame's own steps, latest first (each knows the one before it)
-    j = index.call_last_own[call] if call >= 0 else -1
-    ready = index.steps_ready()
-    while j >= 0:
-        if j < ready:
-            own.append(j)
-        j = index.step_prev[j]
-    changes = []
-    cut = False
     missing = object()
-    last: Any = missing
-    for j in reversed(own):
-        record = dict(index.locals_at(j)).get(name, missing)
-        if record is missing or record == last:
-            continue
-        if len(changes) == limit:
-            cut = True
-            break
-        last = record
-        changes.append({"step": j, "line": index.step_line[j], "text": index.node_texts.text(record)})
-    return {"name": name, "call": call, "changes": changes, "cut": cut}
+
+    def value(step: int) -> Any:
+        return dict(index.locals_at(step)).get(name, missing)
+
+    changes: list[int] = []
+    cut = False
+    if before is None:
+        own = []    # the frame's own steps, latest first (each knows the one before it)
+        j = index.call_last_own[call] if call >= 0 else -1
+        ready = index.steps_ready()
+        while j >= 0:
+            if j < ready:
+                own.append(j)
+            j = index.step_prev[j]
+        last: Any = missing
+        for j in reversed(own):
+            record = value(j)
+            if record is missing or record == last:
+                continue
+            if len(changes) == limit:
+                cut = True
+                break
+            last = record
+            changes.append(j)
+    else:
+        # Backwards from the frame's latest step at or before ``before``, each step's value compared
+        # with the one shown at the frame's step before it: only as far back as ``limit`` changes.
+        j = min(i, before) if before >= 0 else -1
+        while j >= 0 and index.step_call[j] != call:
+            j -= 1
+        record = value(j) if j >= 0 else missing
+        while j >= 0:
+            earlier = index.step_prev[j]
+            shown = value(earlier) if earlier >= 0 else missing
+            while shown is missing and earlier >= 0:
+                earlier = index.step_prev[earlier]
+                shown = value(earlier) if earlier >= 0 else missing
+            if record is not missing and (shown is missing or shown != record):
+                if len(changes) == limit:
+                    cut = True
+                    break
+                changes.append(j)
+            j, record = earlier, shown
+        changes.reverse()
+    return {"name": name, "call": call, "cut": cut,
+            "changes": [{"step": j, "line": index.step_line[j], "text": index.node_texts.text(value(j))}
+                        for j in changes]}

@@ -138,7 +138,8 @@ _ROUTES: dict[str, Callable[[TraceIndex, dict[str, list[str]]], dict[str, Any]]]
     "/api/calls": lambda index, q: api.calls(index, _int(q, "parent"), _int(q, "offset", 0), _int(q, "limit", 100)),
     "/api/call": lambda index, q: api.call(index, _int(q, "c")),
     "/api/output": lambda index, q: api.output(index, _int(q, "offset", 0), _int(q, "limit", 200)),
-    "/api/history": lambda index, q: api.history(index, _int(q, "i"), _text(q, "name"), _int(q, "limit", 200)),
+    "/api/history": lambda index, q: api.history(index, _int(q, "i"), _text(q, "name"), _int(q, "limit", 200),
+                                                 _int(q, "before") if "before" in q else None),
 }
 
 
