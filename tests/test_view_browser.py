@@ -14,6 +14,7 @@ into docs/ as well (it always writes them under the test's tmp_path and checks t
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -68,14 +69,17 @@ def record(folder: Path, program: Path, input: str = "") -> Path:
 
 
 class Viewer:
-    """A running server and what it says about each step (fetched once, over HTTP)."""
+    """A running server and what it says about each step (fetched over HTTP, once, when asked)."""
 
     def __init__(self, server: ViewServer) -> None:
         self.server = server
         self.url = server.url
         self.trace = self.get("/api/trace")
         assert self.trace["complete"], self.trace
-        self.steps = [self.get(f"/api/step?i={i}") for i in range(self.trace["steps"])]
+
+    @functools.cached_property
+    def steps(self) -> list[dict]:
+        return [self.get(f"/api/step?i={i}") for i in range(self.trace["steps"])]
 
     def get(self, route: str) -> dict:
         with urllib.request.urlopen(self.url.rstrip("/") + route, timeout=30) as answer:
@@ -111,11 +115,12 @@ def demo(tmp_path_factory):
 @pytest.fixture(scope="module")
 def many(tmp_path_factory):
     """A program of 250 calls that print one line each: more than a page of the call tree's
-    children (100) and of the output pane (200)."""
+    children (100) and of the output pane (200); then a variable that changes 1100 times, more than
+    a history holds (1000)."""
     folder = tmp_path_factory.mktemp("view-many")
     program = folder / "many.py"
-    program.write_text("def show(i):\n    print('line', i)\n\n\nfor i in range(250):\n    show(i)\n",
-                       encoding="utf-8")
+    program.write_text("def show(i):\n    print('line', i)\n\n\nfor i in range(250):\n    show(i)\n"
+                       "for j in range(1100):\n    pass\n", encoding="utf-8")
     yield from serve(record(folder / "trace", program))
 
 
@@ -445,6 +450,32 @@ def test_a_variables_history_lists_its_changes_and_jumps_to_one(page, demo):
     expect(page.locator("#source .line.current")).to_have_attribute(
         "data-line", str(line_of("basket.add(name, price)", after="total = total + price")))
     expect(changes.nth(2)).to_have_class(re.compile(r"\bcurrent\b"))
+
+
+def test_a_long_history_shows_where_the_value_in_force_came_from(page, many):
+    # (many.steps would be thousands of requests: the steps are found from the last one.)
+    late = many.get(f"/api/step?i={many.trace['steps'] - 1}")
+    assert [v["value"]["text"] for v in late["locals"] if v["name"] == "j"] == ["1099"]
+    open_at(page, many, late["index"])
+    local(page, "j").locator(".history-button").click()
+    changes = page.locator("#history li.change")
+    expect(changes).to_have_count(1000)
+    expect(page.locator("#history .history-title")).to_have_text(
+        f"j in call {late['call']}: the last 1000 changes up to step {late['index']}")
+    expect(changes.first.locator(".text")).to_have_text("100")  # not "(first)": earlier ones are cut
+    expect(changes.last.locator(".text")).to_have_text("1099")
+    expect(changes.last).to_have_class(re.compile(r"\bcurrent\b"))
+    expect(changes.last).to_be_in_viewport()
+
+    first_changes = many.get(f"/api/history?i={late['index']}&name=j&limit=10")["changes"]
+    early = next(change["step"] for change in first_changes if change["text"] == "5")
+    open_at(page, many, early)
+    local(page, "j").locator(".history-button").click()
+    expect(page.locator("#history .history-title")).to_have_text(f"j in call {late['call']}: the first 1000 changes")
+    expect(changes.first.locator(".text")).to_have_text("0 (first)")
+    expect(changes.last.locator(".text")).to_have_text("999")
+    expect(page.locator("#history")).to_contain_text("later changes are not shown")
+    expect(page.locator("#history li.change.current .text")).to_have_text("5")
 
 
 def test_the_thread_of_the_step_is_shown_and_stands_out_when_there_are_several(page, demo):

@@ -591,8 +591,19 @@ function valueItem(label, node, path, options = {}) {
 // -- history pane ----------------------------------------------------------------------------------
 
 const HISTORY_LIMIT = 1000;
-let historyShown = null; // the /api/history answer shown, with its elements
+let historyShown = null; // the history shown: {call, changes, items (their elements)}
 let historyAsked = 0; // which request is the latest: an earlier one answering late is dropped
+
+// A variable's changes in its frame, at most HISTORY_LIMIT of them. Those up to the step it is asked
+// at matter most (where the value in force came from): they are asked first, with `before`. When they
+// all fit, the frame's first HISTORY_LIMIT changes are shown instead: those and what came after.
+async function historyOf(stepIndex, name) {
+  const route = `/api/history?i=${stepIndex}&name=${encodeURIComponent(name)}&limit=${HISTORY_LIMIT}`;
+  const upToHere = await api(`${route}&before=${stepIndex}`);
+  if (upToHere.cut) return { ...upToHere, earlierCut: true, laterCut: false };
+  const fromStart = await api(route);
+  return { ...fromStart, earlierCut: false, laterCut: fromStart.cut };
+}
 
 async function showHistory(stepIndex, name) {
   const box = $("history");
@@ -600,9 +611,10 @@ async function showHistory(stepIndex, name) {
   $("history-name").textContent = name;
   box.replaceChildren(el("p", { className: "empty", text: "loading…" }));
   try {
-    const answer = await api(`/api/history?i=${stepIndex}&name=${encodeURIComponent(name)}&limit=${HISTORY_LIMIT}`);
+    const history = await historyOf(stepIndex, name);
     if (asked !== historyAsked) return;
-    const items = answer.changes.map((change, index) => el("li", {
+    const changes = history.changes;
+    const items = changes.map((change, index) => el("li", {
       className: "change",
       dataset: { testid: "history-item", step: String(change.step) },
       title: `go to step ${change.step}`,
@@ -610,15 +622,17 @@ async function showHistory(stepIndex, name) {
     },
     el("span", { className: "step", text: `step ${change.step}` }),
     el("span", { className: "at", text: `line ${change.line}` }),
-    el("span", { className: "text", text: index === 0 ? `${change.text} (first)` : change.text })));
-    const list = el("ol", { className: "changes" }, ...items);
-    const parts = [list];
-    if (answer.changes.length === 0) parts.unshift(el("p", { className: "empty", text: `${name} never took a value in this frame` }));
-    if (answer.cut) parts.push(el("p", { className: "empty", text: "later changes are not shown" }));
-    const count = answer.cut ? `the first ${answer.changes.length} changes` : `${answer.changes.length} change${answer.changes.length === 1 ? "" : "s"}`;
-    const title = el("p", { className: "history-title", text: `${name} in call ${answer.call}: ${count}` });
-    box.replaceChildren(title, ...parts);
-    historyShown = { answer, items };
+    el("span", { className: "text", text: index === 0 && !history.earlierCut ? `${change.text} (first)` : change.text })));
+    const plural = changes.length === 1 ? "change" : "changes";
+    const count = history.earlierCut ? `the last ${changes.length} ${plural} up to step ${stepIndex}`
+      : history.laterCut ? `the first ${changes.length} ${plural}` : `${changes.length} ${plural}`;
+    const parts = [el("p", { className: "history-title", text: `${name} in call ${history.call}: ${count}` })];
+    if (history.earlierCut) parts.push(el("p", { className: "empty", text: `earlier changes are not shown, nor any after step ${stepIndex}` }));
+    if (changes.length === 0) parts.push(el("p", { className: "empty", text: `${name} never took a value in this frame` }));
+    parts.push(el("ol", { className: "changes" }, ...items));
+    if (history.laterCut) parts.push(el("p", { className: "empty", text: "later changes are not shown" }));
+    box.replaceChildren(...parts);
+    historyShown = { call: history.call, changes, items };
     markHistory();
   } catch (error) {
     if (asked !== historyAsked) return;
@@ -627,16 +641,18 @@ async function showHistory(stepIndex, name) {
   }
 }
 
-// In the history shown, the change in force at the current step (when it is in the same call).
+// In the history shown, the change in force at the current step (when it is in the same call),
+// scrolled into view.
 function markHistory() {
   if (historyShown === null || current === null) return;
   let inForce = -1;
-  if (current.call === historyShown.answer.call) {
-    historyShown.answer.changes.forEach((change, index) => {
+  if (current.call === historyShown.call) {
+    historyShown.changes.forEach((change, index) => {
       if (change.step <= current.index) inForce = index;
     });
   }
   historyShown.items.forEach((item, index) => item.classList.toggle("current", index === inForce));
+  if (inForce >= 0) scrollIntoViewIfHidden($("history"), historyShown.items[inForce]);
 }
 
 // -- call tree pane --------------------------------------------------------------------------------
