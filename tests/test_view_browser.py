@@ -20,12 +20,13 @@ import os
 import re
 import shutil
 import struct
+import subprocess
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import PROGRAMS, run_timelapse
+from conftest import CONSOLE_SCRIPT, PROGRAMS, run_timelapse
 
 try:
     from playwright.sync_api import Page, expect, sync_playwright
@@ -71,8 +72,9 @@ def record(folder: Path, program: Path, input: str = "") -> Path:
 class Viewer:
     """A running server and what it says about each step (fetched over HTTP, once, when asked)."""
 
-    def __init__(self, server: ViewServer) -> None:
+    def __init__(self, server: ViewServer, folder: Path) -> None:
         self.server = server
+        self.folder = folder
         self.url = server.url
         self.trace = self.get("/api/trace")
         assert self.trace["complete"], self.trace
@@ -104,7 +106,7 @@ def browser():
 def serve(folder: Path):
     with ViewServer(folder, port=0) as server:
         assert server.wait_indexed(timeout=60)
-        yield Viewer(server)
+        yield Viewer(server, folder)
 
 
 @pytest.fixture(scope="module")
@@ -200,6 +202,23 @@ def test_a_step_in_the_hash_is_where_the_page_opens_and_a_new_hash_moves_it(page
     other = demo.step_at("price_of", "prices = {")
     page.evaluate(f"location.hash = '#step={other['index']}'")
     expect_at(page, demo.steps[other["index"]])
+
+
+def test_the_view_command_serves_the_page_from_the_installed_package(page, demo):
+    """What a user runs: ``timelapse view DIR --no-browser`` prints the address, and the page there
+    works (its static files are found where the package put them)."""
+    command = [str(CONSOLE_SCRIPT), "view", str(demo.folder), "--no-browser"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as viewer:
+        try:
+            line = viewer.stdout.readline()  # at its end: a line, or "" if the command failed
+            address = re.search(r"at (http://127\.0\.0\.1:\d+/) \(Ctrl-C to stop\)$", line.strip())
+            assert address, (line, viewer.stderr.read() if viewer.poll() is not None else "")
+            page.goto(address.group(1) + "#step=3")
+            expect(page.locator("#step-number")).to_have_text("3")
+            expect(page.locator("#source .line.current")).to_have_attribute("data-line", str(demo.steps[3]["line"]))
+        finally:
+            viewer.terminate()
+            viewer.wait(timeout=30)
 
 
 # -- moving ------------------------------------------------------------------------------------------
