@@ -219,6 +219,11 @@ function formatDuration(seconds) {
   return `${Math.floor(seconds / 60)} min ${Math.round(seconds % 60)} s`;
 }
 
+// 1234567 -> "1,234,567": counts in the header; step numbers stay plain (they are typed in #step=N).
+function formatCount(n) {
+  return typeof n === "number" ? n.toLocaleString("en-US") : "?";
+}
+
 function renderHeader() {
   const program = trace.program || "(unknown program)";
   $("program").textContent = program;
@@ -228,11 +233,11 @@ function renderHeader() {
   $("exit-status").textContent = trace.exit_status === null || trace.exit_status === undefined ? "?" : String(trace.exit_status);
   $("exit-status").classList.toggle("failed", typeof trace.exit_status === "number" && trace.exit_status !== 0);
   $("duration").textContent = formatDuration(trace.duration_s);
-  $("steps-count").textContent = trace.complete ? String(trace.steps) : `${trace.steps}…`;
-  $("calls-count").textContent = trace.complete ? String(trace.calls) : `${trace.calls}…`;
+  $("steps-count").textContent = formatCount(trace.steps) + (trace.complete ? "" : "…");
+  $("calls-count").textContent = formatCount(trace.calls) + (trace.complete ? "" : "…");
   $("format").textContent = trace.format || "?";
   $("reading").hidden = trace.complete;
-  $("reading-count").textContent = String(trace.steps);
+  $("reading-count").textContent = formatCount(trace.steps);
   const slider = $("slider");
   slider.max = String(Math.max(0, trace.steps - 1));
   $("step-last").textContent = trace.steps > 0 ? String(trace.steps - 1) + (trace.complete ? "" : "…") : "–";
@@ -684,9 +689,7 @@ function callItem(call) {
   },
   el("span", { className: "function", text: call.function }),
   el("span", { className: "args", text: `(${call.args})` }),
-  call.return === null || call.return === undefined
-    ? el("span", { className: "return none", text: " ↛ no return" })
-    : el("span", { className: "return", text: ` → ${call.return}` }),
+  returnOf(call),
   several ? el("span", { className: "thread-tag", text: `thread ${call.thread}` }) : null);
   item.append(el("div", { className: "row" }, toggle, label));
 
@@ -724,6 +727,14 @@ function callItem(call) {
     });
   }
   return item;
+}
+
+// A call with no return either never returned (it raised, or the program ended in it) or, while the
+// server is still reading, returns later in the trace.
+function returnOf(call) {
+  if (call.return !== null && call.return !== undefined) return el("span", { className: "return", text: ` → ${call.return}` });
+  if (!trace.complete) return el("span", { className: "return none", text: " → …", title: "not read yet" });
+  return el("span", { className: "return none", text: " ↛ no return", title: "this call never returned" });
 }
 
 async function loadChildren(parent, list, offset) {
