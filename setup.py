@@ -1,9 +1,11 @@
 """Build steps: the optional compiled accelerator, and the startup hook; the metadata is all in
 pyproject.toml.
 
-``timelapse._speedups`` (src/timelapse/_speedups.c) is optional: where there is no C compiler or
+``timelapse._speedups`` (src/timelapse/_speedups.c) and ``timelapse._eventscan``
+(src/timelapse/_eventscan.c) are optional: where there is no C compiler or
 no Python headers, the build of the extension fails, setuptools says so and goes on, and
-``timelapse.snapshot`` uses its Python implementation (``timelapse --version`` tells which).
+``timelapse.snapshot`` and ``timelapse.reader`` use their Python implementations (``timelapse
+--version`` tells which).
 
 ``timelapse-record.pth`` (the line below) goes at the top of site-packages, where ``site`` runs it at
 every interpreter start: ``TIMELAPSE_RECORD=DIR python app.py`` records app.py, and a child process
@@ -58,5 +60,7 @@ setup(
     cmdclass={"build_py": BuildPyWithHook, "editable_wheel": EditableWheelWithHook},
     ext_modules=[
         Extension("timelapse._speedups", ["src/timelapse/_speedups.c"], optional=True),
+        # Where a stream's events end, for readers that skip Values (reader.py, timelapse summary).
+        Extension("timelapse._eventscan", ["src/timelapse/_eventscan.c"], optional=True),
     ],
 )

@@ -35,6 +35,7 @@ __all__ = [
     "BIN_MAGIC",
     "Call",
     "ErrorValue",
+    "LeftOut",
     "Step",
     "SeekTable",
     "Trace",
@@ -420,30 +421,69 @@ def stream_path(folder: str | os.PathLike[str]) -> Path:
     raise TraceUnreadable(f"{folder} has no trace.json or trace.bin")
 
 
-def iter_events(folder: str | os.PathLike[str]) -> Iterator[Any]:
+@dataclass
+class LeftOut:
+    """How many Value events ``iter_events(..., values=False, left_out=...)`` has left out so far."""
+
+    values: int = 0
+
+
+def iter_events(folder: str | os.PathLike[str], *, values: bool = True, left_out: LeftOut | None = None
+                ) -> Iterator[Any]:
     """Yield the raw, JSON-shaped events of a trace folder one at a time, in stream order.
 
     Memory stays bounded by the largest single event, whatever the size of the stream, so this is
     the way to go through a huge trace (``Trace.load`` keeps every event). Raises
     :class:`TraceUnreadable` (one line, naming the byte offset or the event) if the folder has no
     stream or the stream cannot be read; the events before the damage have been yielded by then.
+
+    ``values=False`` leaves the ``Value`` events out, for a reader that never looks at them
+    (``timelapse summary``): with the compiled ``timelapse._eventscan`` they are not even decoded,
+    only their ends found (several times faster: Values are most of a trace), and then they are
+    not checked either (a damaged Value is not reported; ``timelapse check`` reports it).
+    ``left_out`` counts them.
     """
-    return _iter_stream(stream_path(folder))
+    return _iter_stream(stream_path(folder), values, left_out or LeftOut())
 
 
-def _iter_stream(path: Path) -> Iterator[Any]:
+def _iter_stream(path: Path, values: bool = True, left_out: LeftOut | None = None) -> Iterator[Any]:
+    left_out = left_out or LeftOut()
     if path.name == "trace.bin":
-        return _iter_bin_stream(path)
-    return _iter_json_stream(path)
+        return _iter_bin_stream(path, values, left_out)
+    return _iter_json_stream(path, values, left_out)
 
 
-def _iter_json_stream(path: Path) -> Iterator[Any]:
+def _iter_json_stream(path: Path, values: bool, left_out: LeftOut) -> Iterator[Any]:
     try:
         file = open(path, "rb")  # noqa: SIM115 (closed by the generator)
     except OSError as exc:
         raise TraceUnreadable(f"cannot read {path}: {exc.strerror or exc}") from None
     with file:
-        yield from _JsonArrayReader(file, path.name).elements()
+        yield from _JsonArrayReader(file, path.name).elements(values, left_out)
+
+
+def _load_eventscan() -> Any:
+    """``timelapse._eventscan`` if it is built and not refused (``TIMELAPSE_PURE``, the same rule
+    as ``snapshot``'s), else None: then every event is decoded, and Values dropped afterwards."""
+    if os.environ.get("TIMELAPSE_PURE", "") not in ("", "0"):
+        return None
+    try:
+        from timelapse import _eventscan
+    except ImportError:
+        return None
+    return _eventscan
+
+
+#: The compiled event scanner, or None (see ``iter_events``'s ``values``).
+EVENTSCAN = _load_eventscan()
+#: How a Value event starts, in each format as the recorder spells it (a map of one entry whose key
+#: is "Value"); an event spelled otherwise is decoded and then dropped, which is only slower.
+_CBOR_VALUE_START = b"\xa1\x65Value"
+_JSON_VALUE_KEY = "Value"
+
+
+def _is_value(event: Any) -> bool:
+    return type(event) is dict and len(event) == 1 and "Value" in event
 
 
 class _JsonArrayReader:
@@ -465,7 +505,8 @@ class _JsonArrayReader:
         self.bytes_read = 0
         self.eof = False
 
-    def elements(self) -> Iterator[Any]:
+    def elements(self, values: bool = True, left_out: LeftOut | None = None) -> Iterator[Any]:
+        """The array's elements; without ``values``, the Value events left out (``iter_events``)."""
         first = self.next_char()
         if first != "[":
             if first and (first in '{"' or self.starts_a_value()):
@@ -478,8 +519,34 @@ class _JsonArrayReader:
             self.expect_end()
             return
         index = 0
+        left_out = left_out or LeftOut()
+        scan = EVENTSCAN.json_events if EVENTSCAN is not None and not values else None
         while True:
-            yield self.element(index)
+            if scan is not None:
+                # The elements whole in the buffer, at C speed: the Values skipped, the others
+                # decoded by the same scanner as below. Anything it stops at (the buffer's end, a
+                # number, damage) is left to the ordinary way, one element, then this again.
+                texts, skipped, end, closed = scan(self.text, self.pos, _JSON_VALUE_KEY)
+                if texts or skipped:
+                    decoded = self.decode_all(texts)
+                    if decoded is None:
+                        scan = None     # damage among them: the ordinary way says what and where
+                    else:
+                        kept = [event for event in decoded if not _is_value(event)]  # a Value spelled
+                        yield from kept                     # otherwise is decoded, and dropped here
+                        index += len(texts) + skipped
+                        left_out.values += skipped + len(decoded) - len(kept)
+                        self.pos = end
+                        if closed:      # text[end] is the ']'
+                            self.pos += 1
+                            self.expect_end()
+                            return
+                        continue        # at the next element, after its ','
+            element = self.element(index)
+            if values or not _is_value(element):
+                yield element
+            else:
+                left_out.values += 1
             char = self.next_char()
             if char == ",":
                 self.pos += 1
@@ -495,6 +562,19 @@ class _JsonArrayReader:
                     f"expected ',' or ']' after event {index}, found {char!r}"
                     f" at byte {self.byte_offset(self.pos)}"
                 )
+
+    def decode_all(self, texts: list[str]) -> list[Any] | None:
+        """Each text (one element's, whole) decoded as ``element`` would; None if one cannot be."""
+        decoded = []
+        for text in texts:
+            try:
+                value, end = self.scan(text, 0)
+            except (StopIteration, ValueError, RecursionError):
+                return None
+            if end != len(text):
+                return None
+            decoded.append(value)
+        return decoded
 
     def starts_a_value(self) -> bool:
         """Whether the text at the current position begins with a JSON value (a number, ...)."""
@@ -647,7 +727,7 @@ def read_seek_table(path: str | os.PathLike[str]) -> SeekTable | None:
 _CBOR_DEPTH = 8 * 100 + 64
 
 
-def _iter_bin_stream(path: Path) -> Iterator[Any]:
+def _iter_bin_stream(path: Path, values: bool = True, left_out: LeftOut | None = None) -> Iterator[Any]:
     """Decode ``trace.bin``: the header, then CBOR items in a zstd seekable stream (section 5).
 
     Frames are decompressed as the items are read, so memory stays bounded by a frame's
@@ -665,7 +745,8 @@ def _iter_bin_stream(path: Path) -> Iterator[Any]:
         size = os.fstat(file.fileno()).st_size
         table = _seek_table(file, size)
         total = table.decompressed_size if table is not None else None
-        yield from _cbor_items(_bin_pieces(file, size, table, pyzstd), cbor2, total)
+        yield from _cbor_items(_bin_pieces(file, size, table, pyzstd), cbor2, total, values,
+                               left_out or LeftOut())
 
 
 def _open_bin(path: Path) -> io.BufferedReader:
@@ -817,14 +898,21 @@ def _frame_pieces(file: io.BufferedReader, index: int, start: int, limit: int, z
     return position - len(decompressor.unused_data)
 
 
-def _cbor_items(pieces: Iterator[bytes], cbor2: Any, total: int | None = None) -> Iterator[Any]:
+def _cbor_items(pieces: Iterator[bytes], cbor2: Any, total: int | None = None, values: bool = True,
+                left_out: LeftOut | None = None) -> Iterator[Any]:
     """The CBOR items of the concatenated pieces (``total`` bytes of them, if the seek table says).
     An item cut by the end of a piece is decoded again from its start once more bytes are there:
     at least what its heads say it needs and twice what it has, so that an item spanning many
     pieces is decoded O(log size) times. An item whose heads claim more than the stream holds
     after its start (damage: a length of 2^40) is refused at once, before anything is gathered
-    for it: what the reader holds stays bounded by the frames' real sizes."""
+    for it: what the reader holds stays bounded by the frames' real sizes.
+
+    Without ``values`` (``iter_events``), the Value items are left out; with the compiled scanner,
+    the items whole in a piece are found at C speed, the Values among them skipped undecoded and the
+    others decoded as below; what it stops at (an item cut by the piece's end, damage) is left to
+    the decoder below, one item, then the scanner again."""
     index = 0
+    left_out = left_out or LeftOut()
     unfinished: list[bytes] = []   # the start of an item cut by the end of a piece, and more
     gathered = wanted = 0
     offset = 0      # where ``piece`` starts in the decompressed stream
@@ -842,7 +930,22 @@ def _cbor_items(pieces: Iterator[bytes], cbor2: Any, total: int | None = None) -
             return
         stream = io.BytesIO(piece)
         decoder = cbor2.CBORDecoder(stream, max_depth=_CBOR_DEPTH)
+        scan = EVENTSCAN.cbor_events if EVENTSCAN is not None and not values else None
         while (start := stream.tell()) < len(piece):
+            if scan is not None:
+                raws, skipped, end = scan(piece, start, _CBOR_VALUE_START)
+                if raws or skipped:
+                    try:
+                        decoded = [cbor2.loads(raw, max_depth=_CBOR_DEPTH) for raw in raws]
+                    except Exception:
+                        scan = None     # damage among them: the decoder below says what and where
+                    else:
+                        kept = [event for event in decoded if not _is_value(event)]  # a Value spelled
+                        yield from kept                     # otherwise is decoded, and dropped here
+                        index += len(raws) + skipped
+                        left_out.values += skipped + len(decoded) - len(kept)
+                        stream.seek(end)
+                        continue
             try:
                 event = decoder.decode()
             except cbor2.CBORDecodeEOF as exc:
@@ -860,7 +963,10 @@ def _cbor_items(pieces: Iterator[bytes], cbor2: Any, total: int | None = None) -
                 break
             except Exception as exc:  # CBORDecodeError, and ValueError-likes
                 raise _bad_item(index, exc) from None
-            yield event
+            if values or not _is_value(event):
+                yield event
+            else:
+                left_out.values += 1
             index += 1
         offset += start     # the piece's end, or where its unfinished item starts
 

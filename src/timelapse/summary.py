@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from timelapse.format import EventKind
-from timelapse.reader import TraceUnreadable, iter_events, read_side_files, split_event
+from timelapse.reader import LeftOut, TraceUnreadable, iter_events, read_side_files, split_event
 
 __all__ = ["Summary", "ValueTexts", "duration_of", "summarize", "run_summary"]
 
@@ -351,7 +351,8 @@ def summarize(folder: str) -> Summary:
     steps_by_line, steps_by_function = summary.steps_by_line, summary.steps_by_function
     toplevel = -1   # the function id of <toplevel>: its steps are not a function's
     events = 0
-    for event in iter_events(folder):
+    values_left_out = LeftOut()
+    for event in iter_events(folder, values=False, left_out=values_left_out):   # no Value shown: none decoded
         events += 1
         if type(event) is dict and len(event) == 1:
             [(variant, payload)] = event.items()
@@ -432,7 +433,7 @@ def summarize(folder: str) -> Summary:
             summary.steps -= 1
             if last_step is not None:
                 steps_by_line[last_step] -= 1
-    summary.events = events
+    summary.events = events + values_left_out.values
     summary.threads = max(len(threads), 1)
     if summary.deepest[0] <= 1:
         summary.deepest = (0, -1)   # no function was ever open twice at once: no recursion
