@@ -18,7 +18,7 @@ from conftest import CONSOLE_SCRIPT, write_trace_folder, opening_events
 from hypothesis import given, settings, strategies as st
 
 from timelapse import reader
-from timelapse.reader import LeftOut, TraceUnreadable, iter_events
+from timelapse.reader import LeftOut, RawValue, TraceUnreadable, iter_events
 
 eventscan = pytest.importorskip("timelapse._eventscan", reason="timelapse._eventscan is not built")
 VALUE_START = reader._CBOR_VALUE_START
@@ -74,6 +74,16 @@ def test_cbor_items_cut_anywhere(items, data):
     assert end == len(stream)
     assert [cbor2.loads(raw) for raw in whole] == [i for i in items if not reader._is_value(i)]
     assert skipped == sum(reader._is_value(i) for i in items)
+
+
+def test_split_flags_what_events_would_skip():
+    items = [{"Value": {"v": 1}}, {"Step": 1}, "DropLastStep", {"Value": [2]}]
+    data = b"".join(cbor2.dumps(item) for item in items)
+    raws, flags, end = eventscan.cbor_split(data, 0, VALUE_START)
+    assert [cbor2.loads(r) for r in raws] == items and flags == [True, False, False, True] and end == len(data)
+    text = "[" + ", ".join(json.dumps(item) for item in items) + "]"
+    texts, flags, end, closed = eventscan.json_split(text, 1, "Value")
+    assert [json.loads(t) for t in texts] == items and flags == [True, False, False, True] and closed
 
 
 def test_cbor_indefinite_tags_and_damage():
@@ -185,8 +195,7 @@ def recorded(request, tmp_path_factory):
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "pure"])
 def test_values_left_out_are_exactly_the_values(recorded, compiled, monkeypatch):
-    if not compiled:
-        monkeypatch.setattr(reader, "EVENTSCAN", None)
+    monkeypatch.setattr(reader, "EVENTSCAN", eventscan if compiled else None)   # whatever TIMELAPSE_PURE says
     everything = list(iter_events(recorded))
     left_out = LeftOut()
     without = list(iter_events(recorded, values=False, left_out=left_out))
@@ -194,19 +203,33 @@ def test_values_left_out_are_exactly_the_values(recorded, compiled, monkeypatch)
     assert left_out.values == sum(map(reader._is_value, everything)) > 1000
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "pure"])
+def test_raw_values_decode_to_the_events(recorded, compiled, monkeypatch):
+    monkeypatch.setattr(reader, "EVENTSCAN", eventscan if compiled else None)   # whatever TIMELAPSE_PURE says
+    everything = list(iter_events(recorded))
+    raw = list(iter_events(recorded, raw_values=True))
+    assert [type(e) is RawValue for e in raw] == [reader._is_value(e) for e in everything]
+    assert [e.decode() if type(e) is RawValue else e for e in raw] == everything
+    if compiled:    # kept as read, the event's own bytes or text (but where a block of the file ends)
+        kinds = [type(e.data) for e in raw if type(e) is RawValue]
+        as_read = bytes if recorded.joinpath("trace.bin").exists() else str
+        assert set(kinds) <= {as_read, dict} and kinds.count(as_read) > 0.9 * len(kinds)
+
+
 def test_small_pieces_and_blocks_change_nothing(recorded, monkeypatch):
     """Items and elements cut by the ends of pieces (trace.bin) and blocks (trace.json)."""
-    expected = [e for e in iter_events(recorded) if not reader._is_value(e)]
+    everything = list(iter_events(recorded))
     monkeypatch.setattr(reader, "_PIECE", 257)
     monkeypatch.setattr(reader, "_BLOCK_SIZE", 263)
-    assert list(iter_events(recorded, values=False)) == expected
+    assert list(iter_events(recorded, values=False)) == [e for e in everything if not reader._is_value(e)]
+    raw = iter_events(recorded, raw_values=True)
+    assert [e.decode() if type(e) is RawValue else e for e in raw] == everything
 
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "pure"])
 def test_damage_is_reported_as_without_the_scanner(tmp_path, compiled, monkeypatch):
     """A damaged event that is not a Value: the same message, the same events before it."""
-    if not compiled:
-        monkeypatch.setattr(reader, "EVENTSCAN", None)
+    monkeypatch.setattr(reader, "EVENTSCAN", eventscan if compiled else None)   # whatever TIMELAPSE_PURE says
     events = opening_events() + [{"VariableName": "x"}, {"Step": {"path_id": 0, "line": 1}},
                                  {"Value": {"variable_id": 0, "value": {"kind": "Int", "type_id": 1, "i": 1}}}] * 50
     folder = write_trace_folder(tmp_path / "trace", events, metadata={"program": "/nonexistent/prog/main.py"})

@@ -109,6 +109,71 @@ cbor_end(const unsigned char *buf, Py_ssize_t len, Py_ssize_t pos)
     }
 }
 
+/* Append one item to `events` (a new reference, or NULL: an error) and, if there are flags, its
+ * flag to `flags` (True or False: no allocation). */
+static int
+keep(PyObject *events, PyObject *flags, PyObject *item, int flag)
+{
+    if (item == NULL)
+        return -1;
+    int failed = PyList_Append(events, item);
+    Py_DECREF(item);
+    if (failed == 0 && flags != NULL)
+        failed = PyList_Append(flags, flag ? Py_True : Py_False);
+    return failed;
+}
+
+/* Both CBOR functions: the items that start with `start` are counted, not returned (cbor_events);
+ * or every item is returned, with a flag saying which start so (cbor_split, `split`). */
+static PyObject *
+cbor_scan(PyObject *const *args, Py_ssize_t nargs, int split)
+{
+    Py_buffer data, start;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, split ? "cbor_split(data, pos, start)" : "cbor_events(data, pos, skip)");
+        return NULL;
+    }
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+    if (pos == -1 && PyErr_Occurred())
+        return NULL;
+    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[2], &start, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    PyObject *events = PyList_New(0), *flags = split ? PyList_New(0) : NULL;
+    Py_ssize_t skipped = 0;
+    const unsigned char *buf = data.buf;
+    Py_ssize_t len = data.len;
+    if (events == NULL || (split && flags == NULL))
+        goto fail;
+    if (pos < 0 || pos > len) {
+        PyErr_SetString(PyExc_ValueError, "pos is outside the data");
+        goto fail;
+    }
+    while (pos < len) {
+        Py_ssize_t end = cbor_end(buf, len, pos);
+        if (end < 0)
+            break;
+        int marked = start.len > 0 && end - pos >= start.len && memcmp(buf + pos, start.buf, start.len) == 0;
+        if (marked && !split)
+            skipped++;
+        else if (keep(events, flags, PyBytes_FromStringAndSize((const char *)buf + pos, end - pos), marked) < 0)
+            goto fail;
+        pos = end;
+    }
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&start);
+    return split ? Py_BuildValue("(NNn)", events, flags, pos) : Py_BuildValue("(Nnn)", events, skipped, pos);
+fail:
+    Py_XDECREF(events);
+    Py_XDECREF(flags);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&start);
+    return NULL;
+}
+
 PyDoc_STRVAR(cbor_events_doc,
 "cbor_events(data, pos, skip) -> (events, skipped, end)\n\n"
 "The CBOR data items of ``data`` from ``pos`` on, as long as each is whole and well-formed: the\n"
@@ -119,57 +184,18 @@ PyDoc_STRVAR(cbor_events_doc,
 static PyObject *
 cbor_events(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    Py_buffer data, skip;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "cbor_events(data, pos, skip)");
-        return NULL;
-    }
-    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
-    if (pos == -1 && PyErr_Occurred())
-        return NULL;
-    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0)
-        return NULL;
-    if (PyObject_GetBuffer(args[2], &skip, PyBUF_SIMPLE) < 0) {
-        PyBuffer_Release(&data);
-        return NULL;
-    }
-    PyObject *events = PyList_New(0);
-    Py_ssize_t skipped = 0;
-    const unsigned char *buf = data.buf;
-    Py_ssize_t len = data.len;
-    if (events == NULL)
-        goto fail;
-    if (pos < 0 || pos > len) {
-        PyErr_SetString(PyExc_ValueError, "pos is outside the data");
-        goto fail;
-    }
-    while (pos < len) {
-        Py_ssize_t end = cbor_end(buf, len, pos);
-        if (end < 0)
-            break;
-        if (skip.len > 0 && end - pos >= skip.len && memcmp(buf + pos, skip.buf, skip.len) == 0) {
-            skipped++;
-        }
-        else {
-            PyObject *event = PyBytes_FromStringAndSize((const char *)buf + pos, end - pos);
-            if (event == NULL)
-                goto fail;
-            int failed = PyList_Append(events, event);
-            Py_DECREF(event);
-            if (failed < 0)
-                goto fail;
-        }
-        pos = end;
-    }
-    PyBuffer_Release(&data);
-    PyBuffer_Release(&skip);
-    PyObject *result = Py_BuildValue("(Nnn)", events, skipped, pos);
-    return result;
-fail:
-    Py_XDECREF(events);
-    PyBuffer_Release(&data);
-    PyBuffer_Release(&skip);
-    return NULL;
+    return cbor_scan(args, nargs, 0);
+}
+
+PyDoc_STRVAR(cbor_split_doc,
+"cbor_split(data, pos, start) -> (events, flags, end)\n\n"
+"As cbor_events, but every whole item is returned, and ``flags[i]`` says whether ``events[i]``\n"
+"starts with ``start``.");
+
+static PyObject *
+cbor_split(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    return cbor_scan(args, nargs, 1);
 }
 
 
@@ -263,19 +289,13 @@ is_one_member_object(int kind, const void *text, Py_ssize_t end, Py_ssize_t pos,
     return pos == end - 1;
 }
 
-PyDoc_STRVAR(json_events_doc,
-"json_events(text, pos, key) -> (events, skipped, end, closed)\n\n"
-"The elements of a JSON array in ``text`` from ``pos`` on (where an element must be: after the\n"
-"'[' of a non-empty array, or a ','), each with the ',' or ']' after it, as long as each is whole and an object, array or string: the\n"
-"text of each (``events``), except the objects whose one member is named ``key``, which are only\n"
-"counted (``skipped``). ``end``: where the first element not returned starts, or where the ']' is;\n"
-"``closed``: whether text[end] is that ']' (no element is left).");
-
+/* Both JSON functions, as cbor_scan: `split` returns every element, with flags. */
 static PyObject *
-json_events(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+json_scan(PyObject *const *args, Py_ssize_t nargs, int split)
 {
     if (nargs != 3 || !PyUnicode_Check(args[0]) || !PyUnicode_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "json_events(text: str, pos: int, key: str)");
+        PyErr_SetString(PyExc_TypeError, split ? "json_split(text: str, pos: int, key: str)"
+                                               : "json_events(text: str, pos: int, key: str)");
         return NULL;
     }
     PyObject *source = args[0], *key = args[2];
@@ -289,9 +309,9 @@ json_events(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     int kind = PyUnicode_KIND(source);
     const void *text = PyUnicode_DATA(source);
-    PyObject *events = PyList_New(0);
-    if (events == NULL)
-        return NULL;
+    PyObject *events = PyList_New(0), *flags = split ? PyList_New(0) : NULL;
+    if (events == NULL || (split && flags == NULL))
+        goto fail;
     Py_ssize_t skipped = 0;
     int closed = 0;
     for (;;) {
@@ -307,18 +327,11 @@ json_events(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_UCS4 next = PyUnicode_READ(kind, text, after);
         if (next != ',' && next != ']')
             break;                                  /* damage: the ordinary decoding says what */
-        if (is_one_member_object(kind, text, end, start, key)) {
+        int marked = is_one_member_object(kind, text, end, start, key);
+        if (marked && !split)
             skipped++;
-        }
-        else {
-            PyObject *event = PyUnicode_Substring(source, start, end);
-            if (event == NULL)
-                goto fail;
-            int failed = PyList_Append(events, event);
-            Py_DECREF(event);
-            if (failed < 0)
-                goto fail;
-        }
+        else if (keep(events, flags, PyUnicode_Substring(source, start, end), marked) < 0)
+            goto fail;
         if (next == ']') {
             pos = after;
             closed = 1;
@@ -326,16 +339,46 @@ json_events(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         pos = after + 1;
     }
+    if (split)
+        return Py_BuildValue("(NNnO)", events, flags, pos, closed ? Py_True : Py_False);
     return Py_BuildValue("(NnnO)", events, skipped, pos, closed ? Py_True : Py_False);
 fail:
-    Py_DECREF(events);
+    Py_XDECREF(events);
+    Py_XDECREF(flags);
     return NULL;
+}
+
+PyDoc_STRVAR(json_events_doc,
+"json_events(text, pos, key) -> (events, skipped, end, closed)\n\n"
+"The elements of a JSON array in ``text`` from ``pos`` on (where an element must be: after the\n"
+"'[' of a non-empty array, or a ','), each with the ',' or ']' after it, as long as each is\n"
+"whole and an object, array or string: the text of each (``events``), except the objects whose\n"
+"one member is named ``key``, which are only counted (``skipped``). ``end``: where the first\n"
+"element not returned starts, or where the ']' is; ``closed``: whether text[end] is that ']'.");
+
+static PyObject *
+json_events(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    return json_scan(args, nargs, 0);
+}
+
+PyDoc_STRVAR(json_split_doc,
+"json_split(text, pos, key) -> (events, flags, end, closed)\n\n"
+"As json_events, but every whole element is returned, and ``flags[i]`` says whether ``events[i]``\n"
+"is an object whose one member is named ``key``.");
+
+static PyObject *
+json_split(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    return json_scan(args, nargs, 1);
 }
 
 
 static PyMethodDef eventscan_methods[] = {
     {"cbor_events", (PyCFunction)(void (*)(void))cbor_events, METH_FASTCALL, cbor_events_doc},
     {"json_events", (PyCFunction)(void (*)(void))json_events, METH_FASTCALL, json_events_doc},
+    {"cbor_split", (PyCFunction)(void (*)(void))cbor_split, METH_FASTCALL, cbor_split_doc},
+    {"json_split", (PyCFunction)(void (*)(void))json_split, METH_FASTCALL, json_split_doc},
     {NULL, NULL, 0, NULL},
 };
 

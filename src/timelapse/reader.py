@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import codecs
 import contextlib
+import functools
 import gc
 import io
 import itertools
@@ -36,10 +37,12 @@ __all__ = [
     "Call",
     "ErrorValue",
     "LeftOut",
+    "RawValue",
     "Step",
     "SeekTable",
     "Trace",
     "TraceUnreadable",
+    "decode_raw_value",
     "decode_value",
     "iter_events",
     "read_seek_table",
@@ -428,8 +431,34 @@ class LeftOut:
     values: int = 0
 
 
-def iter_events(folder: str | os.PathLike[str], *, values: bool = True, left_out: LeftOut | None = None
-                ) -> Iterator[Any]:
+class RawValue:
+    """A Value event not decoded yet (``iter_events(raw_values=True)``): ``data`` is its CBOR bytes
+    or its JSON text, or (where it was decoded after all: no compiled scanner, or an event spelled
+    otherwise than the recorder spells it) the event itself. ``decode()`` gives the event, as
+    ``iter_events`` would have; it raises ``ValueError`` (or cbor2's error) for a damaged one."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes | str | dict) -> None:
+        self.data = data
+
+    def decode(self) -> dict:
+        return decode_raw_value(self.data)
+
+
+def decode_raw_value(data: bytes | str | dict) -> Any:
+    """The event a ``RawValue.data`` holds (see ``RawValue``)."""
+    if type(data) is bytes:
+        import cbor2
+
+        return cbor2.loads(data, max_depth=_CBOR_DEPTH)
+    if type(data) is str:
+        return _decode_json_whole(data)
+    return data
+
+
+def iter_events(folder: str | os.PathLike[str], *, values: bool = True, left_out: LeftOut | None = None,
+                raw_values: bool = False) -> Iterator[Any]:
     """Yield the raw, JSON-shaped events of a trace folder one at a time, in stream order.
 
     Memory stays bounded by the largest single event, whatever the size of the stream, so this is
@@ -441,25 +470,29 @@ def iter_events(folder: str | os.PathLike[str], *, values: bool = True, left_out
     (``timelapse summary``): with the compiled ``timelapse._eventscan`` they are not even decoded,
     only their ends found (several times faster: Values are most of a trace), and then they are
     not checked either (a damaged Value is not reported; ``timelapse check`` reports it).
-    ``left_out`` counts them.
+    ``left_out`` counts them. ``raw_values=True`` gives each Value event as a :class:`RawValue`,
+    to be decoded when (and if) it is looked at (``timelapse view``); the same scanner finds them.
     """
-    return _iter_stream(stream_path(folder), values, left_out or LeftOut())
+    mode = "leave" if not values else "raw" if raw_values else "keep"
+    return _iter_stream(stream_path(folder), mode, left_out or LeftOut())
 
 
-def _iter_stream(path: Path, values: bool = True, left_out: LeftOut | None = None) -> Iterator[Any]:
+def _iter_stream(path: Path, mode: str = "keep", left_out: LeftOut | None = None) -> Iterator[Any]:
+    """``mode``: what becomes of Value events: "keep" (as any event), "leave" (out, counted in
+    ``left_out``) or "raw" (a ``RawValue`` each)."""
     left_out = left_out or LeftOut()
     if path.name == "trace.bin":
-        return _iter_bin_stream(path, values, left_out)
-    return _iter_json_stream(path, values, left_out)
+        return _iter_bin_stream(path, mode, left_out)
+    return _iter_json_stream(path, mode, left_out)
 
 
-def _iter_json_stream(path: Path, values: bool, left_out: LeftOut) -> Iterator[Any]:
+def _iter_json_stream(path: Path, mode: str, left_out: LeftOut) -> Iterator[Any]:
     try:
         file = open(path, "rb")  # noqa: SIM115 (closed by the generator)
     except OSError as exc:
         raise TraceUnreadable(f"cannot read {path}: {exc.strerror or exc}") from None
     with file:
-        yield from _JsonArrayReader(file, path.name).elements(values, left_out)
+        yield from _JsonArrayReader(file, path.name).elements(mode, left_out)
 
 
 def _load_eventscan() -> Any:
@@ -486,6 +519,60 @@ def _is_value(event: Any) -> bool:
     return type(event) is dict and len(event) == 1 and "Value" in event
 
 
+def _as_mode(event: Any, mode: str, left_out: LeftOut) -> Any:
+    """An event decoded the ordinary way, as ``mode`` wants it (``_NOTHING``: left out)."""
+    if mode == "keep" or not _is_value(event):
+        return event
+    if mode == "raw":
+        return RawValue(event)
+    left_out.values += 1
+    return _NOTHING
+
+
+_NOTHING = object()
+
+
+def _scanned(items: list, flags: list | int, decode: Any, mode: str, left_out: LeftOut) -> list | None:
+    """The events of one batch the compiled scanner found whole (``items``, bytes or texts), in
+    order, as ``mode`` wants them: with "leave", ``flags`` is the count of Values it skipped; with
+    "raw", ``flags[i]`` says whether ``items[i]`` is a Value, kept undecoded. None if an item that
+    must be decoded cannot be: then the ordinary way decodes the batch and says what is wrong where."""
+    events = []
+    try:
+        if mode == "leave":
+            left_out.values += flags  # type: ignore[operator]
+            for item in items:
+                event = decode(item)
+                if _is_value(event):        # a Value spelled otherwise than the recorder does
+                    left_out.values += 1
+                else:
+                    events.append(event)
+        else:
+            for item, is_value in zip(items, flags):  # type: ignore[call-overload]
+                if is_value:
+                    events.append(RawValue(item))
+                else:
+                    event = decode(item)
+                    events.append(RawValue(event) if _is_value(event) else event)
+    except Exception:
+        return None
+    return events
+
+
+_JSON_SCAN = json.JSONDecoder(parse_constant=_reject_constant).scan_once
+
+
+def _decode_json_whole(text: str) -> Any:
+    """One element's whole text, decoded as ``_JsonArrayReader.element`` decodes it."""
+    try:
+        value, end = _JSON_SCAN(text, 0)
+    except StopIteration:
+        raise ValueError("expecting a value") from None
+    if end != len(text):
+        raise ValueError(f"extra data at character {end}")
+    return value
+
+
 class _JsonArrayReader:
     """Yields the elements of the JSON array in a binary file, reading it block by block.
 
@@ -505,8 +592,8 @@ class _JsonArrayReader:
         self.bytes_read = 0
         self.eof = False
 
-    def elements(self, values: bool = True, left_out: LeftOut | None = None) -> Iterator[Any]:
-        """The array's elements; without ``values``, the Value events left out (``iter_events``)."""
+    def elements(self, mode: str = "keep", left_out: LeftOut | None = None) -> Iterator[Any]:
+        """The array's elements; the Value events as ``mode`` says (``_iter_stream``)."""
         first = self.next_char()
         if first != "[":
             if first and (first in '{"' or self.starts_a_value()):
@@ -520,33 +607,31 @@ class _JsonArrayReader:
             return
         index = 0
         left_out = left_out or LeftOut()
-        scan = EVENTSCAN.json_events if EVENTSCAN is not None and not values else None
+        scan = None
+        if EVENTSCAN is not None and mode != "keep":
+            scan = EVENTSCAN.json_events if mode == "leave" else EVENTSCAN.json_split
         while True:
             if scan is not None:
-                # The elements whole in the buffer, at C speed: the Values skipped, the others
-                # decoded by the same scanner as below. Anything it stops at (the buffer's end, a
-                # number, damage) is left to the ordinary way, one element, then this again.
-                texts, skipped, end, closed = scan(self.text, self.pos, _JSON_VALUE_KEY)
-                if texts or skipped:
-                    decoded = self.decode_all(texts)
-                    if decoded is None:
+                # The elements whole in the buffer, at C speed: the Values skipped or kept
+                # undecoded, the others decoded as below. Anything it stops at (the buffer's
+                # end, a number, damage) is left to the ordinary way, one element, then this again.
+                texts, flags, end, closed = scan(self.text, self.pos, _JSON_VALUE_KEY)
+                if texts or flags:
+                    events = _scanned(texts, flags, _decode_json_whole, mode, left_out)
+                    if events is None:
                         scan = None     # damage among them: the ordinary way says what and where
                     else:
-                        kept = [event for event in decoded if not _is_value(event)]  # a Value spelled
-                        yield from kept                     # otherwise is decoded, and dropped here
-                        index += len(texts) + skipped
-                        left_out.values += skipped + len(decoded) - len(kept)
+                        yield from events
+                        index += len(texts) + (flags if mode == "leave" else 0)
                         self.pos = end
                         if closed:      # text[end] is the ']'
                             self.pos += 1
                             self.expect_end()
                             return
                         continue        # at the next element, after its ','
-            element = self.element(index)
-            if values or not _is_value(element):
+            element = _as_mode(self.element(index), mode, left_out)
+            if element is not _NOTHING:
                 yield element
-            else:
-                left_out.values += 1
             char = self.next_char()
             if char == ",":
                 self.pos += 1
@@ -562,19 +647,6 @@ class _JsonArrayReader:
                     f"expected ',' or ']' after event {index}, found {char!r}"
                     f" at byte {self.byte_offset(self.pos)}"
                 )
-
-    def decode_all(self, texts: list[str]) -> list[Any] | None:
-        """Each text (one element's, whole) decoded as ``element`` would; None if one cannot be."""
-        decoded = []
-        for text in texts:
-            try:
-                value, end = self.scan(text, 0)
-            except (StopIteration, ValueError, RecursionError):
-                return None
-            if end != len(text):
-                return None
-            decoded.append(value)
-        return decoded
 
     def starts_a_value(self) -> bool:
         """Whether the text at the current position begins with a JSON value (a number, ...)."""
@@ -727,7 +799,7 @@ def read_seek_table(path: str | os.PathLike[str]) -> SeekTable | None:
 _CBOR_DEPTH = 8 * 100 + 64
 
 
-def _iter_bin_stream(path: Path, values: bool = True, left_out: LeftOut | None = None) -> Iterator[Any]:
+def _iter_bin_stream(path: Path, mode: str = "keep", left_out: LeftOut | None = None) -> Iterator[Any]:
     """Decode ``trace.bin``: the header, then CBOR items in a zstd seekable stream (section 5).
 
     Frames are decompressed as the items are read, so memory stays bounded by a frame's
@@ -745,7 +817,7 @@ def _iter_bin_stream(path: Path, values: bool = True, left_out: LeftOut | None =
         size = os.fstat(file.fileno()).st_size
         table = _seek_table(file, size)
         total = table.decompressed_size if table is not None else None
-        yield from _cbor_items(_bin_pieces(file, size, table, pyzstd), cbor2, total, values,
+        yield from _cbor_items(_bin_pieces(file, size, table, pyzstd), cbor2, total, mode,
                                left_out or LeftOut())
 
 
@@ -898,7 +970,7 @@ def _frame_pieces(file: io.BufferedReader, index: int, start: int, limit: int, z
     return position - len(decompressor.unused_data)
 
 
-def _cbor_items(pieces: Iterator[bytes], cbor2: Any, total: int | None = None, values: bool = True,
+def _cbor_items(pieces: Iterator[bytes], cbor2: Any, total: int | None = None, mode: str = "keep",
                 left_out: LeftOut | None = None) -> Iterator[Any]:
     """The CBOR items of the concatenated pieces (``total`` bytes of them, if the seek table says).
     An item cut by the end of a piece is decoded again from its start once more bytes are there:
@@ -907,12 +979,13 @@ def _cbor_items(pieces: Iterator[bytes], cbor2: Any, total: int | None = None, v
     after its start (damage: a length of 2^40) is refused at once, before anything is gathered
     for it: what the reader holds stays bounded by the frames' real sizes.
 
-    Without ``values`` (``iter_events``), the Value items are left out; with the compiled scanner,
-    the items whole in a piece are found at C speed, the Values among them skipped undecoded and the
-    others decoded as below; what it stops at (an item cut by the piece's end, damage) is left to
-    the decoder below, one item, then the scanner again."""
+    Value items as ``mode`` says (``_iter_stream``); for "leave" and "raw", with the compiled
+    scanner, the items whole in a piece are found at C speed, the Values among them skipped or kept
+    undecoded and the others decoded as below; what it stops at (an item cut by the piece's end,
+    damage) is left to the decoder below, one item, then the scanner again."""
     index = 0
     left_out = left_out or LeftOut()
+    decode = functools.partial(cbor2.loads, max_depth=_CBOR_DEPTH)
     unfinished: list[bytes] = []   # the start of an item cut by the end of a piece, and more
     gathered = wanted = 0
     offset = 0      # where ``piece`` starts in the decompressed stream
@@ -930,20 +1003,19 @@ def _cbor_items(pieces: Iterator[bytes], cbor2: Any, total: int | None = None, v
             return
         stream = io.BytesIO(piece)
         decoder = cbor2.CBORDecoder(stream, max_depth=_CBOR_DEPTH)
-        scan = EVENTSCAN.cbor_events if EVENTSCAN is not None and not values else None
+        scan = None
+        if EVENTSCAN is not None and mode != "keep":
+            scan = EVENTSCAN.cbor_events if mode == "leave" else EVENTSCAN.cbor_split
         while (start := stream.tell()) < len(piece):
             if scan is not None:
-                raws, skipped, end = scan(piece, start, _CBOR_VALUE_START)
-                if raws or skipped:
-                    try:
-                        decoded = [cbor2.loads(raw, max_depth=_CBOR_DEPTH) for raw in raws]
-                    except Exception:
+                raws, flags, end = scan(piece, start, _CBOR_VALUE_START)
+                if raws or flags:
+                    events = _scanned(raws, flags, decode, mode, left_out)
+                    if events is None:
                         scan = None     # damage among them: the decoder below says what and where
                     else:
-                        kept = [event for event in decoded if not _is_value(event)]  # a Value spelled
-                        yield from kept                     # otherwise is decoded, and dropped here
-                        index += len(raws) + skipped
-                        left_out.values += skipped + len(decoded) - len(kept)
+                        yield from events
+                        index += len(raws) + (flags if mode == "leave" else 0)
                         stream.seek(end)
                         continue
             try:
@@ -963,10 +1035,9 @@ def _cbor_items(pieces: Iterator[bytes], cbor2: Any, total: int | None = None, v
                 break
             except Exception as exc:  # CBORDecodeError, and ValueError-likes
                 raise _bad_item(index, exc) from None
-            if values or not _is_value(event):
+            event = _as_mode(event, mode, left_out)
+            if event is not _NOTHING:
                 yield event
-            else:
-                left_out.values += 1
             index += 1
         offset += start     # the piece's end, or where its unfinished item starts
 

@@ -31,6 +31,7 @@ threads; each is a single append or item store, atomic under the GIL):
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import tempfile
 import threading
@@ -43,7 +44,8 @@ from typing import Any
 import orjson
 
 from timelapse.format import EventKind
-from timelapse.reader import TraceUnreadable, iter_events, read_side_files, split_event, stream_path
+from timelapse.reader import (RawValue, TraceUnreadable, decode_raw_value, iter_events, read_side_files,
+                              split_event, stream_path)
 from timelapse.summary import ValueTexts
 
 __all__ = ["TraceIndex", "PageStore", "value_node", "to_json"]
@@ -69,17 +71,11 @@ def to_json(data: Any) -> bytes:
         return json.dumps(data, ensure_ascii=True).encode("ascii")
 
 
-def _from_json(data: bytes) -> Any:
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:   # to_json's fallback, with an escaped lone surrogate
-        return json.loads(data)
-
-
 class PageStore:
-    """A list of JSON-shaped items, appended by one thread and read by any: full pages compressed in
-    an anonymous temporary file (deleted when closed, or when the process ends however it ends), the
-    page being filled in memory."""
+    """A list of items (JSON-shaped, and the bytes or text of undecoded Values), appended by one
+    thread and read by any: full pages marshalled and compressed in an anonymous temporary file
+    (deleted when closed, or when the process ends however it ends; only this process reads it back,
+    so marshal's speed is safe to have), the page being filled in memory."""
 
     def __init__(self) -> None:
         self._file = tempfile.TemporaryFile(prefix="timelapse-view-")
@@ -114,7 +110,7 @@ class PageStore:
         return self._filling[-1]
 
     def _flush(self) -> None:
-        data = zlib.compress(to_json(self._filling), 1)
+        data = zlib.compress(marshal.dumps(self._filling), 1)
         os.pwrite(self._fd, data, self._end)    # pwrite/pread: no shared file position to race on
         with self._lock:
             self._pages.append((self._end, len(data)))
@@ -131,7 +127,7 @@ class PageStore:
                 self._cache.move_to_end(page)
                 return cached[at]
             offset, length = self._pages[page]
-        items = _from_json(zlib.decompress(os.pread(self._fd, length, offset)))
+        items = marshal.loads(zlib.decompress(os.pread(self._fd, length, offset)))
         with self._lock:
             self._cache[page] = items
             if len(self._cache) > CACHED_PAGES:
@@ -217,19 +213,19 @@ class TraceIndex:
         thread = 0                              # 0 until the first ThreadStart numbers the first thread
         step_before_call = -1                   # the latest Step, while no other event but Values followed it
         current_values: list[Any] = []
-        for event in iter_events(self.folder):
+        for event in iter_events(self.folder, raw_values=True):
             self.events += 1
             if not self.events & 0xFFF and self._stopping:
                 self.failure = "stopped"
                 break
+            if type(event) is RawValue:     # most events: kept as read, decoded when looked at
+                if not reopen and step_path:
+                    current_values.append(event.data)
+                continue
             if type(event) is dict and len(event) == 1:
                 [(variant, payload)] = event.items()
             else:
                 variant, payload = split_event(event)
-            if variant == "Value":
-                if not reopen and step_path:
-                    current_values.append([payload["variable_id"], payload["value"]])
-                continue
             if variant == "Step":
                 if reopen:
                     continue    # the def-line Step of a call re-opened after a thread switch
@@ -375,7 +371,12 @@ class TraceIndex:
         return self.call_thread[call] or 1
 
     def step_values(self, step: int) -> list[list[Any]]:
-        return self.values.get(step)
+        """[[variable_id, record], ...]: the Values after a step, decoded now (they are kept as read)."""
+        pairs = []
+        for data in self.values.get(step):
+            payload = decode_raw_value(data)["Value"]
+            pairs.append([payload["variable_id"], payload["value"]])
+        return pairs
 
     def call_values(self, call: int) -> list[list[Any]]:
         return self.args.get(call)
