@@ -30,7 +30,6 @@ threads; each is a single append or item store, atomic under the GIL):
 
 from __future__ import annotations
 
-import json
 import marshal
 import os
 import tempfile
@@ -41,14 +40,13 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-import orjson
 
 from timelapse.format import EventKind
 from timelapse.reader import (RawValue, TraceUnreadable, decode_raw_value, iter_events, read_side_files,
                               split_event, stream_path)
 from timelapse.summary import ValueTexts
 
-__all__ = ["TraceIndex", "PageStore", "value_node", "to_json"]
+__all__ = ["TraceIndex", "PageStore", "value_node"]
 
 #: Items per page of a PageStore: a step's Values, a call's arguments, a return value, an output text.
 PAGE_ITEMS = 256
@@ -60,15 +58,6 @@ CALL_TEXT = 120
 
 _OUTPUT_STREAMS = {EventKind.WRITE: "stdout", EventKind.WRITE_OTHER: "stderr", EventKind.READ: "stdin"}
 _THREAD_SWITCH = "<thread switch>"
-
-
-def to_json(data: Any) -> bytes:
-    """JSON bytes of ``data``. orjson refuses a string with a lone surrogate (a trace.json may spell
-    one, ``"\\ud800"``): then the standard library's, which escapes it (and JSON.parse reads it)."""
-    try:
-        return orjson.dumps(data)
-    except TypeError:
-        return json.dumps(data, ensure_ascii=True).encode("ascii")
 
 
 class PageStore:

@@ -14,6 +14,7 @@ the server already answers. What it refuses, and why:
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -24,15 +25,26 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
+import orjson
+
 from timelapse.reader import TraceUnreadable
 from timelapse.viewer import api
-from timelapse.viewer.index import TraceIndex, to_json
+from timelapse.viewer.index import TraceIndex
 
 __all__ = ["ViewServer", "run_view"]
 
 _STATIC = Path(__file__).with_name("static")
 _CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                   ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml"}
+
+
+def _to_json(data: Any) -> bytes:
+    """JSON bytes of ``data``. orjson refuses a string with a lone surrogate (a trace.json may spell
+    one, ``"\\ud800"``): then the standard library's, which escapes it (and JSON.parse reads it)."""
+    try:
+        return orjson.dumps(data)
+    except TypeError:
+        return json.dumps(data, ensure_ascii=True).encode("ascii")
 
 
 def _static_files() -> dict[str, Path]:
@@ -181,7 +193,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(HTTPStatus.OK, body)
 
     def _json(self, status: HTTPStatus, body: dict[str, Any]) -> None:
-        self._send(status, "application/json", to_json(body))
+        self._send(status, "application/json", _to_json(body))
 
     def _send(self, status: HTTPStatus, content_type: str, data: bytes) -> None:
         self.send_response(status)
