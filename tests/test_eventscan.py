@@ -266,3 +266,18 @@ def test_no_reference_is_kept_or_lost():
         eventscan.cbor_events(data, 0, start)
         eventscan.json_events(text, 1, key)
     assert [sys.getrefcount(thing) for thing in (data, text, key, start)] == counts
+
+
+def test_a_damaged_value_never_takes_its_neighbour_along(tmp_path):
+    """Brackets matched in kind: `[1, 2}` inside a Value does not balance against the next event's."""
+    bad = '{"Value": {"variable_id": 0, "value": [1, 2}, {"Step": {"path_id": 0, "line": 3}}]}'
+    assert eventscan.json_events("[" + bad + "]", 1, "Value") == ([], 0, 1, False)
+    events = opening_events() + [{"Step": {"path_id": 0, "line": 1}}]
+    folder = write_trace_folder(tmp_path / "trace", events, metadata={"program": "/nonexistent/prog/main.py"})
+    text = (folder / "trace.json").read_text()
+    (folder / "trace.json").write_text(text[:-1] + ", " + bad + ', {"Step": {"path_id": 0, "line": 4}}]')
+    with pytest.raises(TraceUnreadable) as ordinary:
+        list(iter_events(folder))
+    with pytest.raises(TraceUnreadable) as skipping:
+        list(iter_events(folder, values=False))
+    assert str(skipping.value) == str(ordinary.value)

@@ -63,8 +63,9 @@ def line_of(snippet: str, *, after: str | None = None) -> int:
     raise AssertionError(f"{snippet!r} is not in {DEMO}")
 
 
-def record(folder: Path, program: Path, input: str = "") -> Path:
-    result = run_timelapse(["record", "-q", "-o", str(folder), str(program)], input=input)
+def record(folder: Path, program: Path, input: str = "", trace_format: str | None = None) -> Path:
+    options = ["--format", trace_format] if trace_format else []
+    result = run_timelapse(["record", "-q", *options, "-o", str(folder), str(program)], input=input)
     assert result.returncode == 0, result.stderr
     return folder
 
@@ -112,6 +113,12 @@ def serve(folder: Path):
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     yield from serve(record(tmp_path_factory.mktemp("view") / "trace", DEMO))
+
+
+@pytest.fixture(scope="module")
+def demo_json(tmp_path_factory):
+    """The demo recorded as trace.json (the other tests read the default, trace.bin)."""
+    yield from serve(record(tmp_path_factory.mktemp("view-json") / "trace", DEMO, trace_format="json"))
 
 
 @pytest.fixture(scope="module")
@@ -238,6 +245,21 @@ def test_step_forward_and_back_with_the_buttons(page, demo):
     page.click("#btn-prev")  # nowhere before the first step: it stays, and says so
     expect(page.locator("#notice")).to_contain_text("first step")
     expect_at(page, demo.steps[0])
+
+
+def test_a_trace_json_is_shown_the_same(page, demo, demo_json):
+    assert demo_json.trace["format"] == "trace.json" and demo.trace["format"] == "trace.bin"
+    assert demo_json.trace["steps"] == demo.trace["steps"]
+    inside = demo_json.step_at("fill", "total = total + price")
+    open_at(page, demo_json, inside["index"])
+    expect_at(page, inside)
+    expect(page.locator("#locals")).to_contain_text("basket")
+    page.click("#btn-over")
+    expect_at(page, demo_json.steps[_ok_step(demo_json, inside["index"], "over")])
+
+
+def _ok_step(viewer: Viewer, i: int, how: str) -> int:
+    return viewer.get(f"/api/go?i={i}&how={how}")["step"]
 
 
 def test_over_skips_a_call_and_out_leaves_it_both_ways(page, demo):

@@ -501,6 +501,71 @@ def test_value_nodes(tmp_path):
         index.close()
 
 
+def test_a_drop_at_a_page_boundary_reopens_the_page(tmp_path, monkeypatch):
+    """The dropped step was the first of a page: the step before it (written out) takes the Values
+    that follow again; nothing is lost, reading goes on."""
+    monkeypatch.setattr(index_module, "PAGE_ITEMS", 4)
+    events = [{"VariableName": "x"}]
+    for line in range(1, 6):
+        events += [{"Step": {"path_id": 0, "line": line}}, {"Value": {"variable_id": 0, "value": _int(line)}}]
+    events += ["DropLastStep", {"Value": {"variable_id": 0, "value": _int(99)}},
+               {"Step": {"path_id": 0, "line": 7}}, {"Return": {"return_value": {"kind": "None", "type_id": 0}}}]
+    index = _hand_made(tmp_path, events)
+    try:
+        assert list(index.step_line) == [1, 2, 3, 4, 7]
+        assert index.locals_at(3) == [("x", _int(99))]     # the reader's rule: the last Value counts
+        assert [index.locals_at(i) for i in (0, 4)] == [[("x", _int(1))], []]
+    finally:
+        index.close()
+
+
+def test_thread_zero_and_a_late_first_thread_start(tmp_path):
+    """Another recorder's numbering: threads 0 and 1, and calls open before the first ThreadStart."""
+    switch = {"Return": {"return_value": {"kind": "Raw", "type_id": 2, "r": "<thread switch>"}}}
+    events = [{"Type": {"kind": 16, "lang_type": "<thread switch>", "specific_info": {"kind": "None"}}},
+              {"Function": {"path_id": 0, "line": 3, "name": "main"}},
+              {"Step": {"path_id": 0, "line": 3}}, {"Call": {"function_id": 1, "args": []}},
+              {"ThreadStart": 0},                                       # late: main is open
+              {"Step": {"path_id": 0, "line": 4}}, switch,
+              {"ThreadStart": 1}, {"Step": {"path_id": 0, "line": 9}},
+              {"ThreadSwitch": 0}, {"Step": {"path_id": 0, "line": 3}}, {"Call": {"function_id": 1, "args": []}},
+              {"Step": {"path_id": 0, "line": 5}},
+              {"Return": {"return_value": {"kind": "None", "type_id": 0}}},
+              {"Return": {"return_value": {"kind": "None", "type_id": 0}}}]
+    index = _hand_made(tmp_path, events)
+    try:
+        assert list(index.step_line) == [3, 4, 9, 5]            # the re-opening Step is no step
+        mains = [c for c in range(index.calls_ready()) if index.function_name(c) == "main"]
+        assert len(mains) == 1 and [index.step_call[i] for i in (0, 1, 3)] == mains * 3
+        assert index.call_returned[mains[0]] >= 0 and index.call_end[0] == 3
+        assert [index.thread_at(i) for i in range(4)] == [0, 0, 1, 0]
+    finally:
+        index.close()
+
+
+def test_definitions_between_the_def_line_step_and_its_call(tmp_path):
+    events = [{"Function": {"path_id": 0, "line": 1, "name": "f"}},
+              {"Step": {"path_id": 0, "line": 1}}, {"VariableName": "a"}, {"Path": "/nonexistent/prog/b.py"},
+              {"Call": {"function_id": 1, "args": []}}, {"Step": {"path_id": 0, "line": 2}},
+              {"Return": {"return_value": {"kind": "None", "type_id": 0}}},
+              {"Return": {"return_value": {"kind": "None", "type_id": 0}}}]
+    index = _hand_made(tmp_path, events)
+    try:
+        assert [index.function_name(index.step_call[i]) for i in range(2)] == ["f", "f"]
+    finally:
+        index.close()
+
+
+def test_a_number_too_big_for_the_index_is_a_failure_not_a_traceback(tmp_path, capfd):
+    events = opening_events() + [{"Step": {"path_id": 0, "line": 1}}, {"Step": {"path_id": 0, "line": 2**31}}]
+    folder = write_trace_folder(tmp_path / "trace", events, metadata={"program": "/nonexistent/prog/main.py"})
+    with ViewServer(folder) as server:
+        assert server.wait_indexed(30)
+        info = _ok(server, "/api/trace")
+        assert info["failure"].startswith("OverflowError") and info["steps"] == 1
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_drop_last_step_takes_back_the_step_and_its_values(tmp_path):
     events = [{"VariableName": "x"},
               {"Step": {"path_id": 0, "line": 1}}, {"Value": {"variable_id": 0, "value": _int(1)}},
@@ -535,3 +600,69 @@ def test_a_lone_surrogate_in_a_trace_json_string_is_served(tmp_path, monkeypatch
         assert entry["value"]["text"] == repr("a\ud800")
         items = _ok(server, "/api/output?offset=0&limit=10")["items"]
         assert [item["text"] for item in items] == [f"out\udc80 {line}" for line in range(1, 6)]
+
+
+# -- moves, checked against a brute-force search ------------------------------------------------------
+
+RECURSIVE = textwrap.dedent("""\
+    import threading
+
+    def fact(n):
+        if n <= 1:
+            return 1
+        r = n * fact(n - 1)
+        return r
+
+    def twice():
+        return fact(3) + fact(2)
+
+    worker = threading.Thread(target=twice)
+    worker.start()
+    twice()
+    worker.join()
+""")
+
+
+def test_next_and_previous_call_are_the_nearest_entries_on_the_thread(tmp_path):
+    out = _record(tmp_path, RECURSIVE, "bin")
+    with ViewServer(out) as server:
+        assert server.wait_indexed(30)
+        index = server.index
+        calls = range(index.calls_ready())
+        for i in range(index.steps_ready()):
+            call = index.step_call[i]
+            same = [index.call_first[c] for c in calls if index.call_function[c] == index.call_function[call]
+                    and index.call_thread[c] == index.call_thread[call]]
+            later = [first for first in same if first > i]
+            earlier = [first for first in same if first < i]
+            assert api.go(index, i, "next_call")["step"] == (min(later) if later else None), i
+            assert api.go(index, i, "prev_call")["step"] == (max(earlier) if earlier else None), i
+
+
+def test_moves_while_the_trace_is_read_say_not_ready(tmp_path, monkeypatch):
+    """Reading stopped halfway (as while the builder still reads): "nowhere to go" would be wrong."""
+    source = "def work():\n    t = 0\n    for i in range(300):\n        t += i\n    return t\n\nr = work()\nprint(r)\n"
+    out = _record(tmp_path, source, "bin")
+    events = list(__import__("timelapse.reader", fromlist=["iter_events"]).iter_events(out, raw_values=True))
+    monkeypatch.setattr(index_module, "iter_events", lambda folder, raw_values: iter(events[: len(events) // 2]))
+    index = TraceIndex(out)
+    try:
+        index.build()
+        index.complete = False          # as if the rest were still to come
+        index.ready_steps -= 1
+        r_line = next(i for i in range(index.steps_ready()) if index.step_line[i] == 7)
+        inside = next(i for i in range(index.steps_ready()) if index.step_line[i] == 4)
+        for i, how in [(r_line, "over"), (inside, "out"), (inside, "next_call"), (index.steps_ready() - 1, "over")]:
+            with pytest.raises(api.NotReady):
+                api.go(index, i, how)
+        assert api.go(index, inside, "back_out")["step"] is not None
+    finally:
+        index.close()
+
+
+def test_a_history_search_has_a_budget(bank, monkeypatch):
+    monkeypatch.setattr(api, "HISTORY_STEPS", 3)
+    module_step = _steps_at(bank, 23)[0]
+    for before in ("", f"&before={module_step}"):
+        history = _ok(bank, f"/api/history?i={module_step}&name=nothing{before}")
+        assert history["cut"] is True and history["changes"] == []

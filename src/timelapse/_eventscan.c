@@ -226,9 +226,10 @@ string_end(int kind, const void *text, Py_ssize_t len, Py_ssize_t pos)
 }
 
 /* The end of the object, array or string at text[pos], or INCOMPLETE, or UNHANDLED (anything
- * else: a number or a literal, or a closing bracket where a value should be). Brackets are
- * counted, not matched in kind: an event that is decoded is checked by the decoder, one that is
- * skipped is not checked (see the top of this file). */
+ * else: a number or a literal, a closing bracket of the wrong kind, nesting deeper than MAX_DEPTH).
+ * Brackets are matched in kind, strings skipped whole; the tokens between them are not read: an
+ * event that is decoded is checked by the decoder, one that is skipped is not (see the top of this
+ * file), but no bracket of a damaged event can end it early or late and take its neighbour along. */
 static Py_ssize_t
 value_end(int kind, const void *text, Py_ssize_t len, Py_ssize_t pos)
 {
@@ -237,7 +238,8 @@ value_end(int kind, const void *text, Py_ssize_t len, Py_ssize_t pos)
         return string_end(kind, text, len, pos);
     if (c != '{' && c != '[')
         return UNHANDLED;
-    Py_ssize_t depth = 0;
+    char closing[MAX_DEPTH];        /* the bracket each open one wants */
+    int depth = 0;
     while (pos < len) {
         c = PyUnicode_READ(kind, text, pos);
         if (c == '"') {
@@ -247,10 +249,14 @@ value_end(int kind, const void *text, Py_ssize_t len, Py_ssize_t pos)
             continue;
         }
         if (c == '{' || c == '[') {
-            depth++;
+            if (depth == MAX_DEPTH)
+                return UNHANDLED;
+            closing[depth++] = c == '{' ? '}' : ']';
         }
         else if (c == '}' || c == ']') {
-            if (--depth == 0)
+            if (closing[--depth] != (char)c)
+                return UNHANDLED;
+            if (depth == 0)
                 return pos + 1;
         }
         pos++;

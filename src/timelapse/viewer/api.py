@@ -10,7 +10,7 @@ that thread as a whole (its span holds no step of its caller's thread at the cal
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from typing import Any
 
 from timelapse.summary import duration_of
@@ -23,6 +23,9 @@ __all__ = ["BadRequest", "NotFound", "NotReady", "trace_info", "source", "step",
 MOVES = ("over", "back_over", "out", "back_out", "next_call", "prev_call")
 #: The most items one request returns (calls, output items, history changes).
 MAX_LIMIT = 1000
+#: The most steps of a frame one history request looks at: a variable that seldom changes in a
+#: frame of millions of steps would otherwise hold the server for seconds (the answer says ``cut``).
+HISTORY_STEPS = 50_000
 
 
 class BadRequest(Exception):
@@ -132,24 +135,58 @@ def go(index: TraceIndex, i: int, how: str) -> dict[str, Any]:
     elif how == "out":
         end = index.call_end[call]
         depth = index.call_depth[call] - 1
-        found = _forward(index, end + 1, thread, depth) if end >= 0 and depth >= 0 else None
+        if end < 0 and depth >= 0:
+            _not_read_yet(index, "the end of this call")
+            found = None    # it never returned
+        else:
+            found = _forward(index, end + 1, thread, depth) if depth >= 0 else None
     elif how == "back_out":
         site = index.call_site[call]
         found = site if site >= 0 else None
     elif how == "next_call":
-        function = index.call_function[call]
-        found = next((index.call_first[c] for c in range(call + 1, index.calls_ready())
-                      if index.call_function[c] == function and i < index.call_first[c] < index.steps_ready()),
-                     None)
-    else:  # prev_call: the latest entry of this function before i (this call's own, if i is past it)
-        function = index.call_function[call]
-        found = next((index.call_first[c] for c in range(call, -1, -1)
-                      if index.call_function[c] == function and 0 <= index.call_first[c] < i), None)
+        found = _next_entry(index, i, call)
+    else:
+        found = _previous_entry(index, i, call)
     return {"step": found}
 
 
+def _not_read_yet(index: TraceIndex, what: str) -> None:
+    """While the trace is being read, "nowhere to go" may only be "not read yet": say so (503)."""
+    if not index.complete:
+        raise NotReady(f"{what} is not read yet ({index.steps_ready()} steps are)")
+
+
+def _next_entry(index: TraceIndex, i: int, call: int) -> int | None:
+    """The first step of the next call of this call's function on its thread, after step i."""
+    function, thread = index.call_function[call], index.call_thread[call]
+    ready = index.steps_ready()
+    for c in range(call + 1, index.calls_ready()):
+        first = index.call_first[c]
+        if index.call_function[c] == function and index.call_thread[c] == thread and i < first:
+            if first < ready:
+                return first
+            break
+    _not_read_yet(index, "the next call")
+    return None
+
+
+def _previous_entry(index: TraceIndex, i: int, call: int) -> int | None:
+    """The latest entry of this function on this thread before step i: this call's own if i is
+    past it, or a recursive call's that began (and maybe ended) since. Calls are numbered in the
+    order they begin, so their first steps only grow: the search starts at the last call begun
+    before i."""
+    function, thread = index.call_function[call], index.call_thread[call]
+    c = bisect_left(index.call_first, i, 0, index.calls_ready()) - 1
+    while c >= 0:
+        if index.call_function[c] == function and index.call_thread[c] == thread and index.call_first[c] < i:
+            return index.call_first[c]
+        c -= 1
+    return None
+
+
 def _forward(index: TraceIndex, j: int, thread: int, depth: int) -> int | None:
-    """The first step from j on of ``thread`` at most ``depth`` deep."""
+    """The first step from j on of ``thread`` at most ``depth`` deep (NotReady where the answer
+    may lie in what is not read yet)."""
     step_call, step_thread, call_depth, call_end = index.step_call, index.step_thread, index.call_depth, index.call_end
     end = index.steps_ready()
     while j < end:
@@ -157,11 +194,13 @@ def _forward(index: TraceIndex, j: int, thread: int, depth: int) -> int | None:
         if step_thread[j] == thread and c >= 0:
             if call_depth[c] <= depth:
                 return j
-            if call_end[c] < 0:     # a callee that never returned: its caller never goes on
-                return None
+            if call_end[c] < 0:     # a callee that has not returned (yet, or ever)
+                _not_read_yet(index, "the end of the call it is in")
+                return None         # it never returned: its caller never goes on
             j = max(j, call_end[c]) + 1     # the callee's whole span: no step of ours is in it
         else:
             j += 1
+    _not_read_yet(index, "the next step")
     return None
 
 
@@ -241,7 +280,8 @@ def history(index: TraceIndex, i: int, name: str, limit: int, before: int | None
     """The steps of step i's frame where ``name`` took a new value, in order: the first ``limit`` of
     them, or with ``before``, the last ``limit`` at or before step ``before`` (where the value in
     force at a step came from). ``cut``: more changes were left out (later ones, or with ``before``,
-    earlier ones). A step where the variable is not shown changes nothing."""
+    earlier ones; or the search stopped after ``HISTORY_STEPS`` steps of the frame). A step where
+    the variable is not shown changes nothing."""
     _check_step(index, i)
     limit = _limit(limit)
     call = index.step_call[i]
@@ -252,6 +292,7 @@ def history(index: TraceIndex, i: int, name: str, limit: int, before: int | None
 
     changes: list[int] = []
     cut = False
+    looked = 0      # steps looked at, up to HISTORY_STEPS
     if before is None:
         own = []    # the frame's own steps, latest first (each knows the one before it)
         j = index.call_last_own[call] if call >= 0 else -1
@@ -262,6 +303,10 @@ def history(index: TraceIndex, i: int, name: str, limit: int, before: int | None
             j = index.step_prev[j]
         last: Any = missing
         for j in reversed(own):
+            looked += 1
+            if looked > HISTORY_STEPS:
+                cut = True
+                break
             record = value(j)
             if record is missing or record == last:
                 continue
@@ -280,9 +325,14 @@ def history(index: TraceIndex, i: int, name: str, limit: int, before: int | None
         while j >= 0:
             earlier = index.step_prev[j]
             shown = value(earlier) if earlier >= 0 else missing
+            looked += 1
             while shown is missing and earlier >= 0:
                 earlier = index.step_prev[earlier]
                 shown = value(earlier) if earlier >= 0 else missing
+                looked += 1
+            if looked > HISTORY_STEPS:
+                cut = True
+                break
             if record is not missing and (shown is missing or shown != record):
                 if len(changes) == limit:
                     cut = True

@@ -21,7 +21,8 @@ Invariants, relied on by the server (written by the one builder thread, read by 
 threads; each is a single append or item store, atomic under the GIL):
 
 - ``ready_steps`` steps are complete (their Values all read): every array of steps has at least that
-  many items, and ``step_values(i)`` for ``i < ready_steps`` never changes again;
+  many items, and ``step_values(i)`` for ``i < ready_steps`` never changes again (but after a
+  ``DropLastStep``, which timelapse never writes: the step it leaves last gets the Values after it);
 - a call is counted (``calls_ready``) and an output item (``len(output_step)``) only once all its
   parts are stored;
 - a call's ``end_step`` is -1 until its (real) Return is read;
@@ -58,6 +59,7 @@ CALL_TEXT = 120
 
 _OUTPUT_STREAMS = {EventKind.WRITE: "stdout", EventKind.WRITE_OTHER: "stderr", EventKind.READ: "stdin"}
 _THREAD_SWITCH = "<thread switch>"
+_DEFINITIONS = frozenset(("Path", "Function", "Type", "VariableName", "Variable"))
 
 
 class PageStore:
@@ -89,11 +91,20 @@ class PageStore:
         return self._count - 1
 
     def pop(self) -> None:
-        """Take back the last item (``DropLastStep``). The last item is always on the filling page:
-        a page is written only when an item after it is appended."""
-        if self._filling:
-            self._filling.pop()
-            self._count -= 1
+        """Take back the last item (``DropLastStep``, which timelapse never writes). If that leaves
+        the filling page empty, the page before it is read back to be the filling one again: the
+        item now last may still change (its step gets the Values that follow)."""
+        if not self._count:
+            return
+        self._filling.pop()
+        self._count -= 1
+        if not self._filling and self._pages:
+            with self._lock:
+                offset, length = self._pages[-1]
+                self._filling = marshal.loads(zlib.decompress(os.pread(self._fd, length, offset)))
+                self._pages.pop()
+                self._cache.pop(len(self._pages), None)
+            # (Its bytes stay in the file, unused: a DropLastStep costs a page at most.)
 
     def last(self) -> Any:
         return self._filling[-1]
@@ -116,7 +127,10 @@ class PageStore:
                 self._cache.move_to_end(page)
                 return cached[at]
             offset, length = self._pages[page]
-        items = marshal.loads(zlib.decompress(os.pread(self._fd, length, offset)))
+            if self._fd < 0:
+                raise ValueError("the viewer is closing")   # never read a closed (reused) descriptor
+            data = os.pread(self._fd, length, offset)
+        items = marshal.loads(zlib.decompress(data))
         with self._lock:
             self._cache[page] = items
             if len(self._cache) > CACHED_PAGES:
@@ -124,7 +138,9 @@ class PageStore:
         return items[at]
 
     def close(self) -> None:
-        self._file.close()
+        with self._lock:
+            self._fd = -1
+            self._file.close()
 
 
 class TraceIndex:
@@ -146,12 +162,12 @@ class TraceIndex:
         self.step_line = array("i")
         self.step_call = array("i")
         self.step_prev = array("i")        # the previous step of the same call, -1 for its first
-        self.step_thread = array("q")      # the thread it ran on (0: before any thread event)
+        self.step_thread = array("i")      # the thread it ran on: 1 + its place in threads (0: none yet)
         self.values = PageStore()          # per step: [[variable_id, record], ...]
         # Per call.
         self.call_function = array("i")
         self.call_parent = array("i")
-        self.call_thread = array("q")
+        self.call_thread = array("i")      # as step_thread
         self.call_depth = array("i")
         self.call_first = array("i")       # its first step (the def-line Step the Call follows)
         self.call_end = array("i")         # the last step before its Return; -1 while open
@@ -182,10 +198,16 @@ class TraceIndex:
         """Read the whole stream; on a damaged trace, keep what was read and set ``failure``."""
         try:
             self._read()
-        except (TraceUnreadable, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-            self.failure = f"{type(exc).__name__}: {exc}" if not isinstance(exc, TraceUnreadable) else str(exc)
+        except Exception as exc:    # a damaged trace (a record of another shape, an id out of range,
+            # a number too big for the index's arrays), a full disk under the pages: what was read stays
+            self.failure = str(exc) if isinstance(exc, TraceUnreadable) else f"{type(exc).__name__}: {exc}"
         finally:
-            self.ready_steps = len(self.step_path)
+            # A failure in the middle of a step's appends leaves some arrays one longer: cut them to
+            # the steps whole in all of them (the Values are appended last).
+            whole = len(self.values)
+            for numbers in (self.step_path, self.step_line, self.step_call, self.step_thread, self.step_prev):
+                del numbers[whole:]
+            self.ready_steps = whole
             self.complete = True
             self.done.set()
 
@@ -199,7 +221,8 @@ class TraceIndex:
         suspended: dict[int, list[int]] = {}    # thread -> its open calls above call 0, outermost first
         suspending: list[int] = []              # closed by <thread switch> Returns, innermost first
         reopen: list[int] = []                  # calls the Calls after a switch re-open, outermost first
-        thread = 0                              # 0 until the first ThreadStart numbers the first thread
+        thread = 0                              # the thread's ordinal (1 + its place in self.threads);
+        #                                         0 until the first thread event numbers the first one
         step_before_call = -1                   # the latest Step, while no other event but Values followed it
         current_values: list[Any] = []
         for event in iter_events(self.folder, raw_values=True):
@@ -260,21 +283,22 @@ class TraceIndex:
                     self.output.append([stream, str(payload.get("content", ""))])
                     self.output_step.append(len(step_path) - 1)     # counted last: see _on_call
             elif variant in ("ThreadStart", "ThreadSwitch"):
-                if thread == 0:
-                    self._number_first_thread(payload)
+                if payload not in self.threads:
+                    self.threads.append(payload)
+                number = self.threads.index(payload) + 1
+                if thread == 0:     # the calls open so far are the first thread's: they stay open
+                    self._number_first_thread(number)
                 else:
                     suspended[thread] = suspending[::-1]
                 suspending = []
-                thread = payload
-                if thread not in self.threads:
-                    self.threads.append(thread)
+                thread = number
                 reopen = suspended.pop(thread, [])
-                stack[1:] = []
             elif variant == "ThreadExit":
-                suspended.pop(payload, None)
+                if payload in self.threads:
+                    suspended.pop(self.threads.index(payload) + 1, None)
             elif variant == "DropLastStep":
                 self._drop_last_step()
-                current_values = values.last() if len(values) else []
+                current_values = values.last() if len(values) else []   # the Values that follow are its
             elif variant == "Path":
                 self.paths.append(payload)
             elif variant == "Function":
@@ -283,7 +307,8 @@ class TraceIndex:
                 self.types.append(payload)
             elif variant in ("VariableName", "Variable"):
                 self.names.append(payload)
-            step_before_call = -1
+            if variant not in _DEFINITIONS:     # definitions may come between a Step and its Call
+                step_before_call = -1
 
     def _on_call(self, payload: dict[str, Any], stack: list[int], thread: int, step_before_call: int) -> None:
         call = len(self.call_function)
@@ -353,11 +378,16 @@ class TraceIndex:
         return len(self.call_function)
 
     def thread_at(self, step: int) -> int:
-        """The thread a step ran on (1 for a trace with no thread events)."""
-        return self.step_thread[step] or 1
+        """The thread a step ran on, as the trace numbers it (1 for a trace with no thread events)."""
+        return self._thread_id(self.step_thread[step])
 
     def thread_of(self, call: int) -> int:
-        return self.call_thread[call] or 1
+        return self._thread_id(self.call_thread[call])
+
+    def _thread_id(self, ordinal: int) -> int:
+        if ordinal:
+            return self.threads[ordinal - 1]
+        return self.threads[0] if self.threads else 1
 
     def step_values(self, step: int) -> list[list[Any]]:
         """[[variable_id, record], ...]: the Values after a step, decoded now (they are kept as read)."""
@@ -397,7 +427,10 @@ class TraceIndex:
         call = self.step_call[step]
         if not pairs and call >= 0 and self.call_first[call] == step:
             pairs = self.call_values(call)
-        return [(self.name(variable), record) for variable, record in pairs]
+        shown: dict[str, Any] = {}
+        for variable, record in pairs:      # a name twice (after a DropLastStep): the last one counts
+            shown[self.name(variable)] = record
+        return list(shown.items())
 
     def source_copy(self, path_id: int) -> Path | None:
         """The trace's own copy of a recorded file (``files/<absolute path>``), if it has one; never

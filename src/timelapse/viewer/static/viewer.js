@@ -180,12 +180,22 @@ let sourceShown = null; // the drawn file in the source pane
 
 const POLL_MS = 500;
 
-async function loadTrace() {
-  const wasComplete = trace !== null && trace.complete;
+let completeSeen = false; // onTraceComplete has run (once, however many answers say complete)
+
+// Asks for the header once. Only loadTrace (the start, and the poll loop) schedules the next poll:
+// a refresh for another reason (End while reading) must not start a second loop.
+async function refreshTrace() {
   trace = await api("/api/trace");
   renderHeader();
   if (trace.failure) showNotice("failure", `The trace could not be read to its end (${trace.failure}): what was read is shown.`);
-  if (trace.complete && !wasComplete) onTraceComplete();
+  if (trace.complete && !completeSeen) {
+    completeSeen = true;
+    onTraceComplete();
+  }
+}
+
+async function loadTrace() {
+  await refreshTrace();
   if (!trace.complete) setTimeout(pollTrace, POLL_MS);
 }
 
@@ -882,7 +892,7 @@ function moveToLast() {
   if (trace.complete) {
     move({ to: lastStep() });
   } else {
-    loadTrace().then(() => move({ to: lastStep() }), showError);
+    refreshTrace().then(() => move({ to: lastStep() }), showError);
   }
 }
 
