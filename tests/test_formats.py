@@ -40,6 +40,7 @@ DIFFER_EVERY_RUN = {
     "sv_fork": "pids",
     "threads": "thread interleaving",
     "threads_repr": "thread idents",
+    "view_demo": "thread interleaving (the viewer's demo has a worker thread)",
 }
 #: Programs that need arguments, run too long for this comparison, or drive other programs.
 NOT_RUN_ALONE = {
