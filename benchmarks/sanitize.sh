@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Run tests/test_speedups.py against timelapse._speedups built with AddressSanitizer (and
-# UndefinedBehaviorSanitizer), then against the normal build under `python -X dev` (the debug
-# allocator hooks catch a write past a PyMem buffer, faulthandler shows where a crash was).
+# Run the tests of the compiled code (tests/test_speedups.py: the signature and the walk; and
+# tests/test_encoder.py, tests/test_reuse.py, whose encoders use the compiled walk) against
+# timelapse._speedups built with AddressSanitizer (and UndefinedBehaviorSanitizer), then against
+# the normal build under `python -X dev` (the debug allocator hooks catch a write past a PyMem
+# buffer, faulthandler shows where a crash was).
 #
 #   benchmarks/sanitize.sh [PYTHON ...]      (default: python3; e.g. /work/venv3.12/bin/python)
 #
@@ -14,6 +16,7 @@ cd "$(dirname "$0")/.."
 asan=$(gcc -print-file-name=libasan.so)
 [ -e "$asan" ] || { echo "sanitize: libasan not found (gcc -print-file-name=libasan.so: $asan)"; exit 1; }
 
+tests="tests/test_speedups.py tests/test_encoder.py tests/test_reuse.py"
 status=0
 for python in "$@"; do
   work=$(mktemp -d)
@@ -38,14 +41,14 @@ assert m.__file__.startswith('$work'), m.__file__; print('sanitize: using', m.__
     status=1
   elif ! env PYTHONPATH="$work" PYTHONMALLOC=malloc LD_PRELOAD="$asan" \
         ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-        "$python" -m pytest -q -p no:cacheprovider tests/test_speedups.py; then
+        "$python" -m pytest -q -p no:cacheprovider $tests; then
     status=1
   fi
 
   echo "=== sanitize: Python $version, normal build, python -X dev -X faulthandler"
   "$python" -c "import timelapse._speedups" 2>/dev/null \
     || { echo "sanitize: timelapse._speedups is not built for $python (pip install -e .)"; status=1; }
-  "$python" -X dev -X faulthandler -m pytest -q -p no:cacheprovider -W error tests/test_speedups.py \
+  "$python" -X dev -X faulthandler -m pytest -q -p no:cacheprovider -W error $tests \
     || status=1
   rm -rf "$work"
   trap - EXIT

@@ -515,3 +515,244 @@ def test_a_getter_that_fails_gives_no_signature():
     objects = {id(Plain): (Plain, prop)}
     assert signature([Plain()], objects, 5, at(10), 100, []) is None
     assert called == []
+
+
+# -- The compiled walk (``_speedups.walk``, behind encoder._make_walk) ----------------------------
+#
+# The encoder's Python walk is its specification: for every value, limit and redaction, an encoder
+# with the compiled walk writes the same bytes as one without, registers the same types in the same
+# order (their ids are in the bytes), and counts the same errors and redactions; where it gives up,
+# the Python walk's bytes are what is written.
+
+from timelapse.encoder import ValueEncoder  # noqa: E402
+from timelapse.redact import Redactor  # noqa: E402
+
+walk = speedups.walk
+
+
+class Types:
+    """A register_type: the types in the order they were asked for (TypeId = index)."""
+
+    def __init__(self) -> None:
+        self.types: list = [(30, "None", None)]
+
+    def __call__(self, kind, lang_type, fields=None):
+        self.types.append((kind, lang_type, fields))
+        return len(self.types) - 1
+
+
+def twin_encoders(limits: dict, redact: bool):
+    """(encoder with the compiled walk, its types), (encoder without, its types)."""
+    made = []
+    for compiled in (walk, None):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(snapshot, "compiled_walk", compiled)
+            types = Types()
+            encoder = ValueEncoder(types, redactor=Redactor() if redact else None, **limits)
+            made.append((encoder, types))
+    return made
+
+
+class Shaped:
+    """Plain instances whose classes get a shape (the compiled walk's shortcut) once spelled."""
+
+    def __init__(self, **fields):
+        vars(self).update(fields)
+
+
+class Other:
+    def __init__(self, **fields):
+        vars(self).update(fields)
+
+
+class Slots2:
+    __slots__ = ("a", "b")
+
+    def __init__(self, a, b):
+        self.a, self.b = a, b
+
+
+walk_scalars = st.one_of(
+    st.integers(-5, 5), st.integers(-2**70, 2**70), st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([-0.0, 0.0, math.nan, 1e300]), st.text(max_size=6),
+    st.sampled_from(["password", "token", "sk-" + "a" * 40, "x" * 300, "caf\udce9"]),
+    st.binary(max_size=4), st.booleans(), st.none(), st.sampled_from([len, 1j, ..., frozenset({1})]),
+)
+secret_keys = st.sampled_from(["password", "api_key", "name", "x", b"TOKEN", b"y"])
+
+
+def walk_values():
+    return st.recursive(
+        walk_scalars,
+        lambda inner: (
+            st.lists(inner, max_size=6)
+            | st.tuples(inner, inner)
+            | st.dictionaries(st.one_of(walk_scalars.filter(lambda k: _hashable(k)), secret_keys,
+                                        st.tuples(st.integers(0, 3), st.integers(0, 3))),
+                              inner, max_size=5)
+            | st.builds(lambda f: Shaped(**f), st.dictionaries(
+                st.sampled_from(["a", "b", "c", "password"]), inner, max_size=4))
+            | st.builds(lambda f: Other(**f), st.dictionaries(st.sampled_from(["x", "y"]), inner,
+                                                              max_size=2))
+            | st.builds(Slots2, inner, inner)
+            | st.sets(st.integers(0, 9), max_size=3)
+        ),
+        max_leaves=40,
+    )
+
+
+def _hashable(x) -> bool:
+    try:
+        hash(x)
+    except TypeError:
+        return False
+    return True
+
+
+def _tie(value, knots):
+    """Shared references and cycles: lists and Shaped instances get references to others."""
+    containers, stack = [], [value]
+    while stack:
+        x = stack.pop()
+        if type(x) in (list, Shaped):
+            containers.append(x)
+        if type(x) in (list, tuple):
+            stack.extend(x)
+        elif type(x) is dict:
+            stack.extend(x.values())
+        elif type(x) in (Shaped, Other):
+            stack.extend(vars(x).values())
+    for source, target in knots:
+        if containers:
+            a, b = containers[source % len(containers)], containers[target % len(containers)]
+            if type(a) is list:
+                a.append(b)
+            else:
+                a.knot = b
+    return value
+
+
+walk_limits = st.fixed_dictionaries({}, optional={
+    "max_depth": st.integers(1, 9), "max_items": st.integers(1, 5), "max_nodes": st.integers(0, 60),
+    "max_string": st.integers(1, 8),
+})
+
+
+def check_twins(values, limits, redact):
+    (fast, fast_types), (slow, slow_types) = twin_encoders(limits, redact)
+    for value in values:
+        assert fast.encode_json(value) == slow.encode_json(value)
+        assert fast_types.types == slow_types.types
+        assert (fast.errors, fast.redactions) == (slow.errors, slow.redactions)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(walk_values(), st.lists(st.tuples(st.integers(0, 20), st.integers(0, 20)), max_size=3),
+       walk_limits, st.booleans())
+def test_the_compiled_walk_writes_what_the_python_walk_writes(value, knots, limits, redact):
+    value = _tie([value], knots)
+    # Three times: the first spells the shapes (the compiled walk gives up on instances until
+    # their class has one), the next ones go through the caches, the shapes and reuse.
+    check_twins([value, value, [value, value], value], limits, redact)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(walk_values(), min_size=1, max_size=4), walk_limits, st.booleans())
+def test_the_compiled_walk_agrees_across_values_sharing_caches(values, limits, redact):
+    check_twins(values + values[::-1], limits, redact)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(graphs(), st.integers(1, 8), st.integers(1, 5), st.integers(0, 60))
+def test_the_compiled_walk_agrees_on_the_signature_graphs(value, max_depth, max_items, max_nodes):
+    limits = {"max_depth": max_depth, "max_items": max_items, "max_nodes": max_nodes}
+    check_twins([value, value], limits, False)
+
+
+def test_the_compiled_walk_does_the_common_values_itself():
+    bank = Other(name="b", accounts={})     # (a class's shape is that of its last instance)
+    for i in range(5):
+        bank.accounts[i] = Shaped(bank=bank, number=i, history=[(i, "deposit", 1.5, None)])
+    (fast, _), (slow, _) = twin_encoders({}, True)
+    assert fast.compiled_walk is walk and slow.compiled_walk is None
+    fast.encode_json(bank)      # the shapes spelled (by the Python walk)
+    context = fast._walk_context
+
+    def info(value):
+        return fast._infos.get(id(type(value))) or fast._classify(type(value))
+
+    for value in (bank, bank.accounts, [bank.accounts[1], 2, "x"], (1.5, None, True)):
+        data = walk(context, value, info(value))
+        assert data is not None, value
+        assert data == fast.encode_json(value) == slow.encode_json(value)
+    # It gives up on what it does not do: a set, an instance of a class with no shape yet, a
+    # secret's name as a key (the Python walk redacts the value).
+    assert walk(context, {1, 2}, info({1, 2})) is None
+    assert walk(context, Other(x=1), info(Other(x=1))) is None     # another shape than bank's
+    assert walk(context, {"password": "x"}, info({})) is None
+    assert walk(context, [{"password": "x"}], info([])) is None
+
+
+def test_the_compiled_walk_runs_no_program_code():
+    class Hooked:
+        def __init__(self):
+            vars(self)["me"] = self
+            vars(self)["n"] = 1
+
+        __eq__ = counted("Hooked.__eq__")
+        __hash__ = counted("Hooked.__hash__")   # type: ignore[assignment]
+        __repr__ = counted("Hooked.__repr__")
+        __getattr__ = counted("Hooked.__getattr__")
+        __len__ = counted("Hooked.__len__")
+
+    h = Hooked()
+    values = [[h, {"k": h}, (h,)], {1: h}, [HookedList([1]), HookedDict(a=1)], {(1, "a"): h},
+              [WithMeta(), WithMeta], h]
+    (fast, _), (slow, _) = twin_encoders({"max_depth": 4}, True)
+    CALLS.clear()
+    got = [[fast.encode_json(v) for v in values] for _ in range(3)]
+    expected = [[slow.encode_json(v) for v in values] for _ in range(3)]
+    assert CALLS == []
+    assert got == expected
+
+
+def test_the_compiled_walk_keeps_no_reference_and_leaks_nothing():
+    (fast, _), _ = twin_encoders({"max_depth": 4, "max_nodes": 1000, "max_items": 100}, False)
+    p = Shaped(a=[1, "text", (2.5, None)], b=10**18)
+    container = [p, p.a, {"k": p.a, 7: None}, (p,), "é" * 100, -(10**18), -0.0, [p] * 30]
+    fast.encode_json(container)     # shapes, caches
+    elements = list(container) + [p.a[2], vars(p)]
+    before = [sys.getrefcount(container)] + [sys.getrefcount(e) for e in elements]
+    for _ in range(300):
+        fast._forget_reuse()    # walked every time, not reused
+        fast.encode_json(container)
+    after = [sys.getrefcount(container)] + [sys.getrefcount(e) for e in elements]
+    assert after == before
+    dead = weakref.ref(p)
+    del p, container, elements
+    gc.collect()
+    assert dead() is None
+    value = [[i, [i], {"k": i}, Shaped(a=i)] for i in range(100)]    # > the C buffer's inline bytes
+    tracemalloc.start()
+    try:
+        for _ in range(50):
+            fast._forget_reuse()
+            fast.encode_json(value)
+        start = tracemalloc.get_traced_memory()[0]
+        for _ in range(500):
+            fast._forget_reuse()
+            fast.encode_json(value)
+        grown = tracemalloc.get_traced_memory()[0] - start
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024
+
+
+def test_the_compiled_walk_is_off_where_the_python_walk_leaves_holes():
+    # Deeper than the eager levels the Python walk opens containers on its stack later, and types
+    # are registered in another order: the compiled walk is not used there.
+    deep: list = [1]
+    for _ in range(12):
+        deep = [deep, Shaped(a=deep)]
+    check_twins([deep, deep], {"max_depth": 12, "max_nodes": 400}, False)
+    check_twins([deep, deep], {"max_depth": 8, "max_nodes": 400}, False)

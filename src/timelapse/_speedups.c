@@ -643,6 +643,693 @@ finish:
 }
 
 
+/* -- The walk ----------------------------------------------------------------------------------
+ *
+ * The compiled twin of the commonest part of encoder._make_walk: a value made of exact lists,
+ * tuples and dicts, instances spelled by their class's shape shortcut (TypeInfo.shape), and
+ * scalars, spelled into one C buffer.  The Python walk is the specification (and what runs
+ * when this gives up); tests/test_speedups.py and tests/test_encoder.py compare the two on random
+ * values, limits and redaction.
+ *
+ * What it does is the Python's eager walk, step for step: each container charges the elements it
+ * shows to the value's budget in depth-first order, the same cuts (items_at[depth], max_items,
+ * "... N more" where the Python puts it), the same cycles (the containers open on the path), the
+ * same summaries below max_depth.  Every call the Python walk makes into the encoder (encode_json
+ * for a scalar not in its cache, classify for a new class, a leaf's handler, _more, _cycle,
+ * _summary, _head, _pair_head) is made here too, in the same order: those register types, and
+ * the order of Type events is part of the trace.  What it does not make are the calls that only
+ * save work: the reuse of elements (equal signatures give equal bytes, docs/values.md "Reuse").
+ *
+ * It gives up (returns None, no error set) on anything else: a container of another family (a
+ * set, a namedtuple, a subclass, ...), an instance whose fields do not fit its class's shape, a
+ * secret's name as a dict key, an exception from any call.  Giving up is always safe: the
+ * encoder's Python walk then encodes the value from the start, and what was done here (caches
+ * filled, types registered) is what that walk does first too, in the same order; the wrapper puts
+ * back the encoder's counters (errors, redactions).  An Exception (MemoryError too) makes it give
+ * up, as the Python walk turns one into a record; what is not an Exception (KeyboardInterrupt,
+ * SystemExit: a signal handler's, in a call to the encoder) goes through, as it would there.
+ *
+ * The program's code is never called: exact types only, dict look-ups only in the encoder's own
+ * caches (keys: exact ints, floats, strs, None/True/False, whose hash and == are C), the fields of
+ * an instance through its class's C getter (read_fields, as for signatures), identity for the
+ * rest.  Every object used across a call into Python is held: the call could drop the encoder's
+ * caches (classify empties them when full) or another thread could change the program's
+ * containers (so their elements are copied out first, as the Python copies x[:n]).
+ */
+
+#define WALK_INLINE     4096
+#define WALK_BAIL       1   /* gave up: the Python walk encodes the value */
+
+/* The encoder's parts, read from the context tuple that encoder._make_walk builds: see CTX_*. */
+enum {
+    CTX_INFOS, CTX_CLASSIFY, CTX_INTS, CTX_STRS, CTX_FLOATS, CTX_CONSTANTS, CTX_KEYS, CTX_ENCODE,
+    CTX_SPELL_KEY, CTX_MORES, CTX_MORE, CTX_CYCLE, CTX_SUMMARY, CTX_HEAD, CTX_PAIR_HEADS,
+    CTX_PAIR_HEAD, CTX_ITEMS, CTX_MAX_ITEMS, CTX_MAX_DEPTH, CTX_MAX_NODES, CTX_SEP, CTX_SEQ_TAIL,
+    CTX_TUPLE_TAIL, CTX_STRUCT_TAIL, CTX_INFO_TYPE, CTX_SLOTS, CTX_REDACTING, CTX_SUMMARIES,
+    CTX_CYCLES, CTX_SIZE
+};
+/* The TypeInfo slots read (CTX_SLOTS: their member descriptors, in this order). */
+enum { SLOT_TYPE, SLOT_FAMILY, SLOT_CONTAINER, SLOT_HANDLER, SLOT_HEAD, SLOT_SHAPE, SLOT_DESCR,
+       SLOT_COUNT };
+/* valuetypes.Family */
+enum { FAMILY_LIST = 10, FAMILY_TUPLE = 11, FAMILY_DICT = 12, FAMILY_OBJECT = 13 };
+
+typedef struct {
+    PyObject **ctx;                 /* the context tuple's items (borrowed: the caller holds it) */
+    PyTypeObject *info_type;
+    Py_ssize_t slot[SLOT_COUNT];    /* offsets of TypeInfo's slots */
+    Py_ssize_t max_items, max_depth;
+    Py_ssize_t items[MAX_DEPTH + 2];
+    int64_t left;                   /* the value's budget (the Python's state[0]) */
+    int redacting;
+    PyObject *path[MAX_DEPTH + 2];  /* the containers open (the Python's state[2]) */
+    int sp;
+    char *out;
+    Py_ssize_t len, cap;
+    char inline_out[WALK_INLINE];
+} Walk;
+
+static int
+walk_grow(Walk *w, Py_ssize_t need)
+{
+    Py_ssize_t cap = w->cap;
+    char *at;
+    while (cap - w->len < need) {
+        cap *= 2;
+    }
+    if (w->out == w->inline_out) {
+        at = PyMem_Malloc(cap);
+        if (at != NULL) {
+            memcpy(at, w->inline_out, w->len);
+        }
+    }
+    else {
+        at = PyMem_Realloc(w->out, cap);
+    }
+    if (at == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    w->out = at;
+    w->cap = cap;
+    return 0;
+}
+
+static inline int
+put_raw(Walk *w, const char *data, Py_ssize_t size)
+{
+    if (w->cap - w->len < size && walk_grow(w, size) < 0) {
+        return -1;
+    }
+    memcpy(w->out + w->len, data, size);
+    w->len += size;
+    return 0;
+}
+
+/* Spelled bytes (the encoder's: exact bytes, or the walk gives up). */
+static inline int
+put_bytes(Walk *w, PyObject *data)
+{
+    if (!PyBytes_CheckExact(data)) {
+        return WALK_BAIL;
+    }
+    return put_raw(w, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data));
+}
+
+/* After a failed call: give up on an Exception (the Python walk makes of it what it makes), let
+   anything else through. */
+static int
+walk_failed(void)
+{
+    if (PyErr_ExceptionMatches(PyExc_Exception)) {
+        PyErr_Clear();
+        return WALK_BAIL;
+    }
+    return -1;
+}
+
+/* The bytes a call into the encoder gives, appended. */
+static int
+put_result(Walk *w, PyObject *result)
+{
+    int r;
+    if (result == NULL) {
+        return walk_failed();
+    }
+    r = put_bytes(w, result);
+    Py_DECREF(result);
+    return r;
+}
+
+/* A TypeInfo slot, borrowed (NULL if unset). */
+static inline PyObject *
+info_slot(Walk *w, PyObject *info, int slot)
+{
+    return *(PyObject **)((char *)info + w->slot[slot]);
+}
+
+/* cache.get(x) or fn(x): an exact scalar's record (Python: `int_get(x) or encode(x)`). */
+static int
+put_cached(Walk *w, PyObject *cache, PyObject *fn, PyObject *x)
+{
+    PyObject *data = PyDict_GetItemWithError(cache, x);    /* borrowed */
+    if (data != NULL && PyBytes_CheckExact(data) && PyBytes_GET_SIZE(data) > 0) {
+        return put_raw(w, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data));
+    }
+    if (data == NULL && PyErr_Occurred()) {
+        return walk_failed();
+    }
+    return put_result(w, PyObject_CallOneArg(fn, x));
+}
+
+/* The "... N more" marker, a new reference (Python: enc._more(count), cached by count), or NULL
+   with an error set. */
+static PyObject *
+more_data(Walk *w, Py_ssize_t count)
+{
+    PyObject *key = PyLong_FromSsize_t(count), *data;
+    if (key == NULL) {
+        return NULL;
+    }
+    data = PyDict_GetItemWithError(w->ctx[CTX_MORES], key);
+    if (data != NULL && PyBytes_CheckExact(data) && PyBytes_GET_SIZE(data) > 0) {
+        Py_INCREF(data);
+    }
+    else if (data == NULL && PyErr_Occurred()) {
+        data = NULL;
+    }
+    else {
+        data = PyObject_CallOneArg(w->ctx[CTX_MORE], key);
+    }
+    Py_DECREF(key);
+    return data;
+}
+
+/* The TypeInfo of class t, a new reference (Python: infos.get(id(t)), classify(t) when it is
+   not there or is another class's), or NULL with an error set. */
+static PyObject *
+type_info(Walk *w, PyTypeObject *t)
+{
+    PyObject *key = PyLong_FromVoidPtr(t), *info;
+    if (key == NULL) {
+        return NULL;
+    }
+    info = PyDict_GetItemWithError(w->ctx[CTX_INFOS], key);
+    Py_DECREF(key);
+    if (info != NULL && Py_TYPE(info) == w->info_type
+        && info_slot(w, info, SLOT_TYPE) == (PyObject *)t) {
+        return Py_NewRef(info);
+    }
+    if (info == NULL && PyErr_Occurred()) {
+        return NULL;
+    }
+    info = PyObject_CallOneArg(w->ctx[CTX_CLASSIFY], (PyObject *)t);
+    if (info != NULL && Py_TYPE(info) != w->info_type) {
+        Py_DECREF(info);
+        PyErr_SetString(PyExc_TypeError, "classify() must give a TypeInfo");
+        return NULL;
+    }
+    return info;
+}
+
+/* The spelled head of a list's, tuple's or dict's record (Python: info.head or enc._head(...)). */
+static int
+put_head(Walk *w, PyObject *info, int is_tuple)
+{
+    PyObject *head = info_slot(w, info, SLOT_HEAD);
+    if (head != NULL && PyBytes_CheckExact(head) && PyBytes_GET_SIZE(head) > 0) {
+        return put_raw(w, PyBytes_AS_STRING(head), PyBytes_GET_SIZE(head));
+    }
+    return put_result(w, PyObject_CallFunctionObjArgs(w->ctx[CTX_HEAD], info,
+                                                      is_tuple ? Py_True : Py_False, NULL));
+}
+
+static int walk_element(Walk *w, PyObject *x, int depth);
+static int walk_container(Walk *w, PyObject *x, PyObject *info, int depth);
+
+/* How many of total elements to show, at most limit, charged to the budget (Python: reserve). */
+static inline Py_ssize_t
+walk_reserve(Walk *w, Py_ssize_t total, Py_ssize_t limit)
+{
+    Py_ssize_t n = total <= limit + 1 ? total : limit;  /* never "... 1 more": show the one */
+    if (n > w->left) {
+        n = w->left > 0 ? (Py_ssize_t)w->left : 0;
+    }
+    w->left -= n;
+    return n;
+}
+
+#define WALK_CHECK(call)                \
+    do {                                \
+        r = (call);                     \
+        if (r != 0) {                   \
+            goto done;                  \
+        }                               \
+    } while (0)
+
+/* An exact list or tuple at depth (Python: open_list). */
+static int
+walk_sequence(Walk *w, PyObject *x, PyObject *info, int depth, int is_tuple)
+{
+    Py_ssize_t total = Py_SIZE(x), n, i;
+    PyObject *elements;
+    PyObject *sep = w->ctx[CTX_SEP];
+    int r;
+    n = walk_reserve(w, total, w->items[depth]);
+    /* Copied first (x[:n], one C call), as the Python does: a call below may let another thread
+       change the list; a tuple can't change. */
+    elements = is_tuple ? Py_NewRef(x) : PyList_GetSlice(x, 0, n);
+    if (elements == NULL) {
+        return -1;
+    }
+    WALK_CHECK(put_head(w, info, is_tuple));
+    for (i = 0; i < n; i++) {
+        if (i) {
+            WALK_CHECK(put_bytes(w, sep));
+        }
+        WALK_CHECK(walk_element(w, is_tuple ? PyTuple_GET_ITEM(elements, i)
+                                            : PyList_GET_ITEM(elements, i), depth));
+    }
+    if (n < total) {
+        if (n) {
+            WALK_CHECK(put_bytes(w, sep));
+        }
+        WALK_CHECK(put_result(w, more_data(w, total - n)));
+    }
+    r = put_bytes(w, w->ctx[is_tuple ? CTX_TUPLE_TAIL : CTX_SEQ_TAIL]);
+done:
+    Py_DECREF(elements);
+    return r;
+}
+
+/* A dict key: as an element, but an exact str through the cache of keys decided not to be
+   secrets' names (Python: `key_get(k) or spell_key(k)`; spell_key gives None for a secret's
+   name, whose entry the Python spells its slower way: given up here). */
+static int
+walk_key(Walk *w, PyObject *k, int depth)
+{
+    PyObject *data, *result;
+    int r;
+    if (Py_TYPE(k) != &PyUnicode_Type) {
+        if (w->redacting && Py_TYPE(k) == &PyBytes_Type) {
+            return WALK_BAIL;   /* os.environ's b'GITHUB_TOKEN': a name, checked by the Python */
+        }
+        return walk_element(w, k, depth);
+    }
+    data = PyDict_GetItemWithError(w->ctx[CTX_KEYS], k);
+    if (data != NULL && PyBytes_CheckExact(data) && PyBytes_GET_SIZE(data) > 0) {
+        return put_raw(w, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data));
+    }
+    if (data == NULL && PyErr_Occurred()) {
+        return walk_failed();
+    }
+    result = PyObject_CallOneArg(w->ctx[CTX_SPELL_KEY], k);
+    if (result == Py_None) {
+        Py_DECREF(result);
+        return WALK_BAIL;
+    }
+    r = put_result(w, result);
+    return r;
+}
+
+/* An exact dict at depth: a Sequence of (key, value) Tuples (Python: entries). */
+static int
+walk_dict(Walk *w, PyObject *x, PyObject *info, int depth)
+{
+    Py_ssize_t total = PyDict_GET_SIZE(x), n, i = 0, pos = 0;
+    PyObject *pairs, *k, *v, *pair = NULL, *more = NULL;
+    PyObject *sep = w->ctx[CTX_SEP], *tail = w->ctx[CTX_TUPLE_TAIL];
+    int r;
+    n = walk_reserve(w, total, w->items[depth]);
+    /* The first n entries copied out (key, value, key, value): nothing runs in between. */
+    pairs = PyTuple_New(2 * n);
+    if (pairs == NULL) {
+        return -1;
+    }
+    while (i < n && PyDict_Next(x, &pos, &k, &v)) {
+        PyTuple_SET_ITEM(pairs, 2 * i, Py_NewRef(k));
+        PyTuple_SET_ITEM(pairs, 2 * i + 1, Py_NewRef(v));
+        i++;
+    }
+    if (i < n) {    /* (cannot happen: the size was read just before) */
+        r = WALK_BAIL;
+        goto done;
+    }
+    /* In the Python's order: the head, the entries' Tuple head, the marker, then the entries. */
+    WALK_CHECK(put_head(w, info, 0));
+    pair = PyList_GET_ITEM(w->ctx[CTX_PAIR_HEADS], 0);
+    if (PyBytes_CheckExact(pair) && PyBytes_GET_SIZE(pair) > 0) {
+        Py_INCREF(pair);
+    }
+    else {
+        pair = PyObject_CallNoArgs(w->ctx[CTX_PAIR_HEAD]);
+        if (pair == NULL) {
+            r = walk_failed();
+            goto done;
+        }
+        if (!PyBytes_CheckExact(pair)) {
+            r = WALK_BAIL;
+            goto done;
+        }
+    }
+    if (n < total) {
+        /* Spelled now (it may register its type), written after the entries. */
+        more = more_data(w, total - n);
+        if (more == NULL) {
+            r = walk_failed();
+            goto done;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        if (i) {
+            WALK_CHECK(put_bytes(w, tail));
+            WALK_CHECK(put_bytes(w, sep));
+        }
+        WALK_CHECK(put_bytes(w, pair));
+        WALK_CHECK(walk_key(w, PyTuple_GET_ITEM(pairs, 2 * i), depth));
+        WALK_CHECK(put_bytes(w, sep));
+        WALK_CHECK(walk_element(w, PyTuple_GET_ITEM(pairs, 2 * i + 1), depth));
+    }
+    if (n) {
+        WALK_CHECK(put_bytes(w, tail));
+    }
+    if (more != NULL) {
+        if (n) {
+            WALK_CHECK(put_bytes(w, sep));
+        }
+        WALK_CHECK(put_bytes(w, more));
+    }
+    r = put_bytes(w, w->ctx[CTX_SEQ_TAIL]);
+done:
+    Py_XDECREF(more);
+    Py_XDECREF(pair);
+    Py_DECREF(pairs);
+    return r;
+}
+
+/* An instance at depth, by its class's shape shortcut (Python: the first branch of open_object
+   and of open_element): its fields are exactly the names of the last instance spelled, the same
+   name objects in the same order, nothing cut.  Anything else: given up. */
+static int
+walk_object(Walk *w, PyObject *x, PyObject *info, int depth)
+{
+    PyObject *shape = info_slot(w, info, SLOT_SHAPE), *descr = info_slot(w, info, SLOT_DESCR);
+    PyObject *fields, *names, *values = NULL, *name, *field;
+    Py_ssize_t n, i, pos = 0;
+    int r;
+    if (shape == NULL || !PyTuple_CheckExact(shape) || PyTuple_GET_SIZE(shape) != 2
+        || descr == NULL || descr == Py_None) {
+        return WALK_BAIL;
+    }
+    names = PyTuple_GET_ITEM(shape, 0);
+    if (!PyTuple_CheckExact(names) || !PyBytes_CheckExact(PyTuple_GET_ITEM(shape, 1))) {
+        return WALK_BAIL;
+    }
+    fields = read_fields(descr, x);
+    if (fields == NULL) {
+        return PyErr_Occurred() ? walk_failed() : WALK_BAIL;
+    }
+    if (!PyDict_CheckExact(fields)) {
+        Py_DECREF(fields);
+        return WALK_BAIL;
+    }
+    n = PyDict_GET_SIZE(fields);
+    if (n != PyTuple_GET_SIZE(names) || n > w->left || n > w->max_items + 1) {
+        Py_DECREF(fields);
+        return WALK_BAIL;
+    }
+    Py_INCREF(shape);   /* a call below may give the class another shape */
+    values = PyTuple_New(n);
+    if (values == NULL) {
+        r = -1;
+        goto done;
+    }
+    for (i = 0; i < n && PyDict_Next(fields, &pos, &name, &field); i++) {
+        if (name != PyTuple_GET_ITEM(names, i)) {
+            r = WALK_BAIL;
+            goto done;
+        }
+        PyTuple_SET_ITEM(values, i, Py_NewRef(field));
+    }
+    if (i < n) {
+        r = WALK_BAIL;
+        goto done;
+    }
+    w->left -= n;
+    WALK_CHECK(put_bytes(w, PyTuple_GET_ITEM(shape, 1)));
+    for (i = 0; i < n; i++) {
+        if (i) {
+            WALK_CHECK(put_bytes(w, w->ctx[CTX_SEP]));
+        }
+        WALK_CHECK(walk_element(w, PyTuple_GET_ITEM(values, i), depth));
+    }
+    r = put_bytes(w, w->ctx[CTX_STRUCT_TAIL]);
+done:
+    Py_XDECREF(values);
+    Py_DECREF(shape);
+    Py_DECREF(fields);
+    return r;
+}
+
+/* Container x at depth, on the path while its elements are walked. */
+static int
+walk_container(Walk *w, PyObject *x, PyObject *info, int depth)
+{
+    PyObject *family_obj = info_slot(w, info, SLOT_FAMILY);
+    long family;
+    int r;
+    if (family_obj == NULL || !PyLong_CheckExact(family_obj) || w->sp > MAX_DEPTH) {
+        return WALK_BAIL;
+    }
+    family = PyLong_AsLong(family_obj);
+    w->path[w->sp++] = x;
+    if (family == FAMILY_OBJECT) {
+        r = walk_object(w, x, info, depth);
+    }
+    else if (family == FAMILY_LIST && Py_TYPE(x) == &PyList_Type) {
+        r = walk_sequence(w, x, info, depth, 0);
+    }
+    else if (family == FAMILY_TUPLE && Py_TYPE(x) == &PyTuple_Type) {
+        r = walk_sequence(w, x, info, depth, 1);
+    }
+    else if (family == FAMILY_DICT && Py_TYPE(x) == &PyDict_Type) {
+        r = walk_dict(w, x, info, depth);
+    }
+    else {
+        r = WALK_BAIL;
+    }
+    w->sp--;
+    return r;
+}
+
+/* A container below max_depth, as its summary (Python: enc._summary; cached by (info, size) for
+   the families here, whose size is their length; the rest asks the Python). */
+static int
+put_summary(Walk *w, PyObject *x, PyObject *info)
+{
+    PyObject *family_obj = info_slot(w, info, SLOT_FAMILY), *key, *data;
+    long family = family_obj != NULL && PyLong_CheckExact(family_obj) ? PyLong_AsLong(family_obj) : -1;
+    Py_ssize_t size;
+    if (family == FAMILY_OBJECT) {
+        size = -1;
+    }
+    else if (family == FAMILY_LIST && Py_TYPE(x) == &PyList_Type) {
+        size = PyList_GET_SIZE(x);
+    }
+    else if (family == FAMILY_TUPLE && Py_TYPE(x) == &PyTuple_Type) {
+        size = PyTuple_GET_SIZE(x);
+    }
+    else if (family == FAMILY_DICT && Py_TYPE(x) == &PyDict_Type) {
+        size = PyDict_GET_SIZE(x);
+    }
+    else {
+        return put_result(w, PyObject_CallFunctionObjArgs(w->ctx[CTX_SUMMARY], x, info, NULL));
+    }
+    key = Py_BuildValue("(On)", info, size);
+    if (key == NULL) {
+        return -1;
+    }
+    /* A TypeInfo hashes and compares by identity (object's), a size as an int: no program code. */
+    data = PyDict_GetItemWithError(w->ctx[CTX_SUMMARIES], key);
+    Py_DECREF(key);
+    if (data != NULL && PyBytes_CheckExact(data) && PyBytes_GET_SIZE(data) > 0) {
+        return put_raw(w, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data));
+    }
+    if (data == NULL && PyErr_Occurred()) {
+        return walk_failed();
+    }
+    return put_result(w, PyObject_CallFunctionObjArgs(w->ctx[CTX_SUMMARY], x, info, NULL));
+}
+
+/* An element of a container at depth (Python: scalars, then child and open_element). */
+static int
+walk_element(Walk *w, PyObject *x, int depth)
+{
+    PyTypeObject *t = Py_TYPE(x);
+    PyObject *info, *container;
+    int r, i;
+    if (t == &PyLong_Type) {
+        return put_cached(w, w->ctx[CTX_INTS], w->ctx[CTX_ENCODE], x);
+    }
+    if (t == &PyUnicode_Type) {
+        return put_cached(w, w->ctx[CTX_STRS], w->ctx[CTX_ENCODE], x);
+    }
+    if (t == &PyFloat_Type) {
+        return put_cached(w, w->ctx[CTX_FLOATS], w->ctx[CTX_ENCODE], x);
+    }
+    if (t == &PyBool_Type || x == Py_None) {
+        return put_cached(w, w->ctx[CTX_CONSTANTS], w->ctx[CTX_ENCODE], x);
+    }
+    info = type_info(w, t);
+    if (info == NULL) {
+        return walk_failed();
+    }
+    container = info_slot(w, info, SLOT_CONTAINER);
+    if (container != Py_True) {
+        /* A leaf: its handler (a failure there is the Python's to spell, as an Error). */
+        PyObject *handler = info_slot(w, info, SLOT_HANDLER);
+        if (container != Py_False || handler == NULL) {
+            r = WALK_BAIL;
+        }
+        else {
+            Py_INCREF(handler);     /* held while it runs */
+            r = put_result(w, PyObject_CallFunctionObjArgs(handler, x, info, NULL));
+            Py_DECREF(handler);
+        }
+        Py_DECREF(info);
+        return r;
+    }
+    for (i = 0; i < w->sp; i++) {
+        if (w->path[i] == x) {  /* on its own path: a cycle (Python: enc._cycle, cached) */
+            PyObject *data = PyDict_GetItemWithError(w->ctx[CTX_CYCLES], info);
+            if (data != NULL && PyBytes_CheckExact(data) && PyBytes_GET_SIZE(data) > 0) {
+                r = put_raw(w, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data));
+            }
+            else if (data == NULL && PyErr_Occurred()) {
+                r = walk_failed();
+            }
+            else {
+                r = put_result(w, PyObject_CallOneArg(w->ctx[CTX_CYCLE], info));
+            }
+            Py_DECREF(info);
+            return r;
+        }
+    }
+    if (depth >= w->max_depth) {
+        r = put_summary(w, x, info);
+    }
+    else {
+        r = walk_container(w, x, info, depth + 1);
+    }
+    Py_DECREF(info);
+    return r;
+}
+
+/* walk(context, value, info) -> bytes | None: value's record, or None (the Python walk's turn). */
+static PyObject *
+walk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *context, *value, *info, *slots, *result = NULL;
+    Py_ssize_t i, n_items;
+    int64_t max_nodes;
+    int r;
+    Walk *w;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "walk() takes 3 arguments (context, value, info)");
+        return NULL;
+    }
+    context = args[0];
+    value = args[1];
+    info = args[2];
+    if (!PyTuple_CheckExact(context) || PyTuple_GET_SIZE(context) != CTX_SIZE) {
+        PyErr_SetString(PyExc_TypeError, "walk() context must be the encoder's tuple");
+        return NULL;
+    }
+    w = PyMem_Malloc(sizeof(Walk));
+    if (w == NULL) {
+        return PyErr_NoMemory();
+    }
+    w->ctx = &PyTuple_GET_ITEM(context, 0);
+    w->out = w->inline_out;
+    w->len = 0;
+    w->cap = WALK_INLINE;
+    w->sp = 0;
+    r = 0;
+    if (!PyType_Check(w->ctx[CTX_INFO_TYPE]) || !PyTuple_CheckExact(w->ctx[CTX_SLOTS])
+        || PyTuple_GET_SIZE(w->ctx[CTX_SLOTS]) != SLOT_COUNT
+        || !PyTuple_CheckExact(w->ctx[CTX_ITEMS]) || !PyList_CheckExact(w->ctx[CTX_PAIR_HEADS])
+        || PyList_GET_SIZE(w->ctx[CTX_PAIR_HEADS]) < 1) {
+        PyErr_SetString(PyExc_TypeError, "walk() context is not the encoder's");
+        goto finish;
+    }
+    w->info_type = (PyTypeObject *)w->ctx[CTX_INFO_TYPE];
+    slots = w->ctx[CTX_SLOTS];
+    for (i = 0; i < SLOT_COUNT; i++) {
+        PyObject *descr = PyTuple_GET_ITEM(slots, i);
+        PyMemberDef *member;
+        if (Py_TYPE(descr) != &PyMemberDescr_Type) {
+            PyErr_SetString(PyExc_TypeError, "walk() context: TypeInfo slots must be members");
+            goto finish;
+        }
+        member = ((PyMemberDescrObject *)descr)->d_member;
+        if (member->type != Py_T_OBJECT_EX) {
+            PyErr_SetString(PyExc_TypeError, "walk() context: TypeInfo slots must be objects");
+            goto finish;
+        }
+        w->slot[i] = member->offset;
+    }
+    w->max_items = PyLong_AsSsize_t(w->ctx[CTX_MAX_ITEMS]);
+    w->max_depth = PyLong_AsSsize_t(w->ctx[CTX_MAX_DEPTH]);
+    if (read_limit(w->ctx[CTX_MAX_NODES], "max_nodes", &max_nodes) < 0) {
+        goto finish;
+    }
+    if (PyErr_Occurred()) {
+        goto finish;
+    }
+    n_items = PyTuple_GET_SIZE(w->ctx[CTX_ITEMS]);
+    /* Limits the walk does not take (they are validated before, this is a bound): the Python's. */
+    if (w->max_depth < 1 || w->max_depth > MAX_DEPTH || w->max_items < 0
+        || max_nodes < 0 || n_items < w->max_depth + 1) {
+        result = Py_NewRef(Py_None);
+        goto finish;
+    }
+    for (i = 0; i <= w->max_depth; i++) {
+        w->items[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(w->ctx[CTX_ITEMS], i));
+        if (w->items[i] < 0) {
+            if (PyErr_Occurred()) {
+                goto finish;
+            }
+            result = Py_NewRef(Py_None);
+            goto finish;
+        }
+    }
+    w->left = max_nodes;
+    w->redacting = PyObject_IsTrue(w->ctx[CTX_REDACTING]);
+    if (Py_TYPE(info) != w->info_type || info_slot(w, info, SLOT_TYPE) != (PyObject *)Py_TYPE(value)) {
+        result = Py_NewRef(Py_None);
+        goto finish;
+    }
+    Py_INCREF(info);
+    r = walk_container(w, value, info, 1);
+    Py_DECREF(info);
+    if (r == 0) {
+        result = PyBytes_FromStringAndSize(w->out, w->len);
+    }
+    if (r == WALK_BAIL || (result == NULL && PyErr_ExceptionMatches(PyExc_Exception))) {
+        PyErr_Clear();  /* (a MemoryError of the buffer, too: the Python walk's turn) */
+        result = Py_NewRef(Py_None);
+    }
+finish:
+    if (w->out != w->inline_out) {
+        PyMem_Free(w->out);
+    }
+    PyMem_Free(w);
+    return result;
+}
+
+#undef WALK_CHECK
+
+
 /* -- The module -------------------------------------------------------------------------------- */
 
 PyDoc_STRVAR(signature_doc,
@@ -650,9 +1337,15 @@ PyDoc_STRVAR(signature_doc,
 "The compiled timelapse.snapshot.python_signature: the same bytes, the same objects\n"
 "appended to keep, None in the same cases; it runs no Python code of the program.");
 
+PyDoc_STRVAR(walk_doc,
+"walk(context, value, info) -> bytes | None\n\n"
+"The compiled part of timelapse.encoder's walk: value's record (a list, tuple, dict or\n"
+"instance of the commonest kinds), or None where the Python walk must encode it.");
+
 static PyMethodDef speedups_methods[] = {
     {"signature", (PyCFunction)(void (*)(void))signature, METH_FASTCALL | METH_KEYWORDS,
      signature_doc},
+    {"walk", (PyCFunction)(void (*)(void))walk, METH_FASTCALL, walk_doc},
     {NULL, NULL, 0, NULL}
 };
 

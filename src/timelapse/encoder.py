@@ -151,6 +151,12 @@ class ValueEncoder:
         self._spelled_floats: dict[float, bytes] = {}
         self._spelled_constants: dict[object, bytes] = {}
         self._spelled_more: dict[int, bytes] = {}
+        #: The records of containers shown as summaries (below max_depth) by (TypeInfo, size; -1
+        #: for none), and as cycles by TypeInfo: most are the same few at every step (an
+        #: account's bank's other accounts). They name type ids, so they are dropped with the
+        #: type-id cache (and with the class cache: their infos keep classes).
+        self._spelled_summaries: dict[tuple, bytes] = {}
+        self._spelled_cycles: dict[TypeInfo, bytes] = {}
         #: The spelled heads of exact ints and floats (their TypeIds), once known, and their tails.
         self._int_head = self._float_head = b""
         self._int_tail, self._float_tail = spelling.int_tail, spelling.float_tail
@@ -177,6 +183,9 @@ class ValueEncoder:
         self._spelled_keys: dict[str, bytes] = {}
         hot = _make_walk(self)
         self._walk, self._scalars, self._entries = hot["walk"], hot["scalars"], hot["entries"]
+        #: The compiled walk in use (``snapshot.compiled_walk``) or None, and what it is given of
+        #: this encoder (for tests and benchmarks: the walk calls it itself).
+        self.compiled_walk, self._walk_context = hot["compiled"], hot["context"]
         self._openers: dict[int, Callable[..., Any]] = {
             Family.LIST: hot["open_list"], Family.TUPLE: hot["open_list"],
             Family.SEQUENCE: hot["open_sequence"], Family.SET: self._open_set,
@@ -571,6 +580,8 @@ class ValueEncoder:
             infos.clear()
             self._plain_objects.clear()
             self._forget_reuse()
+            self._spelled_summaries.clear()
+            self._spelled_cycles.clear()
         infos[id(t)] = info
         if info.family == Family.OBJECT and not info.slots and info.dict_descriptor is not None:
             self._plain_objects[id(t)] = (t, info.dict_descriptor)
@@ -589,6 +600,8 @@ class ValueEncoder:
             if len(self._type_ids) >= _TYPE_ID_CACHE_SIZE:
                 self._type_ids.clear()
                 self._forget_reuse()    # kept bytes name type ids that would be registered anew
+                self._spelled_summaries.clear()     # (the same)
+                self._spelled_cycles.clear()
             self._type_ids[key] = tid
         return tid
 
@@ -619,11 +632,23 @@ class ValueEncoder:
         return data
 
     def _cycle(self, info: TypeInfo) -> bytes:
-        return self._raw(TypeKind.RAW, info.lang, f"<cycle: {info.lang}>")
+        data = self._spelled_cycles.get(info)
+        if data is None:
+            data = self._raw(TypeKind.RAW, info.lang, f"<cycle: {info.lang}>")
+            _remember(self._spelled_cycles, info, data)
+        return data
 
     def _summary(self, x: Any, info: TypeInfo) -> bytes:
-        """A container nested deeper than max_depth."""
-        return self._raw(TypeKind.RAW, info.lang, summary_text(x, info))
+        """A container nested deeper than max_depth: ``<list: 3 items>``, ``<Account object>``
+        (cached by class and size; an enum member's says its name, and is not)."""
+        if info.family == Family.ENUM:
+            return self._raw(TypeKind.RAW, info.lang, summary_text(x, info))
+        key = (info, info.size(x) if info.size is not None else -1)
+        data = self._spelled_summaries.get(key)
+        if data is None:
+            data = self._raw(TypeKind.RAW, info.lang, summary_text(x, info))
+            _remember(self._spelled_summaries, key, data)
+        return data
 
     def _error(self, lang: str, exc: BaseException) -> bytes:
         self.errors += 1
@@ -691,6 +716,23 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
     #: items_below[d]: the items tuple of a signature taken of an element of a container at depth d
     #: (made only for the depths signatures go to: max_depth can be 100,000).
     items_below = [(max_items,) + items_at[d + 1:] for d in range(max_depth + 1)] if nodes is not None else []
+    # The compiled walk (``_speedups.walk``): what it needs of the encoder, in the order of the
+    # CTX_* names in _speedups.c. It handles the commonest values whole and gives up on the rest
+    # (None): the Python below is its specification and its fallback. It opens every container at
+    # once, as child does within eager_levels: so only for values that can't go deeper than that
+    # (the default max_depth is 3). Deeper, the Python leaves holes for fill, and types would be
+    # registered in another order (their ids are in the bytes).
+    compiled = snapshot.compiled_walk if max_depth <= eager_levels else None
+    OBJECT = Family.OBJECT  # the families it may take: LIST, TUPLE, DICT, OBJECT (10-13)
+    context = (
+        infos, classify, enc._spelled_ints, enc._spelled_strs, enc._spelled_floats,
+        enc._spelled_constants, enc._spelled_keys if redactor is not None else enc._spelled_strs,
+        encode, spell_key, enc._spelled_more, more, cycle, summary, enc._head, enc._pair_heads,
+        enc._pair_head, items_at, max_items, max_depth, max_nodes, sep, seq_tail, tuple_tail,
+        struct_tail, TypeInfo, tuple(TypeInfo.__dict__[name] for name in (
+            "type", "family", "container", "handler", "head", "shape", "dict_descriptor")),
+        redactor is not None, enc._spelled_summaries, enc._spelled_cycles,
+    )
 
     def scalars(elements: Any, depth: int, state: list) -> list:
         """The spelled elements of a container at ``depth``; None or an opened frame for those
@@ -871,16 +913,26 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
             except Exception:
                 before = None
             errors, redactions = enc.errors, enc.redactions
-        state = [max_nodes, False, {key: None}, 1]
-        counted = enc.redactions
-        try:
-            result = info.handler(value, info, 1, state)
-        except Exception:   # (rare) too close to the recursion limit, or a failure: see open_here
-            state[0], state[2] = max_nodes, {}
-            enc.redactions = counted    # what was redacted is redacted again, and counted then
-            result = open_here(value, info, 1, state)
-        if type(result) is tuple:
-            result = fill(value, info, result, state)
+        result = None
+        if compiled is not None and info.family <= OBJECT:
+            # The compiled walk (lists, tuples, dicts, instances by their shape, scalars): the
+            # same bytes, or None where it gives up; then the Python walk does it all again,
+            # from the counters as they were (_speedups.c says why that is safe).
+            counted, failures = enc.redactions, enc.errors
+            result = compiled(context, value, info)
+            if result is None:
+                enc.redactions, enc.errors = counted, failures
+        if result is None:
+            state = [max_nodes, False, {key: None}, 1]
+            counted = enc.redactions
+            try:
+                result = info.handler(value, info, 1, state)
+            except Exception:   # (rare) too close to the recursion limit, or a failure: see open_here
+                state[0], state[2] = max_nodes, {}
+                enc.redactions = counted    # what was redacted is redacted again, and counted then
+                result = open_here(value, info, 1, state)
+            if type(result) is tuple:
+                result = fill(value, info, result, state)
         if entry is None:
             if len(met_once) >= _REUSE_ENTRIES:
                 met_once.clear()
@@ -1142,7 +1194,8 @@ def _make_walk(enc: ValueEncoder) -> dict[str, Callable[..., Any]]:
         return enc._struct(info, pairs, total, not info.slots, depth, state)
 
     return {"walk": walk, "scalars": scalars, "open_list": open_list, "open_sequence": open_sequence,
-            "open_mapping": open_mapping, "entries": entries, "open_object": open_object}
+            "open_mapping": open_mapping, "entries": entries, "open_object": open_object,
+            "compiled": compiled, "context": context}
 
 def collection_items(max_items: int, depth: int) -> int:
     """Elements shown of a collection at ``depth`` (1: a variable's own list, dict, set, ...):

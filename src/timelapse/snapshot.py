@@ -51,7 +51,7 @@ from array import array
 from itertools import islice
 from typing import Any
 
-__all__ = ["IMPLEMENTATION", "MAX_HELD_TEXT", "signature", "python_signature"]
+__all__ = ["IMPLEMENTATION", "MAX_HELD_TEXT", "compiled_walk", "signature", "python_signature"]
 
 #: Texts (str, bytes) longer than this are not kept: a value holding one has no signature.
 MAX_HELD_TEXT = 256
@@ -179,10 +179,14 @@ def _pure_forced() -> bool:
 #: The implementation in use: "c" (the compiled ``timelapse._speedups``) or "python".
 IMPLEMENTATION = "python"
 signature = python_signature
+#: The compiled part of the encoder's walk (``_speedups.walk``, see ``encoder._make_walk``), or
+#: None: the encoder's Python walk does it all. Chosen here with the signature, in one place.
+compiled_walk = None
 if not _pure_forced():
     try:
         from timelapse._speedups import signature  # type: ignore[no-redef]  # noqa: F811
+        from timelapse._speedups import walk as compiled_walk  # type: ignore[no-redef]  # noqa: F811
     except ImportError:     # not built (no compiler when installed): the Python one
-        pass
+        signature = python_signature
     else:
         IMPLEMENTATION = "c"

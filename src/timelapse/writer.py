@@ -301,12 +301,18 @@ class TraceWriter:
             done = os.fstat(fd).st_size - start
             if done > 0:    # an interrupted flush wrote part of it
                 pieces = _skip_bytes(pieces, done)
-            while pieces:
-                chunk = pieces[:_IOV_MAX]
+            sent = 0    # pieces[sent:] are still to write
+            while sent < len(pieces):
+                chunk = pieces[sent:sent + _IOV_MAX]
                 written = os.writev(fd, chunk)
                 if written == 0:    # nothing written and no error: never loop on it
                     raise OSError(errno.ENOSPC, "no space left on the device (a write wrote nothing)")
-                pieces = _skip_bytes(pieces, written)     # a short write: the rest again
+                if written == sum(map(len, chunk)):
+                    # The usual: all of it (one C sum; _skip_bytes is a Python loop over the
+                    # pieces, and a batch of big events is thousands of them: hot path).
+                    sent += len(chunk)
+                else:   # a short write: the rest again
+                    pieces, sent = _skip_bytes(pieces[sent:], written), 0
             self.bytes_written = os.fstat(fd).st_size
         if frame is not None and len(self._frames) == frame[0]:    # once, even if interrupted here
             self._frames.extend(frame[1])   # one call: all of the batch's entries or none
