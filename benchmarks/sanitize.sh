@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the tests of the compiled code (tests/test_speedups.py: the signature and the walk; and
-# tests/test_encoder.py, tests/test_reuse.py, whose encoders use the compiled walk) against
-# timelapse._speedups built with AddressSanitizer (and UndefinedBehaviorSanitizer), then against
+# tests/test_encoder.py, tests/test_reuse.py, whose encoders use the compiled walk;
+# tests/test_eventscan.py: the reader's event scanner) against timelapse._speedups and
+# timelapse._eventscan built with AddressSanitizer (and UndefinedBehaviorSanitizer), then against
 # the normal build under `python -X dev` (the debug allocator hooks catch a write past a PyMem
 # buffer, faulthandler shows where a crash was).
 #
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/.."
 asan=$(gcc -print-file-name=libasan.so)
 [ -e "$asan" ] || { echo "sanitize: libasan not found (gcc -print-file-name=libasan.so: $asan)"; exit 1; }
 
-tests="tests/test_speedups.py tests/test_encoder.py tests/test_reuse.py"
+tests="tests/test_speedups.py tests/test_encoder.py tests/test_reuse.py tests/test_eventscan.py"
 status=0
 for python in "$@"; do
   work=$(mktemp -d)
@@ -29,6 +30,9 @@ for python in "$@"; do
   gcc -shared -fPIC -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
       -fno-sanitize-recover=undefined -Wall -Wextra -Wno-unused-parameter -Werror \
       -I"$include" src/timelapse/_speedups.c -o "$work/timelapse/_speedups$suffix"
+  gcc -shared -fPIC -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+      -fno-sanitize-recover=undefined -Wall -Wextra -Wno-unused-parameter -Werror \
+      -I"$include" src/timelapse/_eventscan.c -o "$work/timelapse/_eventscan$suffix"
 
   echo "=== sanitize: Python $version, AddressSanitizer + UBSan build"
   # PYTHONMALLOC=malloc: the words buffer and the rest go through malloc, where ASan sees them
@@ -36,8 +40,9 @@ for python in "$@"; do
   # not free everything at exit.
   if ! env PYTHONPATH="$work" PYTHONMALLOC=malloc LD_PRELOAD="$asan" \
         ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-        "$python" -c "import timelapse._speedups as m, timelapse.snapshot as s, sys; \
-assert m.__file__.startswith('$work'), m.__file__; print('sanitize: using', m.__file__, s.IMPLEMENTATION)"; then
+        "$python" -c "import timelapse._speedups as m, timelapse._eventscan as e, timelapse.snapshot as s, sys; \
+assert m.__file__.startswith('$work') and e.__file__.startswith('$work'), (m.__file__, e.__file__); \
+print('sanitize: using', m.__file__, e.__file__, s.IMPLEMENTATION)"; then
     status=1
   elif ! env PYTHONPATH="$work" PYTHONMALLOC=malloc LD_PRELOAD="$asan" \
         ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \

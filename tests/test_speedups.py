@@ -638,6 +638,17 @@ walk_limits = st.fixed_dictionaries({}, optional={
 })
 
 
+@pytest.mark.parametrize("max_items", [2**31, 2**62, 2**63 - 1, 2**63, 2**64, 2**100])
+def test_the_compiled_walk_takes_any_item_limit(max_items):
+    """Limits past 64 bits, or at its edge (2**63-1 + 1 overflowed: a read past a list's end), are
+    read clamped: the same bytes as the Python walk, which no container can tell from unlimited."""
+    value = [[1, 2, 3], {"a": 1, "b": [1, 2]}, (1, 2), Shaped(x=1, y=[2]), "text"]
+    check_twins([value, value], {"max_items": max_items, "max_nodes": 1000}, False)
+    (fast, _), _ = twin_encoders({"max_items": max_items, "max_nodes": 1000}, False)
+    fast.encode_json(value)
+    assert fast.errors == 0
+
+
 def check_twins(values, limits, redact):
     (fast, fast_types), (slow, slow_types) = twin_encoders(limits, redact)
     for value in values:

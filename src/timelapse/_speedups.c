@@ -1231,7 +1231,7 @@ walk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *context, *value, *info, *slots, *result = NULL;
     Py_ssize_t i, n_items;
-    int64_t max_nodes;
+    int64_t max_nodes, limit;
     int r;
     Walk *w;
     if (nargs != 3) {
@@ -1278,12 +1278,18 @@ walk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         w->slot[i] = member->offset;
     }
-    w->max_items = PyLong_AsSsize_t(w->ctx[CTX_MAX_ITEMS]);
-    w->max_depth = PyLong_AsSsize_t(w->ctx[CTX_MAX_DEPTH]);
-    if (read_limit(w->ctx[CTX_MAX_NODES], "max_nodes", &max_nodes) < 0) {
+    /* Every limit read clamped to LIMIT_CLAMP (2**62), as the signature's: no container holds that
+       many elements, so a larger limit shows what a clamped one does, and `limit + 1` below can
+       never overflow (an unclamped 2**63-1 did: a read past a list's end). */
+    if (read_limit(w->ctx[CTX_MAX_ITEMS], "max_items", &limit) < 0) {
         goto finish;
     }
-    if (PyErr_Occurred()) {
+    w->max_items = (Py_ssize_t)limit;
+    if (read_limit(w->ctx[CTX_MAX_DEPTH], "max_depth", &limit) < 0) {
+        goto finish;
+    }
+    w->max_depth = (Py_ssize_t)limit;
+    if (read_limit(w->ctx[CTX_MAX_NODES], "max_nodes", &max_nodes) < 0) {
         goto finish;
     }
     n_items = PyTuple_GET_SIZE(w->ctx[CTX_ITEMS]);
@@ -1294,11 +1300,11 @@ walk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         goto finish;
     }
     for (i = 0; i <= w->max_depth; i++) {
-        w->items[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(w->ctx[CTX_ITEMS], i));
+        if (read_limit(PyTuple_GET_ITEM(w->ctx[CTX_ITEMS], i), "items", &limit) < 0) {
+            goto finish;
+        }
+        w->items[i] = (Py_ssize_t)limit;
         if (w->items[i] < 0) {
-            if (PyErr_Occurred()) {
-                goto finish;
-            }
             result = Py_NewRef(Py_None);
             goto finish;
         }
