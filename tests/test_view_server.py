@@ -666,3 +666,22 @@ def test_a_history_search_has_a_budget(bank, monkeypatch):
     for before in ("", f"&before={module_step}"):
         history = _ok(bank, f"/api/history?i={module_step}&name=nothing{before}")
         assert history["cut"] is True and history["changes"] == []
+
+
+def test_a_call_that_never_returns_ends_at_its_threads_last_step(tmp_path):
+    switch = {"Return": {"return_value": {"kind": "Raw", "type_id": 2, "r": "<thread switch>"}}}
+    events = [{"Type": {"kind": 16, "lang_type": "<thread switch>", "specific_info": {"kind": "None"}}},
+              {"Function": {"path_id": 0, "line": 3, "name": "spin"}}, {"ThreadStart": 1},
+              {"Step": {"path_id": 0, "line": 1}},
+              {"ThreadStart": 2}, {"Step": {"path_id": 0, "line": 3}}, {"Call": {"function_id": 1, "args": []}},
+              {"Step": {"path_id": 0, "line": 4}}, switch,
+              {"ThreadSwitch": 1}, {"Step": {"path_id": 0, "line": 2}}, {"Step": {"path_id": 0, "line": 5}},
+              {"Return": {"return_value": {"kind": "None", "type_id": 0}}}]
+    index = _hand_made(tmp_path, events)
+    try:
+        [spin] = [c for c in range(index.calls_ready()) if index.function_name(c) == "spin"]
+        assert index.call_end[spin] == -1 and list(index.step_line) == [1, 3, 4, 2, 5]
+        assert api.call(index, spin)["last_step"] == 2     # its thread's last step, not the trace's
+        assert api.call(index, 0)["last_step"] == 4
+    finally:
+        index.close()

@@ -191,6 +191,7 @@ class TraceIndex:
         self.failure: str | None = None    # why reading stopped early (a damaged trace)
         self.done = threading.Event()
         self._stopping = False
+        self.thread_last_step: dict[int, int] = {}     # thread ordinal -> its last step (once read)
 
     # -- reading the stream (the builder thread) --------------------------------------------------
 
@@ -208,6 +209,7 @@ class TraceIndex:
             for numbers in (self.step_path, self.step_line, self.step_call, self.step_thread, self.step_prev):
                 del numbers[whole:]
             self.ready_steps = whole
+            self._last_steps_of_threads()
             self.complete = True
             self.done.set()
 
@@ -415,10 +417,25 @@ class TraceIndex:
             return str(self.functions[function].get("name", "?"))
         return f"<function {function}>"
 
+    def _last_steps_of_threads(self) -> None:
+        # A call that never returned holds every later step of its thread: its last one is its end.
+        last: dict[int, int] = {}
+        threads = len(self.threads) or 1
+        for step in range(len(self.step_thread) - 1, -1, -1):
+            last.setdefault(self.step_thread[step], step)
+            if len(last) == threads:
+                break
+        self.thread_last_step = last
+
     def last_step_of(self, call: int) -> int:
-        """The last step of a call, its callees' included (for an open call: the last one so far)."""
+        """The last step of a call, its callees' included: for a call still open, the last one read
+        so far, and once all is read, for one that never returned, its thread's last step."""
         end = self.call_end[call]
-        return end if end >= 0 else self.steps_ready() - 1
+        if end >= 0:
+            return end
+        if self.complete:
+            return self.thread_last_step.get(self.call_thread[call], self.steps_ready() - 1)
+        return self.steps_ready() - 1
 
     def locals_at(self, step: int) -> list[tuple[str, Any]]:
         """(name, record) of the Values after a step; the first step of a call that has none shows
