@@ -685,3 +685,27 @@ def test_a_call_that_never_returns_ends_at_its_threads_last_step(tmp_path):
         assert api.call(index, 0)["last_step"] == 4
     finally:
         index.close()
+
+
+def test_without_no_browser_the_page_is_opened_in_the_browser(tmp_path):
+    """webbrowser honours $BROWSER: a stand-in browser writes down the address it was given."""
+    out = _record(tmp_path, "x = 1\n", "json")
+    opened = tmp_path / "opened"
+    browser = f"{sys.executable} -c \"import sys; open({str(opened)!r}, 'w').write(sys.argv[1])\" %s"
+    starter = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler);"
+               "from timelapse.cli import main; sys.exit(main())")
+    process = subprocess.Popen([sys.executable, "-c", starter, "view", str(out)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "BROWSER": browser})
+    try:
+        url = process.stdout.readline().split(" at ", 1)[1].split()[0]
+        for _ in range(300):
+            if opened.exists() and opened.read_text():
+                break
+            __import__("time").sleep(0.1)
+        assert opened.read_text() == url
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
