@@ -240,11 +240,14 @@ def test_damage_is_reported_as_without_the_scanner(tmp_path, compiled, monkeypat
         (folder / "trace.json").write_text(damaged)
         with pytest.raises(TraceUnreadable) as ordinary:
             list(iter_events(folder))
-        seen = []
+        seen, left_out = [], LeftOut()
         with pytest.raises(TraceUnreadable) as skipping:
-            for event in iter_events(folder, values=False):
+            for event in iter_events(folder, values=False, left_out=left_out):
                 seen.append(event)
         assert str(skipping.value) == str(ordinary.value)
+        # Values left out before the damage: counted once, also where a batch was read again.
+        events_before = [e for e in events[: len(seen) + left_out.values]]
+        assert left_out.values == sum(map(reader._is_value, events_before))
         assert seen == [e for e in events if not reader._is_value(e)][: len(seen)] and len(seen) > 20
 
 

@@ -532,21 +532,33 @@ def _as_mode(event: Any, mode: str, left_out: LeftOut) -> Any:
 _NOTHING = object()
 
 
-def _scanned(items: list, flags: list | int, decode: Any, mode: str, left_out: LeftOut) -> list | None:
+def _scanner(stream_format: str, mode: str) -> Any:
+    """The compiled scan for a format ("cbor" or "json") and a mode, or None: with "leave" the one
+    that skips Values (``*_events``), with "raw" the one that flags them (``*_split``)."""
+    if EVENTSCAN is None or mode == "keep":
+        return None
+    return getattr(EVENTSCAN, f"{stream_format}_{'events' if mode == 'leave' else 'split'}")
+
+
+def _scanned(items: list, flags: list | int, decode: Any, mode: str, left_out: LeftOut
+             ) -> tuple[list, int] | None:
     """The events of one batch the compiled scanner found whole (``items``, bytes or texts), in
-    order, as ``mode`` wants them: with "leave", ``flags`` is the count of Values it skipped; with
-    "raw", ``flags[i]`` says whether ``items[i]`` is a Value, kept undecoded. None if an item that
-    must be decoded cannot be: then the ordinary way decodes the batch and says what is wrong where."""
+    order, as ``mode`` wants them, and how many events of the stream the batch was: with "leave",
+    ``flags`` is the count of Values it skipped; with "raw", ``flags[i]`` says whether ``items[i]``
+    is a Value, kept undecoded. None if an item that must be decoded cannot be: then the ordinary
+    way decodes the batch (and counts it) and says what is wrong where."""
     events = []
     try:
         if mode == "leave":
-            left_out.values += flags  # type: ignore[operator]
+            dropped = flags     # skipped by the scanner, and below, Values spelled otherwise
             for item in items:
                 event = decode(item)
-                if _is_value(event):        # a Value spelled otherwise than the recorder does
-                    left_out.values += 1
+                if _is_value(event):
+                    dropped += 1  # type: ignore[operator]
                 else:
                     events.append(event)
+            left_out.values += dropped  # type: ignore[operator]
+            return events, len(items) + flags  # type: ignore[operator]
         else:
             for item, is_value in zip(items, flags):  # type: ignore[call-overload]
                 if is_value:
@@ -556,7 +568,7 @@ def _scanned(items: list, flags: list | int, decode: Any, mode: str, left_out: L
                     events.append(RawValue(event) if _is_value(event) else event)
     except Exception:
         return None
-    return events
+    return events, len(items)
 
 
 _JSON_SCAN = json.JSONDecoder(parse_constant=_reject_constant).scan_once
@@ -586,7 +598,7 @@ class _JsonArrayReader:
         self.file = file
         self.name = name
         self.decoder = codecs.getincrementaldecoder("utf-8")()
-        self.scan = json.JSONDecoder(parse_constant=_reject_constant).scan_once
+        self.scan = _JSON_SCAN
         self.text = ""  # decoded text not yet consumed (from self.pos on)
         self.pos = 0
         self.bytes_read = 0
@@ -607,9 +619,7 @@ class _JsonArrayReader:
             return
         index = 0
         left_out = left_out or LeftOut()
-        scan = None
-        if EVENTSCAN is not None and mode != "keep":
-            scan = EVENTSCAN.json_events if mode == "leave" else EVENTSCAN.json_split
+        scan = _scanner("json", mode)
         while True:
             if scan is not None:
                 # The elements whole in the buffer, at C speed: the Values skipped or kept
@@ -617,12 +627,12 @@ class _JsonArrayReader:
                 # end, a number, damage) is left to the ordinary way, one element, then this again.
                 texts, flags, end, closed = scan(self.text, self.pos, _JSON_VALUE_KEY)
                 if texts or flags:
-                    events = _scanned(texts, flags, _decode_json_whole, mode, left_out)
-                    if events is None:
+                    batch = _scanned(texts, flags, _decode_json_whole, mode, left_out)
+                    if batch is None:
                         scan = None     # damage among them: the ordinary way says what and where
                     else:
-                        yield from events
-                        index += len(texts) + (flags if mode == "leave" else 0)
+                        yield from batch[0]
+                        index += batch[1]
                         self.pos = end
                         if closed:      # text[end] is the ']'
                             self.pos += 1
@@ -1003,19 +1013,17 @@ def _cbor_items(pieces: Iterator[bytes], cbor2: Any, total: int | None = None, m
             return
         stream = io.BytesIO(piece)
         decoder = cbor2.CBORDecoder(stream, max_depth=_CBOR_DEPTH)
-        scan = None
-        if EVENTSCAN is not None and mode != "keep":
-            scan = EVENTSCAN.cbor_events if mode == "leave" else EVENTSCAN.cbor_split
+        scan = _scanner("cbor", mode)
         while (start := stream.tell()) < len(piece):
             if scan is not None:
                 raws, flags, end = scan(piece, start, _CBOR_VALUE_START)
                 if raws or flags:
-                    events = _scanned(raws, flags, decode, mode, left_out)
-                    if events is None:
+                    batch = _scanned(raws, flags, decode, mode, left_out)
+                    if batch is None:
                         scan = None     # damage among them: the decoder below says what and where
                     else:
-                        yield from events
-                        index += len(raws) + (flags if mode == "leave" else 0)
+                        yield from batch[0]
+                        index += batch[1]
                         stream.seek(end)
                         continue
             try:
