@@ -214,7 +214,7 @@ function onTraceComplete() {
   const hadSources = sourceCache.entries.size > 0;
   sourceCache.clear();
   outputPages.clear();
-  if (treeBuiltIncomplete) loadTree().catch((error) => showError(new Error(`call tree: ${error.message}`)));
+  if (treeBuiltIncomplete) startTreeLoad();
   drawnSources.clear();
   if (current !== null && hadSources) {
     sourceShown = null; // the lines that ran may have grown: draw the file again
@@ -676,6 +676,12 @@ function markHistory() {
 
 const TREE_PAGE = 100;
 let treeBuiltIncomplete = false;
+let treeLoaded = Promise.resolve(); // the latest loadTree: "show current call" waits for it
+
+function startTreeLoad() {
+  treeLoaded = loadTree();
+  treeLoaded.catch((error) => showError(new Error(`call tree: ${error.message}`)));
+}
 
 async function loadTree() {
   treeBuiltIncomplete = !trace.complete;
@@ -771,6 +777,7 @@ async function loadChildren(parent, list, offset) {
 const REVEAL_PAGES = 20;
 
 async function revealCurrentCall() {
+  await treeLoaded.catch(() => {}); // a click as the page opens: the tree's root may not be there yet
   if (current === null || current.stack.length === 0) return;
   const tree = $("tree");
   let item = tree.querySelector(`.call[data-call="${current.stack[0].call}"]`);
@@ -948,7 +955,7 @@ async function start() {
     setTimeout(start, 2000); // perhaps the server was not up yet
     return;
   }
-  loadTree().catch((error) => showError(new Error(`call tree: ${error.message}`)));
+  startTreeLoad();
   if (trace.complete && trace.steps === 0) {
     $("source").replaceChildren(el("p", { className: "empty", text: "This trace has no steps." }));
     return;
