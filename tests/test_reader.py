@@ -370,7 +370,27 @@ def test_step_values(trace):
     steps = {s.index: s for s in trace.steps()}
     assert steps[16].values == {"a": INT(5)}
     assert steps[23].values == {"n": INT(5)}  # the retracted step's Value went with it
-    assert steps[14].values == {}  # arguments are in Call.args, not in the step's values
+    # The def-line step before a Call has the Call's arguments as its values (the db-backend adds
+    # them to that step's variables; timelapse writes no Values there).
+    assert steps[14].values == {"a": INT(5)}
+    assert steps[21].values == {"n": INT(5)}
+    assert steps[10].values == {}
+
+
+def test_call_arguments_join_the_step_before_in_event_order(tmp_path):
+    """As the db-backend lists them: Values before the Call, then its args, then Values after it;
+    a name given twice shows the later record."""
+    events = list(EVENTS)
+    events[15] = {"Call": {"function_id": 2, "args": [{"variable_id": 0, "value": INT(5)}]}}
+    events[15:15] = [{"Value": {"variable_id": 0, "value": INT(1)}}]     # before the Call
+    events[16 + 1:16 + 1] = [{"Value": {"variable_id": 0, "value": INT(7)}}]    # after it
+    trace = Trace.load(write_trace(tmp_path / "t", events))
+    step = next(s for s in trace.steps() if s.index == 14)
+    assert step.values == {"a": INT(7)}
+    events[17:18] = []  # no Value after the Call: the argument wins over the one before it
+    trace = Trace.load(write_trace(tmp_path / "u", events))
+    step = next(s for s in trace.steps() if s.index == 14)
+    assert step.values == {"a": INT(5)}
 
 
 def test_step_call_binding(trace):

@@ -100,8 +100,10 @@ class Step:
 
     path: str
     line: int
-    #: Variable name -> ValueRecord from the ``Value`` events that follow this Step. Arguments that
-    #: only appear in a following ``Call`` are not included (see ``Call.args``).
+    #: Variable name -> ValueRecord: the ``Value`` events that follow this Step, and the arguments
+    #: of a ``Call`` that follows it (the db-backend adds a Call's args to the variables of the step
+    #: before it, its def-line Step: timelapse writes no Values there). A name given twice: the
+    #: later event's record.
     values: dict[str, ValueRecord]
     #: Index of the ``Step`` event in ``Trace.events``.
     index: int
@@ -308,7 +310,10 @@ class _Replay:
         if parent is not None:
             parent.children.append(call)
         if self.steps:
-            self.steps[-1].call = call  # the db-backend binds the step before a Call to it
+            # The db-backend binds the step before a Call to it, and adds the Call's arguments to
+            # that step's variables.
+            self.steps[-1].call = call
+            self.steps[-1].values.update(args)
         self.calls.append(call)
         self.stack.append(call)
 
