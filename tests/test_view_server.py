@@ -110,14 +110,14 @@ def test_trace_info_and_source(bank):
 
 
 def test_steps_agree_with_the_reader(bank):
-    """Every step's place and values, read back from the index's pages, are the reader's."""
+    """Every step's place and variables, read back from the index's pages (a def-line step's are
+    its Call's arguments), are the reader's."""
     trace = Trace.load(bank.index.folder)
     steps = trace.steps()
     for i, expected in enumerate(steps):
         assert (bank.index.step_path[i], bank.index.step_line[i]) == (trace.path_names.index(expected.path),
                                                                         expected.line)
-        got = {bank.index.name(v): record for v, record in bank.index.step_values(i)}
-        assert got == expected.values
+        assert dict(bank.index.locals_at(i)) == expected.values
         assert bank.index.function_name(bank.index.step_call[i]) == expected.call.function
 
 

@@ -170,6 +170,7 @@ class TraceIndex:
         self.call_thread = array("i")      # as step_thread
         self.call_depth = array("i")
         self.call_first = array("i")       # its first step (the def-line Step the Call follows)
+        self.call_bound = array("b")       # 1: call_first is that def-line Step (it holds the args)
         self.call_end = array("i")         # the last step before its Return; -1 while open
         self.call_last_own = array("i")    # its own latest step (not its callees'), -1 if none
         self.call_site = array("i")        # the caller's step it was called from, -1 if none
@@ -334,6 +335,7 @@ class TraceIndex:
         self.call_thread.append(thread)
         self.call_depth.append(len(stack))
         self.call_first.append(first)
+        self.call_bound.append(own >= 0)
         self.call_end.append(-1)
         self.call_last_own.append(own)
         self.call_site.append(site)
@@ -438,12 +440,13 @@ class TraceIndex:
         return self.steps_ready() - 1
 
     def locals_at(self, step: int) -> list[tuple[str, Any]]:
-        """(name, record) of the Values after a step; the first step of a call that has none shows
-        the call's arguments (the def-line Step before a Call has no Values of its own)."""
+        """(name, record) of the variables at a step: the Values after it, and for the def-line Step
+        a Call follows, that Call's arguments first (the db-backend adds them to that step's
+        variables; timelapse writes no Values there)."""
         pairs = self.step_values(step)
         call = self.step_call[step]
-        if not pairs and call >= 0 and self.call_first[call] == step:
-            pairs = self.call_values(call)
+        if call >= 0 and self.call_first[call] == step and self.call_bound[call]:
+            pairs = self.call_values(call) + pairs
         shown: dict[str, Any] = {}
         for variable, record in pairs:      # a name twice (after a DropLastStep): the last one counts
             shown[self.name(variable)] = record
