@@ -767,3 +767,373 @@ def test_the_compiled_walk_is_off_where_the_python_walk_leaves_holes():
         deep = [deep, Shaped(a=deep)]
     check_twins([deep, deep], {"max_depth": 12, "max_nodes": 400}, False)
     check_twins([deep, deep], {"max_depth": 8, "max_nodes": 400}, False)
+
+
+# -- The compiled locals loop (``_speedups.locals_values``, behind monitor.py's on_line) ----------
+#
+# monitor.py's Python loop over a function frame's locals is its specification (``python_loop``
+# below is a copy of it): the same Value events in the same order, new_variable and encode called
+# for the same names and values in the same order (they register variables and types: ids in the
+# bytes), the same exception where the Python raises one, and False, with nothing done, where it
+# leaves the step to the Python loop. Then whole recordings: both paths write the same traces.
+
+from timelapse import encoder as encoder_module  # noqa: E402
+
+from conftest import PROGRAMS, run_timelapse  # noqa: E402
+
+locals_values = speedups.locals_values
+VALUE_TAIL = b"};"
+
+
+def python_loop(f_locals, var_ids, info, new_variable, encode, append, value_tail=VALUE_TAIL):
+    """monitor.py's loop (on_line, emit_values), as it is there."""
+    for name, value in f_locals.items():
+        try:
+            head = var_ids[name]
+        except KeyError:
+            head = new_variable(info, name)
+        if head is not None:
+            append(head + encode(value) + value_tail)
+
+
+class Info:
+    """What the loop passes on to new_variable (a CodeInfo in the recorder)."""
+
+
+class Side:
+    """One side of a twin: an encoder (compiled walk, redaction), its types, the events, the
+    var_ids of a code object and the new_variable calls, in order."""
+
+    def __init__(self, redact: bool = False, limits: dict | None = None):
+        self.types = Types()
+        self.encoder = ValueEncoder(self.types, redactor=Redactor() if redact else None, **(limits or {}))
+        self.events: list = []
+        self.calls: list = []
+        self.var_ids: dict = {"a": b"{a:", "b": None}   # b: declared, not shown (a secret's)
+        self.info = Info()
+
+    def new_variable(self, info, name):
+        assert info is self.info
+        self.calls.append(("new", name))
+        head = None if type(name) is not str or name.startswith("_") else b"{" + name.encode() + b":"
+        self.var_ids[name] = head
+        return head
+
+    def encode(self, value):
+        self.calls.append(("encode", type(value).__name__))
+        return self.encoder.encode_json(value)
+
+    def context(self, encode=None):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(encoder_module, "compiled_locals", locals_values)
+            context = self.encoder.locals_context(self.new_variable, self.events, VALUE_TAIL)
+        assert context is not None
+        if encode is not None:  # a stand-in encode_json (the cache look-ups stay the encoder's)
+            context = context[:4] + (encode,) + context[5:]
+        return context
+
+    def compiled(self, f_locals, encode=None):
+        return locals_values(self.context(encode), f_locals, self.var_ids, self.info)
+
+    def python(self, f_locals, encode=None):
+        python_loop(f_locals, self.var_ids, self.info, self.new_variable, encode or self.encoder.encode_json,
+                    self.events.append)
+
+    def seen(self):
+        return self.events, self.calls, self.types.types, self.var_ids, self.encoder.errors, \
+            self.encoder.redactions
+
+
+def twin_loops(steps, redact=False, limits=None):
+    """Run each step's f_locals through both loops, each with its own encoder; compare."""
+    fast, slow = Side(redact, limits), Side(redact, limits)
+    for f_locals in steps:
+        assert fast.compiled(f_locals) is True
+        slow.python(f_locals)
+        assert fast.seen() == slow.seen()
+    return fast
+
+
+frame_names = st.sampled_from(["a", "b", "c", "i", "total", "password", "_hidden", "__dunder__",
+                               "é", "x" * 40])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.dictionaries(frame_names, walk_values(), max_size=8), min_size=1, max_size=4),
+       walk_limits, st.booleans())
+def test_the_compiled_locals_loop_is_the_python_one(steps, limits, redact):
+    twin_loops(steps + steps[::-1], redact, limits)
+
+
+def test_the_compiled_locals_loop_spells_scalars_from_the_caches():
+    values = {"a": 1, "i": 10**20, "f": 0.5, "s": "text", "t": True, "n": None, "z": -0.0,
+              "nan": math.nan, "big": 2**70, "l": [1, 2], "o": Shaped(a=1), "neg": -5}
+    fast = twin_loops([values, values, dict(values, a=2, f=1.5), values])
+    # The second time round the scalars came from the caches: encode was not called for them.
+    encoded = [what for kind, what in fast.calls if kind == "encode"]
+    assert encoded == [] or set(encoded) <= {"list", "Shaped", "float", "int"}
+
+
+def test_many_locals_and_names_that_arrive_mid_frame():
+    wide = {f"v{i}": i * 1.5 for i in range(500)}
+    steps = [wide, dict(wide, late=1), dict(wide, late=2, later="x", _skip=3), {"a": 1}]
+    fast = twin_loops(steps)
+    assert ("new", "late") in fast.calls and ("new", "_skip") in fast.calls
+
+
+class Watched:
+    """Hashes and comparisons counted in CALLS once ``armed`` (the dicts that hold them are made
+    before)."""
+    armed = False
+
+    def __hash__(self):
+        if Watched.armed:
+            CALLS.append(f"{type(self).__name__}.__hash__")
+        return hash(str.__str__(self.name) if type(self) is Key else str.__str__(self))
+
+    def __eq__(self, other):
+        if Watched.armed:
+            CALLS.append(f"{type(self).__name__}.__eq__")
+        return NotImplemented
+
+    def __repr__(self):
+        if Watched.armed:
+            CALLS.append(f"{type(self).__name__}.__repr__")
+        return "?"
+
+
+class Key(Watched):
+    """A frame dict's key that is not a str (a program's ``locals()[k] = v``), whose hash is some
+    local's name's."""
+
+    def __init__(self, name):
+        self.name = name
+
+
+class StrKey(Watched, str):
+    __hash__ = Watched.__hash__
+    __eq__ = Watched.__eq__
+    __repr__ = Watched.__repr__
+
+
+def test_keys_that_are_not_strs_are_left_to_the_python_loop():
+    """Nothing hashed, compared or appended: False, and the Python loop does the step."""
+    side = Side()
+    frames = [{"a": 1, 2: "two"}, {"a": 1, (1, 2): 3}, {"a": 1, Key("a"): 2}, {"c": 1, StrKey("d"): 1},
+              {StrKey("a"): 1}]
+    with_collider = dict(side.var_ids)
+    collider = Key("a")
+    with_collider[collider] = None
+    CALLS.clear()
+    Watched.armed = True
+    try:
+        for f_locals in frames:
+            assert side.compiled(f_locals) is False
+        # A key the Python loop gave new_variable is in var_ids then: var_ids' keys are checked too.
+        side.var_ids, kept = with_collider, side.var_ids
+        assert side.compiled({"a": 1}) is False
+        assert side.compiled({}) is False
+    finally:
+        Watched.armed = False
+    assert CALLS == [] and side.events == [] and side.calls == []
+    side.var_ids = kept
+    assert side.compiled({}) is True and side.compiled({"a": 1}) is True
+    assert side.events == [b"{a:" + side.encoder.encode_json(1) + VALUE_TAIL]
+
+
+def test_what_the_compiled_locals_loop_does_not_take():
+    side = Side()
+    for f_locals in (DictSub(a=1), HookedDict(a=1), [("a", 1)], None, type(vars(Plain))(vars(Plain))):
+        assert side.compiled(f_locals) is False
+    assert side.events == [] and side.calls == []
+    with pytest.raises(TypeError):
+        locals_values(side.context()[:-1], {}, {}, side.info)
+    with pytest.raises(TypeError):
+        locals_values(side.context(), {}, {})
+    with pytest.raises(TypeError):
+        locals_values(side.context()[:6] + ((),) + side.context()[7:], {"a": 1}, side.var_ids, side.info)
+    assert locals_values(side.context(), {}, DictSub(), side.info) is False
+
+
+class Boom(Exception):
+    pass
+
+
+def raising_after(n, then):
+    """A function that does `then` n times, then raises Boom."""
+    count = [0]
+
+    def call(*args):
+        count[0] += 1
+        if count[0] > n:
+            raise Boom(count[0])
+        return then(*args)
+    return call
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_exceptions_of_encode_and_new_variable_go_through(n):
+    f_locals = {"a": [1], "c": Shaped(a=2), "d": (3,), "e": 1j, "f": {4: 5}}
+    for which in ("encode", "new_variable"):
+        got = []
+        for side_loop in ("compiled", "python"):
+            side = Side()
+            if which == "encode":
+                encode = raising_after(n, side.encoder.encode_json)
+            else:
+                side.new_variable = raising_after(n, side.new_variable)
+                encode = None
+            with pytest.raises(Boom) as raised:
+                getattr(side, side_loop)(f_locals, encode)
+            got.append((side.seen(), raised.value.args))
+        assert got[0] == got[1]
+        # What the loop appended before the exception stays: the callback takes it back (mark).
+        assert len(got[0][0][0]) == (n if which == "encode" else n + 1)    # "a" is known
+
+
+def test_a_frame_dict_that_changes_size_while_its_values_are_encoded():
+    """As the Python's dict iterator: RuntimeError at the next item (the collector could run a
+    __del__ that reads the frame's locals again, 3.12)."""
+    got = []
+    for side_loop in ("compiled", "python"):
+        side = Side()
+        f_locals = {"a": [1], "c": [2], "d": [3]}
+
+        def encode(value, side=side, f_locals=f_locals):
+            f_locals[f"new{len(f_locals)}"] = 0
+            return side.encoder.encode_json(value)
+
+        with pytest.raises(RuntimeError) as raised:
+            getattr(side, side_loop)(f_locals, encode)
+        got.append((side.seen(), str(raised.value)))
+    assert got[0] == got[1]
+    assert got[0][1] == "dictionary changed size during iteration"
+
+
+def test_the_compiled_locals_loop_runs_no_program_code():
+    h = Tricky()
+    f_locals = {"a": h, "c": HookedList([1]), "d": HookedDict(a=1), "e": WithMeta(), "f": WithMeta,
+                "g": [h, {"k": h}], "h": StrKey("text"), "i": Key("i")}
+    fast, slow = Side(), Side()
+    CALLS.clear()
+    Watched.armed = True
+    try:
+        for _ in range(3):
+            assert fast.compiled(f_locals) is True
+            slow.python(f_locals)
+    finally:
+        Watched.armed = False
+    assert CALLS == []
+    assert fast.seen() == slow.seen()
+
+
+def test_the_compiled_locals_loop_keeps_no_reference_and_leaks_nothing():
+    side = Side()
+    p = Shaped(a=[1, "text"])
+    values = [1, 10**20, "text", "é" * 300, 0.5, -0.0, math.nan, None, True, [p], p, (1, p), 1j]
+    f_locals = {f"n{i}": v for i, v in enumerate(values)}
+    f_locals["_hidden"] = p
+    side.compiled(f_locals)     # the caches, the variables, the shapes
+    side.events.clear()
+    names = list(f_locals)
+    heads = [side.var_ids[n] for n in names]
+    counted_objects = [f_locals, side.var_ids, side.info, *values, *names, *(h for h in heads if h)]
+    before = [sys.getrefcount(x) for x in counted_objects]
+    for _ in range(300):
+        side.compiled(f_locals)
+        side.events.clear()
+    assert [sys.getrefcount(x) for x in counted_objects] == before
+    # An exception half way leaks nothing either.
+    failing = raising_after(4, side.encoder.encode_json)
+    context = side.context(failing)
+    for _ in range(50):
+        with pytest.raises(Boom):
+            locals_values(context, f_locals, side.var_ids, side.info)
+    side.events.clear()
+    assert [sys.getrefcount(x) for x in counted_objects] == before
+    dead = weakref.ref(p)
+    del p, values, f_locals, counted_objects, context, failing
+    side.encoder._forget_reuse()
+    gc.collect()
+    assert dead() is None
+    wide = {f"v{i}": [i, float(i), str(i)] for i in range(200)}
+    tracemalloc.start()
+    try:
+        for _ in range(20):
+            side.compiled(wide)
+            side.events.clear()
+        start = tracemalloc.get_traced_memory()[0]
+        for _ in range(300):
+            side.compiled(wide)
+            side.events.clear()
+        grown = tracemalloc.get_traced_memory()[0] - start
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024
+
+
+def test_a_real_frame_s_locals():
+    """A function frame's f_locals: the frame's one dict (3.12), a FrameLocalsProxy (3.13)."""
+    fast, slow = Side(), Side()
+
+    def frame_of(x, *args, **kwargs):
+        y = [x, args]
+        z = kwargs
+        del x
+        cell = 1
+
+        def inner():
+            return cell
+        return sys._getframe()
+
+    frame = frame_of(1, 2, k=3)
+    for _ in range(2):
+        assert fast.compiled(frame.f_locals) is True
+        slow.python(frame.f_locals)
+    assert fast.seen() == slow.seen()
+    names = [name for kind, name in fast.calls if kind == "new"]
+    assert names[:4] == ["args", "kwargs", "y", "z"]
+
+
+def test_the_encoder_gives_no_context_where_the_c_cannot_stand_in():
+    class Own(ValueEncoder):
+        def encode_json(self, value):
+            return super().encode_json(value)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(encoder_module, "compiled_locals", locals_values)
+        assert Own(Types()).locals_context(print, [], b"") is None      # not the caches' reader
+        assert ValueEncoder(Types()).locals_context(print, (), b"") is None
+        assert ValueEncoder(Types()).locals_context(print, [], b"") is not None
+        patch.setattr(encoder_module, "compiled_locals", None)
+        assert ValueEncoder(Types()).locals_context(print, [], b"") is None
+
+
+# Whole recordings: the compiled path (the C loop and walk) and TIMELAPSE_PURE=1 write the same
+# bytes. Programs whose traces do not depend on the run (no threads, times, addresses, memory).
+DIFFERENTIAL_PROGRAMS = [
+    ("locals_odd.py", ("--redact-name", "token")), ("locals_odd.py", ()), ("shapes.py", ()),
+    ("values_tricky.py", ()), ("values_big.py", ()), ("generators.py", ()), ("exceptions.py", ()),
+    ("recursion.py", ()), ("args_kinds.py", ()), ("callbacks.py", ()), ("async_prog.py", ()),
+    ("sec_locals_exec.py", ()), ("sec_gen_locals.py", ()), ("sec_namespace.py", ()),
+    ("secrets_app.py", ("--redact-name", "pin")), ("sv_exec.py", ()),
+]
+
+
+@pytest.mark.parametrize("program,options", DIFFERENTIAL_PROGRAMS,
+                         ids=[f"{p}{'-' + '-'.join(o) if o else ''}" for p, o in DIFFERENTIAL_PROGRAMS])
+@pytest.mark.parametrize("trace_format", ["json", "bin"])
+def test_both_paths_record_the_same_bytes(tmp_path, program, options, trace_format):
+    streams = []
+    outputs = []
+    for pure in ("0", "1"):
+        env = dict(os.environ, TIMELAPSE_PURE=pure, PYTHONHASHSEED="0")
+        out = tmp_path / f"pure{pure}"
+        result = run_timelapse(["record", "-q", "--no-config", "--format", trace_format, "-o", str(out),
+                                *options, str(PROGRAMS / program)], cwd=tmp_path, env=env)
+        outputs.append((result.returncode, result.stdout, result.stderr))
+        name = "trace.bin" if trace_format == "bin" else "trace.json"
+        streams.append((out / name).read_bytes())
+    assert outputs[0] == outputs[1]
+    assert streams[0] == streams[1]
+    assert len(streams[0]) > 500

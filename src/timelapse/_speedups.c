@@ -1336,6 +1336,256 @@ finish:
 #undef WALK_CHECK
 
 
+/* -- The locals of a step ----------------------------------------------------------------------
+ *
+ * The loop monitor.py's on_line runs for every local of a function frame, at every step (hot: a
+ * step of a method with a few scalar locals spends most of its time here).  Its specification is
+ * the Python loop it replaces, which stays next to it as the fallback:
+ *
+ *     for name, value in f_locals.items():
+ *         try: head = var_ids[name]
+ *         except KeyError: head = new_variable(info, name)
+ *         if head is not None:
+ *             append(head + encode(value) + value_tail)
+ *
+ * with encode_json's first move done here: an exact int, str, float, bool or None found in the
+ * encoder's caches is its record (what encode_json would return); anything else is given to
+ * encode.  new_variable and encode are called in the Python's order, since they register
+ * variables and types whose ids are in the bytes.
+ *
+ * No program code runs: the only keys hashed or compared are exact strs (f_locals' and var_ids'
+ * keys are checked first: any other key, and the Python loop does the whole step, which is what
+ * False means — nothing was appended then), values are only hashed when they are exact ints, strs
+ * or floats (whose hash and equality are C), f_locals is an exact dict (3.12) or a
+ * FrameLocalsProxy (3.13), whose items() is C.  Every reference taken from a container is owned
+ * before encode or new_variable runs (they are Python: the garbage collector can run in them,
+ * and with it a program's __del__).
+ */
+
+enum {
+    LCTX_INTS, LCTX_STRS, LCTX_FLOATS, LCTX_CONSTANTS, LCTX_ENCODE, LCTX_NEW_VARIABLE, LCTX_EVENTS,
+    LCTX_VALUE_TAIL, LCTX_SIZE
+};
+
+/* Are all keys of the exact dict d exact strs? */
+static int
+str_keys_only(PyObject *d)
+{
+    Py_ssize_t pos = 0;
+    PyObject *key;
+    while (PyDict_Next(d, &pos, &key, NULL)) {
+        if (!PyUnicode_CheckExact(key)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* head + record + tail, a new reference (Python's two `+`, in one allocation for bytes). */
+static PyObject *
+concat3(PyObject *head, PyObject *record, PyObject *tail)
+{
+    PyObject *result, *left;
+    if (PyBytes_CheckExact(head) && PyBytes_CheckExact(record) && PyBytes_CheckExact(tail)) {
+        Py_ssize_t a = PyBytes_GET_SIZE(head), b = PyBytes_GET_SIZE(record);
+        Py_ssize_t c = PyBytes_GET_SIZE(tail);
+        char *at;
+        if (a > PY_SSIZE_T_MAX - b - c) {
+            return PyErr_NoMemory();
+        }
+        result = PyBytes_FromStringAndSize(NULL, a + b + c);
+        if (result == NULL) {
+            return NULL;
+        }
+        at = PyBytes_AS_STRING(result);
+        memcpy(at, PyBytes_AS_STRING(head), a);
+        memcpy(at + a, PyBytes_AS_STRING(record), b);
+        memcpy(at + a + b, PyBytes_AS_STRING(tail), c);
+        return result;
+    }
+    left = PyNumber_Add(head, record);      /* what the Python does, whatever the types */
+    if (left == NULL) {
+        return NULL;
+    }
+    result = PyNumber_Add(left, tail);
+    Py_DECREF(left);
+    return result;
+}
+
+/* One local (name and value owned by the caller): its Value appended, if it is shown.  0, or -1
+   with an exception set. */
+static int
+local_value(PyObject *const *ctx, PyObject *var_ids, PyObject *info, PyObject *name,
+            PyObject *value)
+{
+    PyObject *head, *record, *cache, *event;
+    PyTypeObject *t;
+    int r;
+    head = PyDict_GetItemWithError(var_ids, name);     /* borrowed; name is an exact str */
+    if (head != NULL) {
+        Py_INCREF(head);
+    }
+    else if (PyErr_Occurred()) {
+        return -1;
+    }
+    else {
+        head = PyObject_CallFunctionObjArgs(ctx[LCTX_NEW_VARIABLE], info, name, NULL);
+        if (head == NULL) {
+            return -1;
+        }
+    }
+    if (head == Py_None) {
+        Py_DECREF(head);
+        return 0;
+    }
+    /* encode_json's own first move: exact scalars from its caches. */
+    t = Py_TYPE(value);
+    if (t == &PyLong_Type) {
+        cache = ctx[LCTX_INTS];
+    }
+    else if (t == &PyUnicode_Type) {
+        cache = ctx[LCTX_STRS];
+    }
+    else if (t == &PyFloat_Type) {
+        cache = ctx[LCTX_FLOATS];
+    }
+    else if (value == Py_None || t == &PyBool_Type) {
+        cache = ctx[LCTX_CONSTANTS];
+    }
+    else {
+        cache = NULL;
+    }
+    record = cache != NULL ? PyDict_GetItemWithError(cache, value) : NULL;   /* borrowed */
+    if (record != NULL) {
+        Py_INCREF(record);
+    }
+    else if (PyErr_Occurred()) {
+        Py_DECREF(head);
+        return -1;
+    }
+    else {
+        record = PyObject_CallOneArg(ctx[LCTX_ENCODE], value);
+        if (record == NULL) {
+            Py_DECREF(head);
+            return -1;
+        }
+    }
+    event = concat3(head, record, ctx[LCTX_VALUE_TAIL]);
+    Py_DECREF(head);
+    Py_DECREF(record);
+    if (event == NULL) {
+        return -1;
+    }
+    r = PyList_Append(ctx[LCTX_EVENTS], event);
+    Py_DECREF(event);
+    return r;
+}
+
+static PyObject *
+locals_values(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *const *ctx;
+    PyObject *context, *f_locals, *var_ids, *info, *name, *value;
+    Py_ssize_t pos, used;
+    int r = 0;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError,
+                        "locals_values() takes 4 arguments (context, f_locals, var_ids, info)");
+        return NULL;
+    }
+    context = args[0];
+    f_locals = args[1];
+    var_ids = args[2];
+    info = args[3];
+    if (!PyTuple_CheckExact(context) || PyTuple_GET_SIZE(context) != LCTX_SIZE) {
+        PyErr_SetString(PyExc_TypeError, "locals_values() context must be the encoder's tuple");
+        return NULL;
+    }
+    ctx = &PyTuple_GET_ITEM(context, 0);
+    if (!PyDict_CheckExact(ctx[LCTX_INTS]) || !PyDict_CheckExact(ctx[LCTX_STRS])
+        || !PyDict_CheckExact(ctx[LCTX_FLOATS]) || !PyDict_CheckExact(ctx[LCTX_CONSTANTS])
+        || !PyList_CheckExact(ctx[LCTX_EVENTS])) {
+        PyErr_SetString(PyExc_TypeError, "locals_values() context is not the encoder's");
+        return NULL;
+    }
+    /* A key that is not an exact str (a program's `locals()[k] = v`, 3.12; or one that a step
+       of the Python loop gave new_variable) could run its __hash__ or __eq__: the Python's turn. */
+    if (!PyDict_CheckExact(var_ids) || !str_keys_only(var_ids)) {
+        Py_RETURN_FALSE;
+    }
+    if (PyDict_CheckExact(f_locals)) {
+        if (!str_keys_only(f_locals)) {
+            Py_RETURN_FALSE;
+        }
+        /* As the Python's `for ... in f_locals.items()`, whose iterator raises once the dict's
+           size changed (a __del__ run by the collector could read the frame's locals again). */
+        Py_INCREF(f_locals);
+        used = PyDict_GET_SIZE(f_locals);
+        pos = 0;
+        for (;;) {
+            if (PyDict_GET_SIZE(f_locals) != used) {
+                PyErr_SetString(PyExc_RuntimeError, "dictionary changed size during iteration");
+                r = -1;
+                break;
+            }
+            if (!PyDict_Next(f_locals, &pos, &name, &value)) {
+                break;
+            }
+            if (!PyUnicode_CheckExact(name)) {     /* put there meanwhile (see above) */
+                PyErr_SetString(PyExc_RuntimeError, "dictionary keys changed during iteration");
+                r = -1;
+                break;
+            }
+            Py_INCREF(name);
+            Py_INCREF(value);
+            r = local_value(ctx, var_ids, info, name, value);
+            Py_DECREF(name);
+            Py_DECREF(value);
+            if (r < 0) {
+                break;
+            }
+        }
+        Py_DECREF(f_locals);
+    }
+#if PY_VERSION_HEX >= 0x030D0000
+    else if (PyFrameLocalsProxy_Check(f_locals)) {
+        /* 3.13: items() is a list of (name, value) tuples, made in C, that we own. */
+        PyObject *items = PyMapping_Items(f_locals);
+        Py_ssize_t i, n;
+        if (items == NULL) {
+            return NULL;
+        }
+        n = PyList_GET_SIZE(items);
+        for (i = 0; i < n; i++) {
+            PyObject *item = PyList_GET_ITEM(items, i);
+            if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2
+                || !PyUnicode_CheckExact(PyTuple_GET_ITEM(item, 0))) {
+                Py_DECREF(items);
+                Py_RETURN_FALSE;
+            }
+        }
+        for (i = 0; i < n; i++) {
+            /* The list and its tuples are ours alone: nothing can take the items away. */
+            PyObject *item = PyList_GET_ITEM(items, i);
+            r = local_value(ctx, var_ids, info, PyTuple_GET_ITEM(item, 0),
+                            PyTuple_GET_ITEM(item, 1));
+            if (r < 0) {
+                break;
+            }
+        }
+        Py_DECREF(items);
+    }
+#endif
+    else {
+        Py_RETURN_FALSE;
+    }
+    if (r < 0) {
+        return NULL;
+    }
+    Py_RETURN_TRUE;
+}
+
+
 /* -- The module -------------------------------------------------------------------------------- */
 
 PyDoc_STRVAR(signature_doc,
@@ -1348,10 +1598,16 @@ PyDoc_STRVAR(walk_doc,
 "The compiled part of timelapse.encoder's walk: value's record (a list, tuple, dict or\n"
 "instance of the commonest kinds), or None where the Python walk must encode it.");
 
+PyDoc_STRVAR(locals_values_doc,
+"locals_values(context, f_locals, var_ids, info) -> bool\n\n"
+"The Values of a function frame's locals at a step, appended to the events (monitor.py's\n"
+"loop, in C): True, or False (nothing appended) where the Python loop must do it.");
+
 static PyMethodDef speedups_methods[] = {
     {"signature", (PyCFunction)(void (*)(void))signature, METH_FASTCALL | METH_KEYWORDS,
      signature_doc},
     {"walk", (PyCFunction)(void (*)(void))walk, METH_FASTCALL, walk_doc},
+    {"locals_values", (PyCFunction)(void (*)(void))locals_values, METH_FASTCALL, locals_values_doc},
     {NULL, NULL, 0, NULL}
 };
 

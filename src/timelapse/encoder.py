@@ -108,6 +108,15 @@ _REUSE_BACKOFF = 63     # encodings without a signature after a value had none (
 _NOT_SIGNED = (None, b"", None, 0, 0, 0)    # a value met once before: signed this time
 _KEPT_OBJECT_SIZE = 80  # what one kept object is counted for (texts are kept up to snapshot.MAX_HELD_TEXT)
 
+#: The compiled loop over a function frame's locals at a step (``_speedups.locals_values``, see
+#: ``ValueEncoder.locals_context``), or None: chosen with the compiled walk (``snapshot``).
+compiled_locals: Callable[..., bool] | None = None
+if snapshot.IMPLEMENTATION == "c":
+    try:
+        from timelapse._speedups import locals_values as compiled_locals  # type: ignore[no-redef]  # noqa: F811
+    except ImportError:     # an extension built before it had one: the Python loop
+        compiled_locals = None
+
 
 class ValueEncoder:
     """Encode Python values as ValueRecords, registering their types.
@@ -248,6 +257,21 @@ class ValueEncoder:
             return self._walk(value, info)
         except Exception:
             return self._fallback()
+
+    def locals_context(self, new_variable: Callable[..., bytes | None], events: list,
+                       value_tail: bytes) -> tuple | None:
+        """What ``compiled_locals`` needs to do a step's locals loop with this encoder (see
+        monitor.py's ``on_line``): its scalar caches, ``encode_json`` for the rest, the recorder's
+        ``new_variable`` and event list, or None when the Python loop must do it (no compiled
+        loop, or an encoder whose ``encode_json`` is not this one: the C reads the caches
+        ``encode_json`` reads first, so it must be the same function)."""
+        if compiled_locals is None or type(self).encode_json is not ValueEncoder.encode_json:
+            return None
+        if type(events) is not list or type(value_tail) is not bytes:
+            return None
+        # In the order of the LCTX_* names in _speedups.c.
+        return (self._spelled_ints, self._spelled_strs, self._spelled_floats, self._spelled_constants,
+                self.encode_json, new_variable, events, value_tail)
 
     def encode(self, value: object) -> dict:
         """The ValueRecord of `value` as a dict (``encode_json`` decoded): for tests and tools."""

@@ -57,6 +57,7 @@ from timelapse.activation import Activation
 from timelapse.codeinfo import (
     CODE_TYPE_IDS, FUNCTION, OUT_OF_SCOPE, SNAPSHOT_LOCALS, THREAD_ROOT, CodeInfo, CodeTable,
 )
+from timelapse import encoder as _encoder
 from timelapse.encoder import ValueEncoder
 from timelapse.errors import RecorderError
 from timelapse.exception_events import ExceptionEvents
@@ -504,6 +505,11 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
     arg_value_head, arg_value_tail = spelling.arg_value_head, spelling.arg_value_tail
     return_head, return_tail = spelling.return_head, spelling.return_tail
     encode = recorder.encoder.encode_json
+    # The step's locals loop in C (``_speedups.locals_values``: the Python loops below are its
+    # specification, and its fallback: it answers False, having appended nothing, where they must
+    # do it), or None: TIMELAPSE_PURE=1, or no extension.
+    locals_ctx = recorder.encoder.locals_context(new_variable, events, value_tail)
+    compiled_locals = _encoder.compiled_locals if locals_ctx is not None else None
     redacted = recorder.encoder.redacted   # the record of a value whose name is a secret's
     pending = recorder._deferral.pending
     run_pending = recorder._deferral.run_pending
@@ -610,6 +616,21 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
                 else:
                     f_locals, saved = frame.f_locals, None
                 try:
+                    if compiled_locals is None or not compiled_locals(locals_ctx, f_locals, var_ids, info):
+                        for name, value in f_locals.items():
+                            try:
+                                head = var_ids[name]
+                            except KeyError:
+                                head = new_variable(info, name)
+                            if head is not None:
+                                append(head + encode(value) + value_tail)
+                    if info.secret_vars:
+                        emit_secrets(info, f_locals)
+                finally:
+                    let_go(f_locals, saved)
+            else:
+                f_locals = frame.f_locals
+                if compiled_locals is None or not compiled_locals(locals_ctx, f_locals, var_ids, info):
                     for name, value in f_locals.items():
                         try:
                             head = var_ids[name]
@@ -617,19 +638,6 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
                             head = new_variable(info, name)
                         if head is not None:
                             append(head + encode(value) + value_tail)
-                    if info.secret_vars:
-                        emit_secrets(info, f_locals)
-                finally:
-                    let_go(f_locals, saved)
-            else:
-                f_locals = frame.f_locals
-                for name, value in f_locals.items():
-                    try:
-                        head = var_ids[name]
-                    except KeyError:
-                        head = new_variable(info, name)
-                    if head is not None:
-                        append(head + encode(value) + value_tail)
                 if info.secret_vars:
                     emit_secrets(info, f_locals)
             namespace = None
@@ -859,6 +867,22 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
                         else:
                             f_locals, saved = frame.f_locals, None
                         try:
+                            # Hot: the C loop when there is one (False: it left this step to us).
+                            if compiled_locals is None or not compiled_locals(locals_ctx, f_locals, var_ids, info):
+                                for name, value in f_locals.items():
+                                    try:
+                                        head = var_ids[name]
+                                    except KeyError:
+                                        head = new_variable(info, name)
+                                    if head is not None:
+                                        append(head + encode(value) + value_tail)
+                        finally:
+                            f_locals.clear()  # 3.12: see let_go
+                            if saved is not None:
+                                f_locals.update(saved)
+                    else:
+                        f_locals = frame.f_locals
+                        if compiled_locals is None or not compiled_locals(locals_ctx, f_locals, var_ids, info):
                             for name, value in f_locals.items():
                                 try:
                                     head = var_ids[name]
@@ -866,18 +890,6 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
                                     head = new_variable(info, name)
                                 if head is not None:
                                     append(head + encode(value) + value_tail)
-                        finally:
-                            f_locals.clear()  # 3.12: see let_go
-                            if saved is not None:
-                                f_locals.update(saved)
-                    else:
-                        for name, value in frame.f_locals.items():
-                            try:
-                                head = var_ids[name]
-                            except KeyError:
-                                head = new_variable(info, name)
-                            if head is not None:
-                                append(head + encode(value) + value_tail)
                 else:
                     emit_values(info, frame)
                 state.last_step = step
