@@ -397,6 +397,50 @@ def test_an_interruption_while_a_frame_is_compressed_leaves_the_batch_whole(tmp_
     assert len(frames_of((tmp_path / "trace.bin").read_bytes())) == 1
 
 
+#: The zstd bindings trace.bin can be written with (cbor_format.zstd_binding): pyzstd, and the two it
+#: wraps (0.20 and later), which are used without it when they are there.
+ZSTD_BINDINGS = ("pyzstd", "backports.zstd", "compression.zstd")
+
+
+def test_frames_are_the_same_bytes_with_pyzstd_or_the_binding_under_it(tmp_path, monkeypatch):
+    """pyzstd's own import is most of the binding's cost at start-up: the binding under it
+    (backports.zstd, compression.zstd on 3.14) is used directly when it is there, and writes the
+    same frames, byte for byte, as pyzstd does (the fallback, when it is not)."""
+    import sys
+
+    from timelapse.cbor_format import SeekableFrames, zstd_binding
+
+    binding = zstd_binding()
+    if binding is pyzstd:
+        pytest.skip("no zstd binding under pyzstd here (pyzstd < 0.20): pyzstd is the one used")
+    assert binding.__name__ in ("backports.zstd", "compression.zstd")
+    if getattr(pyzstd, "zstd_version", None) != ".".join(map(str, binding.zstd_version_info)):
+        pytest.skip("pyzstd bundles another libzstd than the binding: other bytes, both valid")
+    direct = SeekableFrames()
+    for name in ZSTD_BINDINGS[1:]:
+        monkeypatch.setitem(sys.modules, name, None)    # as if pyzstd were all there is
+    assert zstd_binding() is pyzstd
+    fallback = SeekableFrames()
+    monkeypatch.undo()
+    batches = [[b""], [E.step(0, n) for n in range(3000)], [bytes(range(256)) * 400, b"x" * 100000],
+               [E.path("/p.py"), E.function(0, 1, "f" * 5000)]]
+    for events in batches:
+        assert direct.frame(b"".join(events)) == fallback.frame(b"".join(events))
+        assert direct.frames_of(events) == fallback.frames_of(events)
+    written = []
+    for framing in (direct, fallback):      # a whole file, through the writer
+        folder = tmp_path / str(len(written))
+        folder.mkdir()
+        monkeypatch.setattr(BIN, "frames", lambda framing=framing: framing)
+        writer = TraceWriter(folder, "/prog.py", fmt=BIN)
+        for batch in batches:
+            writer.events.extend(batch)
+            writer.flush()
+        writer.close({})
+        written.append((folder / "trace.bin").read_bytes())
+    assert written[0] == written[1]
+
+
 @pytest.mark.parametrize("missing", ["pyzstd", "cbor2"])
 def test_recording_trace_bin_without_its_packages_says_how_to_go_on(tmp_path, monkeypatch, missing):
     import sys
@@ -404,7 +448,8 @@ def test_recording_trace_bin_without_its_packages_says_how_to_go_on(tmp_path, mo
     import timelapse
     import timelapse.cbor_format as cbor_module
 
-    monkeypatch.setitem(sys.modules, missing, None)     # as if it were not installed
+    for name in ZSTD_BINDINGS if missing == "pyzstd" else (missing,):
+        monkeypatch.setitem(sys.modules, name, None)    # as if it were not installed
     if missing == "cbor2":  # imported with cbor_format: as if that import had failed
         monkeypatch.setattr(cbor_module, "cbor2", None)
     with pytest.raises(timelapse.RecorderError) as raised:
@@ -418,13 +463,14 @@ def test_recording_trace_bin_without_its_packages_says_how_to_go_on(tmp_path, mo
 
 
 def test_timelapse_record_without_pyzstd_is_one_line_and_exit_status_2(tmp_path):
-    """The command line, as a user meets it: a process whose pyzstd cannot be imported."""
+    """The command line, as a user meets it: a process that can import neither pyzstd nor the zstd
+    binding under it."""
     import subprocess
     import sys
 
     script = tmp_path / "prog.py"
     script.write_text("print('hi')\n")
-    code = ("import sys; sys.modules['pyzstd'] = None; from timelapse.cli import main; "
+    code = (f"import sys; sys.modules.update(dict.fromkeys({ZSTD_BINDINGS!r})); from timelapse.cli import main; "
             f"sys.exit(main(['record', '--no-config', '-o', {str(tmp_path / 't')!r}, {str(script)!r}]))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                             cwd=tmp_path)

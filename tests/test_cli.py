@@ -296,3 +296,37 @@ def test_usage_help_and_errors_name_convert():
     viewing = run_timelapse(["view", "--help"])
     assert viewing.returncode == 0 and viewing.stdout.startswith("usage: timelapse view TRACE_DIR [--port N]")
     assert "'timelapse view --help'" in helped.stdout and "timelapse view TRACE_DIR" in helped.stdout
+
+
+#: Modules `timelapse record` must not import (start-up: an empty program's recording is mostly
+#: imports): the other commands and the reader; pyzstd and what it brings (the zstd binding under it
+#: is used directly when it is there: cbor_format.zstd_binding); for trace.json, anything of trace.bin.
+NOT_IMPORTED_BY_RECORD = (
+    "timelapse.reader", "timelapse.summary", "timelapse.checker", "timelapse.convert", "timelapse.viewer",
+    "timelapse.codetracer", "timelapse.pytest_plugin", "pyzstd", "typing_extensions",
+)
+NOT_IMPORTED_BY_RECORD_JSON = ("timelapse.cbor_format", "cbor2", "backports.zstd", "compression.zstd")
+
+
+@pytest.mark.parametrize("fmt", ["bin", "json"])
+def test_record_imports_only_what_recording_needs(tmp_path, fmt):
+    """Every module in the process once the trace is saved (an atexit handler registered before
+    ``main``'s, so run after it), for both formats."""
+    script = tmp_path / "empty.py"
+    script.write_text("")
+    listing = tmp_path / "modules.txt"
+    code = (f"import atexit, sys; atexit.register(lambda: open({str(listing)!r}, 'w').write('\\n'.join(sys.modules))); "
+            f"from timelapse.cli import main; "
+            f"sys.exit(main(['record', '-q', '--no-config', '--format', {fmt!r}, '-o', {str(tmp_path / 't')!r}, "
+            f"{str(script)!r}]))")
+    result = run_python(["-c", code], cwd=tmp_path)
+    assert (result.returncode, result.stderr) == (0, "")
+    modules = set(listing.read_text().split("\n"))
+    assert {"timelapse.session", "timelapse.monitor"} <= modules     # it did record
+    unwanted = NOT_IMPORTED_BY_RECORD + (NOT_IMPORTED_BY_RECORD_JSON if fmt == "json" else ())
+    assert sorted(modules.intersection(unwanted)) == []
+    if fmt == "bin":
+        from timelapse.cbor_format import zstd_binding
+
+        assert zstd_binding().__name__ in modules
+    checked_trace(tmp_path / "t")

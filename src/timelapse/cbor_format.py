@@ -27,13 +27,20 @@ is 9 + 8 n bytes of ``struct.pack``; the tests read every file written here with
 cbor2 is imported with this module, not when it is first needed: ``CborValues.order_key`` decodes
 records inside monitoring callbacks, where an import would run import machinery (import hooks,
 ``sys.modules``, a replaced ``__import__``) that the program can see. Missing, it stops only a
-``trace.bin`` recording, when its file is set up (``SeekableFrames``).
+``trace.bin`` recording, when its file is set up (``SeekableFrames``). A ``trace.json`` recording
+imports neither this module nor cbor2 (``Session.start``: start-up).
+
+The zstd binding (``zstd_binding``) is the standard library's ``compression.zstd`` (Python 3.14),
+else ``backports.zstd``, its backport, else pyzstd: pyzstd 0.20 and later are a layer over those two
+(the same compressor, the same bytes), and importing that layer costs about four times the
+binding's own import (7 ms of a recording's start-up).
 """
 
 from __future__ import annotations
 
 import functools
 import struct
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -45,7 +52,7 @@ try:
 except ImportError:     # a broken install: trace.json still records; SeekableFrames() says what is missing
     cbor2 = None
 
-__all__ = ["BIN", "HEADER", "CborEvents", "CborFormat", "CborValues", "SeekableFrames",
+__all__ = ["BIN", "HEADER", "CborEvents", "CborFormat", "CborValues", "SeekableFrames", "zstd_binding",
            "seek_table"]
 
 #: The first 8 bytes of every ``trace.bin`` of this encoding (byte 5 = 1: CBOR + seekable zstd).
@@ -345,6 +352,22 @@ class CborValues:
         return cbor2.loads(data, max_depth=8 * 100 + 64)
 
 
+def zstd_binding() -> Any:
+    """The module trace.bin's frames are compressed with: ``compression.zstd`` (Python 3.14), else
+    ``backports.zstd``, else pyzstd. The three take ``compress(data, level)`` and
+    ``ZstdCompressor(level)`` alike, with ``ZstdCompressor.FLUSH_FRAME``; pyzstd 0.20 and later
+    are a layer over the first two (the same compressor, the same frames byte for byte:
+    tests/test_cbor_format.py). ImportError naming pyzstd (the dependency) if there is none."""
+    try:
+        if sys.version_info >= (3, 14):
+            import compression.zstd as zstd  # imported when used: start-up (a trace.json needs none)
+        else:
+            import backports.zstd as zstd  # (pyzstd >= 0.20 installs it: the same compressor)
+    except ImportError:
+        import pyzstd as zstd
+    return zstd
+
+
 # -- the file: header, frames, seek table -----------------------------------------------------------
 
 def seek_table(frames: Sequence[tuple[int, int]]) -> bytes:
@@ -364,18 +387,17 @@ class SeekableFrames:
     header = HEADER
 
     def __init__(self, level: int = ZSTD_LEVEL) -> None:
-        import pyzstd
-
+        zstd = zstd_binding()
         if cbor2 is None:   # imported with this module (order_key needs it), or not installed
             raise ImportError("trace.bin needs the cbor2 package", name="cbor2")
         self.level = level
-        self._compress = pyzstd.compress
-        self._compressor = pyzstd.ZstdCompressor
-        self._end_frame = pyzstd.ZstdCompressor.FLUSH_FRAME
+        self._compress = zstd.compress
+        self._compressor = zstd.ZstdCompressor
+        self._end_frame = zstd.ZstdCompressor.FLUSH_FRAME
 
     def frame(self, data: bytes) -> bytes:
         """One complete zstd frame holding ``data`` (at most ``FRAME_BYTES``), made whole before it
-        is returned (``pyzstd.compress``: Python code around one compression in C)."""
+        is returned (the binding's ``compress``: Python code around one compression in C)."""
         return self._compress(data, self.level)
 
     def frames_of(self, events: list[bytes]) -> tuple[list[bytes], list[tuple[int, int]]]:

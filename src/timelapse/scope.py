@@ -40,8 +40,9 @@ _OWN_DIR = os.path.realpath(os.path.dirname(os.path.abspath(timelapse.__file__))
 def _library_roots() -> tuple[str, ...]:
     """Folders whose files are never the program's own code."""
     roots = set()
+    paths = sysconfig.get_paths()   # once: each call expands the whole scheme again (start-up)
     for scheme_key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        path = sysconfig.get_paths().get(scheme_key)
+        path = paths.get(scheme_key)
         if path:
             roots.add(path)
     for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:

@@ -34,7 +34,6 @@ from timelapse import children
 from timelapse.children import Member
 from timelapse.config import Loaded, Options, OptionValues, load
 from timelapse.encoder import ValueEncoder
-from timelapse.cbor_format import BIN
 from timelapse.json_format import JSON
 from timelapse.errors import RecorderError
 from timelapse.redact import REDACTED, IORedactor, Redactor
@@ -282,7 +281,11 @@ class Session:
             options = self.options
             # The one place the trace format is chosen: the writer spells the events with it (and
             # frames the file), the encoder the values.
-            fmt = BIN if options.format == "bin" else JSON
+            if options.format == "bin":
+                # imported when used: start-up (a trace.json recording needs neither it nor cbor2)
+                from timelapse.cbor_format import BIN as fmt
+            else:
+                fmt = JSON
             try:
                 self.writer = _SessionWriter(self._temp_dir, self.program, fmt=fmt)
             except ImportError as exc:  # pyzstd or cbor2 (cbor_format.SeekableFrames) is not installed
