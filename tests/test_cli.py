@@ -323,10 +323,13 @@ def test_record_imports_only_what_recording_needs(tmp_path, fmt):
     assert (result.returncode, result.stderr) == (0, "")
     modules = set(listing.read_text().split("\n"))
     assert {"timelapse.session", "timelapse.monitor"} <= modules     # it did record
-    unwanted = NOT_IMPORTED_BY_RECORD + (NOT_IMPORTED_BY_RECORD_JSON if fmt == "json" else ())
-    assert sorted(modules.intersection(unwanted)) == []
+    unwanted = set(NOT_IMPORTED_BY_RECORD + (NOT_IMPORTED_BY_RECORD_JSON if fmt == "json" else ()))
     if fmt == "bin":
         from timelapse.cbor_format import zstd_binding
 
-        assert zstd_binding().__name__ in modules
+        binding = zstd_binding().__name__
+        assert binding in modules
+        if binding == "pyzstd":     # no binding under it here (pyzstd < 0.20): pyzstd is the one
+            unwanted -= {"pyzstd", "typing_extensions"}
+    assert sorted(modules & unwanted) == []
     checked_trace(tmp_path / "t")
