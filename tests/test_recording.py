@@ -84,6 +84,23 @@ def test_a_step_at_the_definition_line_precedes_every_call(record):
             assert previous["Step"] == {"path_id": function["path_id"], "line": function["line"]}
 
 
+def test_the_definition_line_step_shows_the_arguments_once(record):
+    """The consumer adds a Call's args to the variables of the Step before it: no Value event may
+    follow that Call before the next Step (each argument would be listed twice), and the reader
+    (as CodeTracer) shows the arguments as that step's variables."""
+    trace = record(PROGRAMS / "args_kinds.py").trace
+    events = trace.events
+    calls = [i for i, e in enumerate(events) if isinstance(e, dict) and "Call" in e and i > 2]
+    assert calls
+    for index in calls:
+        after = next((e for e in events[index + 1:] if isinstance(e, dict) and ("Step" in e or "Value" in e)),
+                     None)
+        assert after is None or "Step" in after, f"a Value right after the Call at event {index}"
+    (call,) = calls_named(trace, "f")
+    (def_step,) = [s for s in trace.steps() if s.call is call and s.line == 8]
+    assert def_step.values == call.args
+
+
 def test_module_level_shows_own_variables_not_dunders_or_modules(record):
     trace = record(PROGRAMS / "callbacks.py").trace
     module_steps = [s for s in trace.steps() if s.call.function == "<__main__>"]

@@ -166,8 +166,6 @@ class CborEvents:
     value_tail = b""
     arg_tail = b""
     arg_separator = b""
-    arg_value_head = _VALUE
-    arg_value_tail = b""
     call_tail = _BREAK
     return_head = _one("Return") + _map(1) + _key("return_value")
     return_tail = b""

@@ -125,8 +125,8 @@ class EventSpelling(Protocol):
 
     - a Value: ``value_head(variable_id) + record + value_tail``;
     - a Call argument: ``arg = arg_head(variable_id) + record + arg_tail``; the Call:
-      ``call_head(function_id) + arg_separator.join(args) + call_tail`` (= ``call(function_id, args)``);
-      the Value of that argument at the call's step: ``arg_value_head + arg + arg_value_tail``;
+      ``call_head(function_id) + arg_separator.join(args) + call_tail`` (= ``call(function_id, args)``),
+      with no Values after the call's Step (the consumer adds the arguments to its variables);
     - a Return: ``return_head + record + return_tail`` (= ``return_event(record)``).
 
     Strings given here are valid text already (the writer and the walk replace lone surrogates).
@@ -150,8 +150,6 @@ class EventSpelling(Protocol):
     def arg_head(self, variable_id: int) -> bytes: ...
     arg_tail: bytes
     arg_separator: bytes
-    arg_value_head: bytes
-    arg_value_tail: bytes
     def call_head(self, function_id: int) -> bytes: ...
     call_tail: bytes
     def call(self, function_id: int, args: Sequence[bytes]) -> bytes: ...

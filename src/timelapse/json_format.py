@@ -40,8 +40,6 @@ class JsonEvents:
     value_tail = b"}}"
     arg_tail = b"}"
     arg_separator = b","
-    arg_value_head = b'{"Value":'
-    arg_value_tail = b"}"
     call_tail = b"]}}"
     return_head = b'{"Return":{"return_value":'
     return_tail = b"}}"

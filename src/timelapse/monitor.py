@@ -502,7 +502,6 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
     arg_tail = spelling.arg_tail
     join_args = spelling.arg_separator.join
     call_tail = spelling.call_tail
-    arg_value_head, arg_value_tail = spelling.arg_value_head, spelling.arg_value_tail
     return_head, return_tail = spelling.return_head, spelling.return_tail
     encode = recorder.encoder.encode_json
     # The step's locals loop in C (``_speedups.locals_values``: the Python loops below are its
@@ -707,8 +706,10 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
         return info.path_id, line
 
     def emit_call(state: ThreadState, info: CodeInfo, frame: FrameType, args: list[bytes]) -> None:
-        """Step at the definition line, Call with the arguments, and the arguments as the Values
-        of that step. ``args``: spelled arguments already known (a thrown exception)."""
+        """Step at the definition line, then Call with the arguments. No Values follow that Step:
+        the consumer adds a Call's arguments to the variables of the Step before it (written as
+        Values too, each would be listed twice there). ``args``: spelled arguments already known
+        (a thrown exception)."""
         stack = state.stack
         if len(stack) >= limits.check_from:
             check_depth(state, frame)
@@ -729,8 +730,6 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
                     let_go(f_locals, saved)
         append(info.def_step)
         append(info.call_head + join_args(args) + call_tail)
-        for arg in args:
-            append(arg_value_head + arg + arg_value_tail)
         # Nothing can fail from here on: the call is open.
         stack.append(info)
         threads.calls += 1
