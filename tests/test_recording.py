@@ -97,6 +97,7 @@ def test_the_definition_line_step_shows_the_arguments_once(record):
                      None)
         assert after is None or "Step" in after, f"a Value right after the Call at event {index}"
     (call,) = calls_named(trace, "f")
+    assert list(call.args) == ["p", "q", "r", "args", "kwargs"]
     (def_step,) = [s for s in trace.steps() if s.call is call and s.line == 8]
     assert def_step.values == call.args
 

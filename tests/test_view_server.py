@@ -556,6 +556,26 @@ def test_definitions_between_the_def_line_step_and_its_call(tmp_path):
         index.close()
 
 
+@pytest.mark.parametrize("after", [[], [{"Value": {"variable_id": 0, "value": _int(7)}}]])
+def test_a_def_line_steps_variables_are_its_calls_args_in_event_order(tmp_path, after):
+    """As the reader (and the db-backend) list them: Values before the Call, its args, the Values
+    after it; a name given twice shows the later one."""
+    events = [{"Function": {"path_id": 0, "line": 1, "name": "f"}}, {"VariableName": "a"}, {"VariableName": "b"},
+              {"Step": {"path_id": 0, "line": 1}}, {"Value": {"variable_id": 0, "value": _int(1)}},
+              {"Call": {"function_id": 1, "args": [{"variable_id": 0, "value": _int(5)},
+                                                   {"variable_id": 1, "value": _int(6)}]}},
+              *after, {"Step": {"path_id": 0, "line": 2}},
+              {"Return": {"return_value": {"kind": "None", "type_id": 0}}},
+              {"Return": {"return_value": {"kind": "None", "type_id": 0}}}]
+    index = _hand_made(tmp_path, events)
+    try:
+        expected = {"a": _int(7 if after else 5), "b": _int(6)}
+        assert dict(index.locals_at(0)) == expected == Trace.load(index.folder).steps()[0].values
+        assert index.locals_at(1) == []     # the body's step: its own Values only
+    finally:
+        index.close()
+
+
 def test_a_number_too_big_for_the_index_is_a_failure_not_a_traceback(tmp_path, capfd):
     events = opening_events() + [{"Step": {"path_id": 0, "line": 1}}, {"Step": {"path_id": 0, "line": 2**31}}]
     folder = write_trace_folder(tmp_path / "trace", events, metadata={"program": "/nonexistent/prog/main.py"})

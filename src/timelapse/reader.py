@@ -96,7 +96,8 @@ class Call:
 
 @dataclass(eq=False)
 class Step:
-    """One executed line, with the Values recorded after it (section 4, rule 4)."""
+    """One executed line, with the Values recorded after it (section 4, rule 4) and the arguments
+    of a Call that follows it."""
 
     path: str
     line: int

@@ -615,9 +615,9 @@ class Session:
         if self._member is not None:
             metadata.update(self._member.metadata())   # parent, children
         if recorder is not None and redactor is not None:
-            # Redacted records in Value and Return events (reused ones counted at each step they
-            # are in; a Call's arguments repeat its step's Values and are not counted again), and
-            # secrets cut out of IO and exception Events and of the arguments above.
+            # Redacted records in Value, Call (its arguments, written there only) and Return events
+            # (reused ones counted at each step they are in), and secrets cut out of IO and
+            # exception Events and of the arguments above.
             metadata["redacted"] = {"values": recorder.encoder.redactions,
                                     "in_events": redactor.cut}
         for key, value in self.extra_metadata.items():

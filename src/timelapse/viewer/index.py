@@ -171,6 +171,7 @@ class TraceIndex:
         self.call_depth = array("i")
         self.call_first = array("i")       # its first step (the def-line Step the Call follows)
         self.call_bound = array("b")       # 1: call_first is that def-line Step (it holds the args)
+        self.call_values_at = array("i")   # that step's Values before the Call (the args go after them)
         self.call_end = array("i")         # the last step before its Return; -1 while open
         self.call_last_own = array("i")    # its own latest step (not its callees'), -1 if none
         self.call_site = array("i")        # the caller's step it was called from, -1 if none
@@ -269,7 +270,7 @@ class TraceIndex:
                 if reopen:
                     stack.append(reopen.pop(0))
                 else:
-                    self._on_call(payload, stack, thread, step_before_call)
+                    self._on_call(payload, stack, thread, step_before_call, len(current_values))
             elif variant == "Return":
                 if stack:
                     record = payload.get("return_value") if isinstance(payload, dict) else None
@@ -313,7 +314,8 @@ class TraceIndex:
             if variant not in _DEFINITIONS:     # definitions may come between a Step and its Call
                 step_before_call = -1
 
-    def _on_call(self, payload: dict[str, Any], stack: list[int], thread: int, step_before_call: int) -> None:
+    def _on_call(self, payload: dict[str, Any], stack: list[int], thread: int, step_before_call: int,
+                 values_before: int) -> None:
         call = len(self.call_function)
         parent = stack[-1] if stack else -1
         first = step_before_call if step_before_call >= 0 else len(self.step_path)
@@ -336,6 +338,7 @@ class TraceIndex:
         self.call_depth.append(len(stack))
         self.call_first.append(first)
         self.call_bound.append(own >= 0)
+        self.call_values_at.append(values_before if own >= 0 else 0)
         self.call_end.append(-1)
         self.call_last_own.append(own)
         self.call_site.append(site)
@@ -441,12 +444,13 @@ class TraceIndex:
 
     def locals_at(self, step: int) -> list[tuple[str, Any]]:
         """(name, record) of the variables at a step: the Values after it, and for the def-line Step
-        a Call follows, that Call's arguments first (the db-backend adds them to that step's
-        variables; timelapse writes no Values there)."""
+        a Call follows, that Call's arguments too, in event order (the db-backend adds them to that
+        step's variables when it reads the Call; timelapse writes no Values there)."""
         pairs = self.step_values(step)
         call = self.step_call[step]
         if call >= 0 and self.call_first[call] == step and self.call_bound[call]:
-            pairs = self.call_values(call) + pairs
+            before = self.call_values_at[call]
+            pairs = pairs[:before] + self.call_values(call) + pairs[before:]
         shown: dict[str, Any] = {}
         for variable, record in pairs:      # a name twice (after a DropLastStep): the last one counts
             shown[self.name(variable)] = record
