@@ -609,26 +609,11 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
         """Every visible variable, after the Step just emitted (values do not carry forward)."""
         var_ids = info.var_ids
         if info.kind == FUNCTION:
-            if snapshot_locals:
-                if info.shares_locals:
-                    f_locals, saved = read_locals(frame)
-                else:
-                    f_locals, saved = frame.f_locals, None
-                try:
-                    if compiled_locals is None or not compiled_locals(locals_ctx, f_locals, var_ids, info):
-                        for name, value in f_locals.items():
-                            try:
-                                head = var_ids[name]
-                            except KeyError:
-                                head = new_variable(info, name)
-                            if head is not None:
-                                append(head + encode(value) + value_tail)
-                    if info.secret_vars:
-                        emit_secrets(info, f_locals)
-                finally:
-                    let_go(f_locals, saved)
+            if snapshot_locals and info.shares_locals:
+                f_locals, saved = read_locals(frame)
             else:
-                f_locals = frame.f_locals
+                f_locals, saved = frame.f_locals, None
+            try:
                 if compiled_locals is None or not compiled_locals(locals_ctx, f_locals, var_ids, info):
                     for name, value in f_locals.items():
                         try:
@@ -639,6 +624,9 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
                             append(head + encode(value) + value_tail)
                 if info.secret_vars:
                     emit_secrets(info, f_locals)
+            finally:
+                if snapshot_locals:  # 3.12: see let_go
+                    let_go(f_locals, saved)
             namespace = None
         else:
             namespace = frame.f_locals
