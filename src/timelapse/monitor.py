@@ -848,27 +848,12 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
                 append(step)
                 if info.plain:  # a function with no globals or secrets to show
                     var_ids = info.var_ids
-                    if snapshot_locals:
-                        if info.shares_locals:
-                            f_locals, saved = read_locals(frame)
-                        else:
-                            f_locals, saved = frame.f_locals, None
-                        try:
-                            # Hot: the C loop when there is one (False: it left this step to us).
-                            if compiled_locals is None or not compiled_locals(locals_ctx, f_locals, var_ids, info):
-                                for name, value in f_locals.items():
-                                    try:
-                                        head = var_ids[name]
-                                    except KeyError:
-                                        head = new_variable(info, name)
-                                    if head is not None:
-                                        append(head + encode(value) + value_tail)
-                        finally:
-                            f_locals.clear()  # 3.12: see let_go
-                            if saved is not None:
-                                f_locals.update(saved)
+                    if snapshot_locals and info.shares_locals:
+                        f_locals, saved = read_locals(frame)
                     else:
-                        f_locals = frame.f_locals
+                        f_locals, saved = frame.f_locals, None
+                    try:
+                        # Hot: the C loop when there is one (False: it left this step to us).
                         if compiled_locals is None or not compiled_locals(locals_ctx, f_locals, var_ids, info):
                             for name, value in f_locals.items():
                                 try:
@@ -877,6 +862,11 @@ def _make_callbacks(recorder: Recorder) -> dict[int, Callable[..., Any]]:
                                     head = new_variable(info, name)
                                 if head is not None:
                                     append(head + encode(value) + value_tail)
+                    finally:
+                        if snapshot_locals:  # 3.12: see let_go
+                            f_locals.clear()
+                            if saved is not None:
+                                f_locals.update(saved)
                 else:
                     emit_values(info, frame)
                 state.last_step = step
